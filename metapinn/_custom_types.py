@@ -1,0 +1,20 @@
+"""Type aliases shared across metapinn (jaxtyping shapes are checked in the tests)."""
+
+from typing import Any
+
+from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
+
+
+Points = Float[Array, "n 2"]
+"""Collocation points; column 0 is `x`, column 1 is `t`."""
+Values = Float[Array, " n"]
+"""One value per point."""
+Scalar = Float[Array, ""]
+ScalarLike = Float[ArrayLike, ""] | float
+Params = PyTree[Float[ArrayLike, "..."]]
+"""The trainable (array) half of a partitioned model."""
+Static = PyTree[Any]
+"""The non-trainable half of a partitioned model."""
+FilterSpec = PyTree[bool | Bool[Array, ""]]
+
+__all__ = ["Points", "Values", "Scalar", "ScalarLike", "Params", "Static", "FilterSpec"]

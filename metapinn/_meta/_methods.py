@@ -1,0 +1,139 @@
+"""MAML, first-order MAML, Reptile and multi-task pre-training over one inner loop."""
+
+import equinox as eqx
+import jax
+from jaxtyping import PyTree
+
+from .._custom_types import Params, Scalar, Static
+from ._base import AbstractMetaLearner, LossFn, MetaAux, tree_sq_norm
+
+
+class MAML(AbstractMetaLearner):
+    r"""Model-agnostic meta-learning, second order (Finn, Abbeel & Levine 2017, ICML).
+
+    $$\min_\theta\ \mathcal{L}_\text{query}\big(\phi_K(\theta)\big),$$
+
+    where $\phi_K(\theta)$ is the inner loop started at $\theta$ on the support set.
+    The meta-gradient is `jax.grad` through the scanned inner loop, so it carries the
+    Hessian terms: for SGD, $\prod_k (I - \alpha \nabla^2 \mathcal{L}(\phi_k))
+    \nabla \mathcal{L}_\text{query}(\phi_K)$.
+    """
+
+    def meta_loss(
+        self,
+        params: Params,
+        static: Static,
+        loss_fn: LossFn,
+        task: PyTree,
+        support: PyTree,
+        query: PyTree,
+    ) -> tuple[Scalar, MetaAux]:
+        adapted, support_losses = self.adapt(params, static, loss_fn, task, support)
+        query_loss = loss_fn(eqx.combine(adapted, static), task, query)
+        return query_loss, MetaAux(query_loss, support_losses)
+
+
+class FOMAML(AbstractMetaLearner):
+    r"""First-order MAML (Finn et al. 2017, §5.2): the query-loss gradient at $\phi_K$,
+
+    $$g = \nabla \mathcal{L}_\text{query}(\phi)\big|_{\phi = \phi_K(\theta)},$$
+
+    obtained from the same loop as [`metapinn.MAML`][] with every inner gradient
+    wrapped in `stop_gradient`, so that $d\phi_K / d\theta = I$.
+    """
+
+    def meta_loss(
+        self,
+        params: Params,
+        static: Static,
+        loss_fn: LossFn,
+        task: PyTree,
+        support: PyTree,
+        query: PyTree,
+    ) -> tuple[Scalar, MetaAux]:
+        adapted, support_losses = self.adapt(
+            params, static, loss_fn, task, support, stop_inner_gradients=True
+        )
+        query_loss = loss_fn(eqx.combine(adapted, static), task, query)
+        return query_loss, MetaAux(query_loss, support_losses)
+
+
+class Reptile(AbstractMetaLearner):
+    r"""Reptile (Nichol, Achiam & Schulman 2018, arXiv:1803.02999).
+
+    The meta-gradient is $\theta - \phi_K(\theta)$: the gradient of
+    $\tfrac12 \lVert \theta - \operatorname{sg}(\phi_K) \rVert^2$ with the adapted
+    parameters fully stopped. With an outer SGD step of rate $\epsilon$ this is the
+    Reptile update $\theta \leftarrow \theta + \epsilon(\phi_K - \theta)$. The query
+    set is only evaluated (at $\phi_K$) for monitoring.
+    """
+
+    def meta_loss(
+        self,
+        params: Params,
+        static: Static,
+        loss_fn: LossFn,
+        task: PyTree,
+        support: PyTree,
+        query: PyTree,
+    ) -> tuple[Scalar, MetaAux]:
+        adapted, support_losses = self.adapt(
+            params, static, loss_fn, task, support, stop_inner_gradients=True
+        )
+        adapted = jax.lax.stop_gradient(adapted)
+        query_loss = jax.lax.stop_gradient(loss_fn(eqx.combine(adapted, static), task, query))
+        step = jax.tree_util.tree_map(lambda p, a: p - a, params, adapted)
+        objective = 0.5 * tree_sq_norm(step)
+        return objective, MetaAux(query_loss, support_losses)
+
+
+class MultiTask(AbstractMetaLearner):
+    r"""Multi-task pre-training, the baseline: $\min_\theta \mathbb{E}_\text{task}
+    \mathcal{L}_\text{query}(\theta)$, i.e. the inner loop with $K = 0$.
+
+    **Raises:** `ValueError` if `inner_steps` is not 0.
+    """
+
+    inner_steps: int = eqx.field(static=True, default=0)
+
+    def __check_init__(self):
+        if self.inner_steps != 0:
+            raise ValueError(
+                f"MultiTask pre-training has no inner loop; inner_steps must be 0, "
+                f"got {self.inner_steps!r}"
+            )
+
+    def meta_loss(
+        self,
+        params: Params,
+        static: Static,
+        loss_fn: LossFn,
+        task: PyTree,
+        support: PyTree,
+        query: PyTree,
+    ) -> tuple[Scalar, MetaAux]:
+        del support
+        query_loss = loss_fn(eqx.combine(params, static), task, query)
+        return query_loss, MetaAux(query_loss, query_loss[None][:0])
+
+
+METHODS: dict[str, type[AbstractMetaLearner]] = {
+    "maml": MAML,
+    "fomaml": FOMAML,
+    "reptile": Reptile,
+    "multitask": MultiTask,
+}
+
+
+def make_learner(method: str, **settings) -> AbstractMetaLearner:
+    """Build a learner by name: one of `maml`, `fomaml`, `reptile`, `multitask`.
+
+    **Raises:** `ValueError` naming an unknown method.
+    """
+    try:
+        cls = METHODS[method]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown meta-learning method {method!r}; choose one of {sorted(METHODS)}"
+        ) from None
+    return cls(**settings)

@@ -1,0 +1,70 @@
+"""The 1-D viscous Burgers family."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._custom_types import ScalarLike, Values
+from .._pinn import Derivatives
+from ._base import AbstractPDE
+
+
+def _check_viscosity(nu: Float[Array, "..."]) -> Float[Array, "..."]:
+    """Return `nu`, failing under JIT when any value is non-positive or non-finite."""
+    return eqx.error_if(
+        nu,
+        ~(jnp.isfinite(nu) & (nu > 0)),
+        "Burgers viscosity nu must be finite and > 0",
+    )
+
+
+class BurgersTask(eqx.Module):
+    """One member of the Burgers family: the viscosity `nu` (a scalar, or a batch `(B,)`)."""
+
+    nu: Float[Array, "..."]
+
+    def __init__(self, nu: ScalarLike | Float[Array, " B"]):
+        """**Arguments:** `nu`, the viscosity (> 0, finite); an array of shape `(B,)`
+        describes a batch of tasks, to be `vmap`ped over.
+
+        **Raises:** `ValueError` for a concrete `nu` that is not finite and positive.
+        """
+        nu = jnp.asarray(nu)
+        if not jnp.issubdtype(nu.dtype, jnp.floating):
+            nu = nu.astype(jnp.zeros(()).dtype)
+        try:
+            values = np.asarray(nu)
+        except jax.errors.TracerArrayConversionError:
+            values = None  # traced: checked under JIT by `eqx.error_if` in `residual`
+        if values is not None and not np.all(np.isfinite(values) & (values > 0)):
+            raise ValueError(f"Burgers viscosity nu must be finite and > 0, got {values.tolist()}")
+        self.nu = nu
+
+
+class Burgers(AbstractPDE):
+    r"""Viscous Burgers' equation on $x \in [-1, 1]$, $t \in [0, 1]$:
+
+    $$u_t + u u_x = \nu u_{xx}, \qquad u(x, 0) = -\sin(\pi x), \qquad u(\pm 1, t) = 0.$$
+
+    The standard PINN benchmark of Raissi, Perdikaris & Karniadakis (2019), *J. Comput.
+    Phys.* 378:686–707, here as a family over the viscosity $\nu$ (a
+    [`metapinn.BurgersTask`][]).
+    """
+
+    x_min: float = eqx.field(static=True, default=-1.0)
+    x_max: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=0.0)
+    t_max: float = eqx.field(static=True, default=1.0)
+
+    def residual(self, derivs: Derivatives, task: BurgersTask) -> Values:
+        nu = _check_viscosity(task.nu)
+        return derivs.u_t + derivs.u * derivs.u_x - nu * derivs.u_xx
+
+    def initial_condition(self, x: Float[Array, " n"]) -> Values:
+        return -jnp.sin(jnp.pi * x)
+
+    def boundary_condition(self, t: Float[Array, " n"], x: Float[Array, " n"]) -> Values:
+        del x
+        return jnp.zeros_like(t)

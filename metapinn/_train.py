@@ -1,0 +1,121 @@
+"""One meta-step: vmap over a batch of tasks, mean, outer optax update, under one JIT."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, PyTree
+
+from ._custom_types import Params, Scalar, Static
+from ._meta._base import AbstractMetaLearner, LossFn, optimizer_update
+
+
+class MetaStepInfo(eqx.Module):
+    """Per-task diagnostics from one meta-step (leading axis: the task batch)."""
+
+    meta_loss: Scalar
+    """The mean over tasks of the meta-objective."""
+    query_loss: Float[Array, " B"]
+    """Each task's query loss at its adapted parameters."""
+    support_losses: Float[Array, "B K"]
+    """Each task's support loss before each inner step."""
+
+
+def _leading_sizes(tree: PyTree) -> set[int]:
+    sizes = set()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        shape = jnp.shape(leaf)
+        if len(shape) == 0:
+            raise ValueError(
+                "every leaf of the task batch needs a leading task axis; got a scalar "
+                "leaf (for one task, add an axis: e.g. BurgersTask(jnp.array([nu])))"
+            )
+        sizes.add(shape[0])
+    return sizes
+
+
+def task_batch_size(tasks: PyTree, *point_sets: PyTree) -> int:
+    """The common task-axis size of `tasks` and of any per-task point sets.
+
+    A point set whose `interior` is `(n, 2)` is shared by all tasks; `(B, n, 2)`
+    gives each task its own.
+
+    **Raises:** `ValueError` naming the sizes when they disagree.
+    """
+    sizes = _leading_sizes(tasks)
+    if len(sizes) != 1:
+        raise ValueError(f"task leaves have different leading sizes {sorted(sizes)}")
+    (size,) = sizes
+    for name, points in zip(("support", "query"), point_sets, strict=False):
+        own = getattr(points, "task_batch_size", None)
+        if own is not None and own != size:
+            raise ValueError(
+                f"the {name} points are batched over {own} tasks but the task batch has {size}"
+            )
+    return size
+
+
+def _points_axis(points: PyTree) -> int | None:
+    return None if getattr(points, "task_batch_size", None) is None else 0
+
+
+def meta_objective(
+    learner: AbstractMetaLearner,
+    params: Params,
+    static: Static,
+    loss_fn: LossFn,
+    tasks: PyTree,
+    support: PyTree,
+    query: PyTree,
+) -> tuple[Scalar, MetaStepInfo]:
+    r"""The mean over the task batch of `learner`'s per-task meta-objective.
+
+    Its gradient in `params` is the meta-gradient, $\frac1B \sum_b g_b$. Tasks are
+    mapped with `jax.vmap`, so the task axis can be sharded across devices and the
+    mean becomes an all-reduce.
+    """
+    task_batch_size(tasks, support, query)
+    per_task = jax.vmap(
+        learner.meta_loss,
+        in_axes=(None, None, None, 0, _points_axis(support), _points_axis(query)),
+    )
+    objectives, aux = per_task(params, static, loss_fn, tasks, support, query)
+    mean = jnp.mean(objectives)
+    return mean, MetaStepInfo(mean, aux.query_loss, aux.support_losses)
+
+
+@eqx.filter_jit
+def meta_step(
+    learner: AbstractMetaLearner,
+    params: Params,
+    static: Static,
+    opt_state: optax.OptState,
+    optimizer: optax.GradientTransformation,
+    loss_fn: LossFn,
+    tasks: PyTree,
+    support: PyTree,
+    query: PyTree | None = None,
+) -> tuple[Params, optax.OptState, MetaStepInfo]:
+    """One outer step of meta-learning, compiled once per run under `eqx.filter_jit`.
+
+    **Arguments:**
+
+    - `learner`: a [`metapinn.AbstractMetaLearner`][] (MAML, FOMAML, Reptile, ...).
+    - `params`, `static`: the halves of `eqx.partition(pinn, eqx.is_inexact_array)`.
+    - `opt_state`, `optimizer`: the outer optax state and transformation.
+    - `loss_fn`: `loss_fn(model, task, batch) -> scalar`, e.g. `PINNLoss(Burgers())`.
+    - `tasks`: a batch of tasks, every leaf with a leading axis `B`.
+    - `support`, `query`: collocation points, shared `(n, 2)` or per task
+      `(B, n, 2)`; `query=None` reuses the support points.
+
+    **Returns:** `(params, opt_state, info)`, with per-task losses in `info`.
+
+    **Raises:** `ValueError` at trace time when the task-batch axes disagree.
+    """
+    if query is None:
+        query = support
+    grad_fn = jax.grad(meta_objective, argnums=1, has_aux=True)
+    grads, info = grad_fn(learner, params, static, loss_fn, tasks, support, query)
+    updates, opt_state = optimizer_update(optimizer, grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, info

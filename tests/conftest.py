@@ -1,0 +1,25 @@
+"""Test configuration: float64, strict dtype promotion, rank promotion errors.
+
+Set once at import, before any array exists; never toggled inside a test.
+"""
+
+import os
+
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import jax  # noqa: E402
+import jax.random as jr  # noqa: E402
+import pytest  # noqa: E402
+
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture
+def getkey():
+    """`getkey()` returns a fresh PRNG key each call, deterministic per test."""
+    keys = iter(jr.split(jr.key(5678), 10_000))
+    return lambda: next(keys)

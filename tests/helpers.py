@@ -1,0 +1,26 @@
+"""Shared helpers for the tests."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+import metapinn as mp
+
+
+def tree_allclose(x, y, *, rtol=1e-8, atol=1e-10) -> bool:
+    return bool(eqx.tree_equal(x, y, typematch=True, rtol=rtol, atol=atol))
+
+
+def small_problem(key, *, width=8, depth=2, n_interior=24, n_initial=8, n_boundary=4):
+    """A small float64 PINN, the Burgers loss, and one point set."""
+    k_net, k_pts = jr.split(key)
+    pinn = mp.MLPPINN(width=width, depth=depth, key=k_net)
+    params, static = eqx.partition(pinn, eqx.is_inexact_array)
+    pde = mp.Burgers()
+    batch = mp.sample_collocation(k_pts, pde, n_interior, n_initial, n_boundary)
+    return params, static, mp.PINNLoss(pde), batch
+
+
+def flat(tree) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)])

@@ -1,0 +1,61 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+import metapinn as mp
+
+
+def _scalar_net(pinn):
+    return lambda x, t: pinn(jnp.stack([x, t])[None])[0]
+
+
+@pytest.mark.parametrize("activation", [jnp.tanh, jax.nn.softplus, jnp.sin])
+@pytest.mark.parametrize("depth", [1, 3])
+def test_forward_mode_derivatives_match_autodiff(getkey, activation, depth):
+    pinn = mp.MLPPINN(width=7, depth=depth, activation=activation, key=getkey())
+    points = jr.uniform(getkey(), (9, 2), minval=-1.0, maxval=1.0)
+    x, t = points[:, 0], points[:, 1]
+    f = _scalar_net(pinn)
+    d = pinn.derivatives(points)
+    assert jnp.allclose(d.u, jax.vmap(f)(x, t), rtol=1e-12, atol=1e-12)
+    assert jnp.allclose(d.u_x, jax.vmap(jax.grad(f, 0))(x, t), rtol=1e-10, atol=1e-12)
+    assert jnp.allclose(d.u_t, jax.vmap(jax.grad(f, 1))(x, t), rtol=1e-10, atol=1e-12)
+    u_xx = jax.vmap(jax.grad(jax.grad(f, 0), 0))(x, t)
+    assert jnp.allclose(d.u_xx, u_xx, rtol=1e-10, atol=1e-12)
+
+
+def test_w1_architecture(getkey):
+    pinn = mp.MLPPINN(width=32, depth=2, key=getkey())
+    params, _ = eqx.partition(pinn, eqx.is_inexact_array)
+    assert sum(p.size for p in jax.tree_util.tree_leaves(params)) == 1185
+    assert all(jnp.all(b == 0) for b in pinn.biases)
+    # Glorot: Var(W) = 2 / (fan_in + fan_out); the 32x32 layer has 1024 samples.
+    assert jnp.std(pinn.weights[1]) == pytest.approx((2 / 64) ** 0.5, rel=0.15)
+
+
+def test_dtype_follows_request(getkey):
+    pinn = mp.MLPPINN(dtype=jnp.float32, key=getkey())
+    assert all(w.dtype == jnp.float32 for w in pinn.weights)
+    d = pinn.derivatives(jnp.zeros((3, 2), jnp.float32))
+    assert d.u_xx.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 3), (2, 5, 2)])
+def test_wrong_point_shape_is_rejected(getkey, shape):
+    pinn = mp.MLPPINN(width=4, key=getkey())
+    # Our ValueError says "got shape (5, 3)"; under the test suite's jaxtyping hook the
+    # annotation may fire first ("f64[5,3]"). Either way the bad shape is named.
+    bad = ", ?".join(str(s) for s in shape)
+    with pytest.raises((ValueError, TypeError), match=bad):
+        pinn(jnp.zeros(shape))
+    with pytest.raises((ValueError, TypeError), match=bad):
+        pinn.derivatives(jnp.zeros(shape))
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0}, {"depth": -1}])
+def test_bad_architecture_is_rejected(getkey, kwargs):
+    name, value = next(iter(kwargs.items()))
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer, got {value}"):
+        mp.MLPPINN(**kwargs, key=getkey())
