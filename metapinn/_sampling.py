@@ -5,7 +5,6 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Points
 from ._pde._base import AbstractPDE
 from ._pinn import check_points
 

@@ -61,6 +61,7 @@ def adapt(
     adapt_spec: FilterSpec | None = None,
     stop_inner_gradients: bool = False,
     return_trajectory: bool = False,
+    unroll: int | bool = 1,
 ) -> tuple[Params, Float[Array, " steps"]] | tuple[Params, Float[Array, " steps"], Params]:
     r"""Adapt `params` to one task: `steps` optimiser steps on `loss_fn`, as ONE `lax.scan`.
 
@@ -83,6 +84,8 @@ def adapt(
     - `stop_inner_gradients`: wrap each inner gradient in `stop_gradient`, so that
       $d\phi_K/d\theta = I$ (first-order MAML).
     - `return_trajectory`: also return the parameters after every step.
+    - `unroll`: passed to `lax.scan` (static); `True` unrolls the whole loop, which
+      compiles more slowly and lets XLA count every step's FLOPs.
 
     **Returns:** `(params_K, losses)` where `losses[k]` is the loss at $\phi_k$ before
     step `k`; with `return_trajectory`, also the stacked $\phi_1, \dots, \phi_K$.
@@ -109,7 +112,7 @@ def adapt(
         return (p, opt_state), ((loss, p) if return_trajectory else loss)
 
     init = (adapting, optimizer.init(adapting))
-    (adapted, _), out = jax.lax.scan(body, init, length=steps)
+    (adapted, _), out = jax.lax.scan(body, init, length=steps, unroll=unroll)
     adapted = eqx.combine(adapted, frozen)
     if return_trajectory:
         losses, trajectory = out
@@ -142,11 +145,13 @@ class AbstractMetaLearner(eqx.Module):
     - `inner_steps`: $K \ge 0$ (static).
     - `inner_optimizer`: an optax transformation or a float SGD rate (static).
     - `adapt_spec`: which leaves adapt (a pytree of bools), `None` for all.
+    - `inner_unroll`: `lax.scan` unrolling of the inner loop (static; default 1).
     """
 
     inner_steps: int = eqx.field(static=True, default=5)
     inner_optimizer: optax.GradientTransformation | float = eqx.field(static=True, default=0.01)
     adapt_spec: FilterSpec | None = None
+    inner_unroll: int | bool = eqx.field(static=True, default=1)
 
     def __check_init__(self):
         _check_steps(self.inner_steps)
@@ -173,6 +178,7 @@ class AbstractMetaLearner(eqx.Module):
             optimizer=self.inner_optimizer,
             adapt_spec=self.adapt_spec,
             stop_inner_gradients=stop_inner_gradients,
+            unroll=self.inner_unroll,
         )
 
     @abc.abstractmethod

@@ -1,0 +1,254 @@
+"""Speed of one meta-step on workload W1 (DESIGN.md §3), by the speed protocol (§4).
+
+For second-order MAML, first-order MAML, Reptile, multi-task pre-training and a
+100-step Adam adaptation this measures: compile time (`.lower().compile()`), the median
+and min–max of >= 20 steps (each ended with `block_until_ready`), the analytic float32
+FLOPs of a step and XLA's own count of the compiled program, the achieved rate, the
+ratio of the measured time to the *floor* (analytic FLOPs ÷ the best rate of a 2048³
+float32 matmul measured in the same run), and the peak resident memory of the process
+that ran the case (each case runs in its own subprocess, so memory and compile caches
+don't leak between cases).
+
+Run from the repository root:
+
+    python benchmarks/meta_step.py [--steps 30] [--out benchmarks/results/meta_step.json]
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+CASES = ("maml", "fomaml", "reptile", "multitask", "adapt100")
+
+# W1 (DESIGN.md §3).
+WIDTH, DEPTH = 32, 2
+N_INTERIOR, N_INITIAL, N_BOUNDARY = 200, 50, 20
+TASKS, INNER_STEPS, INNER_LR, OUTER_LR = 6, 5, 0.01, 1e-3
+ADAPT_STEPS = 100
+
+
+def analytic_flops(case: str) -> float:
+    """Matmul FLOPs of one step of `case` on W1, counted as DESIGN.md §4 prescribes.
+
+    One loss evaluation pushes the value through the network at all
+    `n_int + n_ic + n_bc` points and three more streams (`u_x, u_t, u_xx`) at the
+    interior points: `F = 2 · Σ fan_in·fan_out · (4 n_int + n_ic + 2 n_bc)`. A
+    gradient costs `3F` (forward + two matmuls back per layer); differentiating
+    back through one inner gradient step of second-order MAML costs `6F` more.
+    """
+    fan = 2 * WIDTH + (DEPTH - 1) * WIDTH * WIDTH + WIDTH
+    f = 2 * fan * (4 * N_INTERIOR + N_INITIAL + 2 * N_BOUNDARY)
+    grad = 3 * f
+    per_task = {
+        "maml": (INNER_STEPS + 1) * grad + INNER_STEPS * 2 * grad,
+        "fomaml": (INNER_STEPS + 1) * grad,
+        "reptile": INNER_STEPS * grad,
+        "multitask": grad,
+    }
+    if case == "adapt100":
+        return ADAPT_STEPS * grad
+    return TASKS * per_task[case]
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
+    """Best float32 FLOP/s of an `n³` matmul through `jax.numpy` on this machine."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def _xla_flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0]
+    return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def run_case(case: str, steps: int) -> dict:
+    """Compile and time one case in this process."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+    import optax
+
+    import metapinn as mp
+
+    pinn = mp.MLPPINN(WIDTH, DEPTH, dtype=jnp.float32, key=jr.key(0))
+    params, static = eqx.partition(pinn, eqx.is_inexact_array)
+    pde = mp.Burgers()
+    loss_fn = mp.PINNLoss(pde)
+    batch = mp.sample_collocation(jr.key(1), pde, N_INTERIOR, N_INITIAL, N_BOUNDARY)
+    nus = jnp.linspace(0.005, 0.05, 12, dtype=jnp.float32)
+
+    if case == "adapt100":
+        optimizer = optax.adam(OUTER_LR)
+        task = mp.BurgersTask(nus[1])
+
+        def make(steps_in_program, unroll=1):
+            @eqx.filter_jit
+            def run(p):
+                return mp.adapt(
+                    p,
+                    static,
+                    loss_fn,
+                    task,
+                    batch,
+                    steps=steps_in_program,
+                    optimizer=optimizer,
+                    unroll=unroll,
+                )[0]
+
+            return run, (params,)
+
+        step_fn, args = make(ADAPT_STEPS)
+        # XLA counts a loop body once: count one unrolled step and scale.
+        one_fn, _ = make(1)
+        xla = _xla_flops(one_fn.lower(*args).compile().compiled) * ADAPT_STEPS
+        advance = lambda out, args: (out,)  # noqa: E731
+    else:
+        if case == "multitask":
+            learner = mp.MultiTask()
+        else:
+            learner = mp.make_learner(case, inner_steps=INNER_STEPS, inner_optimizer=INNER_LR)
+        optimizer = optax.adam(OUTER_LR)
+        tasks = mp.BurgersTask(nus[::2])
+
+        def step_fn(p, state):
+            return mp.meta_step(learner, p, static, state, optimizer, loss_fn, tasks, batch)
+
+        step_fn = eqx.filter_jit(step_fn)
+        args = (params, optimizer.init(params))
+        # XLA counts a loop body once, so count FLOPs on a fully unrolled copy.
+        unrolled = dataclasses.replace(learner, inner_unroll=True)
+
+        @eqx.filter_jit
+        def count_fn(p, state):
+            return mp.meta_step(unrolled, p, static, state, optimizer, loss_fn, tasks, batch)
+
+        xla = _xla_flops(count_fn.lower(*args).compile().compiled)
+        advance = lambda out, args: (out[0], out[1])  # noqa: E731
+
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    out = compiled(*args)
+    jax.block_until_ready(out)
+    args = advance(out, args)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        out = compiled(*args)
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - t0)
+        args = advance(out, args)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "case": case,
+        "compile_s": compile_s,
+        "median_ms": 1e3 * statistics.median(times),
+        "min_ms": 1e3 * min(times),
+        "max_ms": 1e3 * max(times),
+        "steps_timed": steps,
+        "analytic_mflop": analytic_flops(case) / 1e6,
+        "xla_mflop": xla / 1e6,
+        "peak_rss_mib": rss_kib / 1024,
+    }
+
+
+def _table(rows: list[dict], ceiling: float) -> str:
+    head = (
+        f"{'case':<10} {'compile s':>9} {'median ms':>10} {'min–max ms':>15} "
+        f"{'analytic MF':>11} {'XLA MF':>8} {'GFLOP/s':>8} {'floor ms':>8} "
+        f"{'×floor':>7} {'RSS MiB':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['case']:<10} {r['compile_s']:>9.2f} {r['median_ms']:>10.2f} "
+            f"{r['min_ms']:>7.2f}–{r['max_ms']:<7.2f} {r['analytic_mflop']:>11.1f} "
+            f"{r['xla_mflop']:>8.1f} {r['achieved_gflops']:>8.1f} {r['floor_ms']:>8.2f} "
+            f"{r['times_floor']:>7.1f} {r['peak_rss_mib']:>8.0f}"
+        )
+    lines.append(f"ceiling: 2048³ float32 matmul at {ceiling / 1e9:.1f} GFLOP/s (same run)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per case (>= 20)")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument(
+        "--out",
+        default=os.path.join("benchmarks", "results", "meta_step.json"),
+        help="where to write the JSON results",
+    )
+    parser.add_argument("--only", choices=CASES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.steps < 20:
+        parser.error(f"--steps must be >= 20 by the speed protocol, got {args.steps}")
+
+    if args.only:  # child process: one case, JSON on stdout
+        print(json.dumps(run_case(args.only, args.steps)))
+        return 0
+
+    ceiling = matmul_ceiling()
+    rows = []
+    for case in args.cases:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--only", case, "--steps", str(args.steps)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit(f"benchmark case {case!r} failed (exit {proc.returncode})")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        floor_s = row["analytic_mflop"] * 1e6 / ceiling
+        row["floor_ms"] = 1e3 * floor_s
+        row["times_floor"] = row["median_ms"] / row["floor_ms"]
+        row["achieved_gflops"] = row["analytic_mflop"] / row["median_ms"]
+        rows.append(row)
+        print(f"  {case}: {row['median_ms']:.2f} ms", file=sys.stderr)
+
+    print(_table(rows, ceiling))
+    import jax
+
+    result = {
+        "workload": "W1",
+        "ceiling_gflops": ceiling / 1e9,
+        "device": str(jax.devices()[0]),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
