@@ -8,6 +8,25 @@ from .._custom_types import Params, Scalar, Static
 from ._base import AbstractMetaLearner, LossFn, MetaAux, tree_sq_norm
 
 
+def _query_loss_after_adapting(
+    learner: AbstractMetaLearner,
+    params: Params,
+    static: Static,
+    loss_fn: LossFn,
+    task: PyTree,
+    support: PyTree,
+    query: PyTree,
+    *,
+    stop_inner_gradients: bool,
+) -> tuple[Scalar, MetaAux]:
+    """`L_query(φ_K(θ))`: the objective MAML and first-order MAML share."""
+    adapted, support_losses = learner.adapt(
+        params, static, loss_fn, task, support, stop_inner_gradients=stop_inner_gradients
+    )
+    query_loss = loss_fn(eqx.combine(adapted, static), task, query)
+    return query_loss, MetaAux(query_loss, support_losses)
+
+
 class MAML(AbstractMetaLearner):
     r"""Model-agnostic meta-learning, second order (Finn, Abbeel & Levine 2017, ICML).
 
@@ -28,9 +47,9 @@ class MAML(AbstractMetaLearner):
         support: PyTree,
         query: PyTree,
     ) -> tuple[Scalar, MetaAux]:
-        adapted, support_losses = self.adapt(params, static, loss_fn, task, support)
-        query_loss = loss_fn(eqx.combine(adapted, static), task, query)
-        return query_loss, MetaAux(query_loss, support_losses)
+        return _query_loss_after_adapting(
+            self, params, static, loss_fn, task, support, query, stop_inner_gradients=False
+        )
 
 
 class FOMAML(AbstractMetaLearner):
@@ -51,11 +70,9 @@ class FOMAML(AbstractMetaLearner):
         support: PyTree,
         query: PyTree,
     ) -> tuple[Scalar, MetaAux]:
-        adapted, support_losses = self.adapt(
-            params, static, loss_fn, task, support, stop_inner_gradients=True
+        return _query_loss_after_adapting(
+            self, params, static, loss_fn, task, support, query, stop_inner_gradients=True
         )
-        query_loss = loss_fn(eqx.combine(adapted, static), task, query)
-        return query_loss, MetaAux(query_loss, support_losses)
 
 
 class Reptile(AbstractMetaLearner):
