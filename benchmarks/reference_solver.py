@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--out",
         type=pathlib.Path,
-        default=pathlib.Path(__file__).with_name("reference_solver.json"),
+        default=pathlib.Path(__file__).parent / "results" / "reference_solver.json",
         help="where to write the JSON results",
     )
     parser.add_argument(
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
             "atol": solver.atol,
         },
         "machine": {
-            "platform": platform.platform(),
+            "machine": platform.machine(),
             "device": str(jax.devices()[0].device_kind),
             "cpu_count": os.cpu_count(),
             "load_average_1min_at_end": os.getloadavg()[0],
