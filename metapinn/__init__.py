@@ -2,7 +2,23 @@
 
 import importlib.metadata
 
+from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from ._evaluate import (
+    FewShotTrace as FewShotTrace,
+    FieldMetrics as FieldMetrics,
+    adapt_recording as adapt_recording,
+    few_shot as few_shot,
+    field_metrics as field_metrics,
+)
 from ._exact import cole_hopf_solution as cole_hopf_solution, default_num_nodes as default_num_nodes
+from ._experiment import (
+    ConfigError as ConfigError,
+    ExperimentConfig as ExperimentConfig,
+    evaluate_runs as evaluate_runs,
+    load_config as load_config,
+    reproduce as reproduce,
+    train_runs as train_runs,
+)
 from ._loss import (
     LossTerms as LossTerms,
     PINNLoss as PINNLoss,
@@ -31,6 +47,12 @@ from ._metrics import (
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
 from ._pinn import MLPPINN as MLPPINN, AbstractPINN as AbstractPINN, Derivatives as Derivatives
+from ._plots import (
+    plot_few_shot as plot_few_shot,
+    plot_fields as plot_fields,
+    plot_meta_training as plot_meta_training,
+    plot_per_viscosity as plot_per_viscosity,
+)
 from ._reference import (
     ReferenceSolution as ReferenceSolution,
     SpectralBurgersSolver as SpectralBurgersSolver,
@@ -39,6 +61,12 @@ from ._reference import (
     grid_points as grid_points,
     reference_solution as reference_solution,
     standard_grid as standard_grid,
+)
+from ._run import (
+    MetaTrainResult as MetaTrainResult,
+    NonFiniteLossError as NonFiniteLossError,
+    RunInterrupted as RunInterrupted,
+    meta_train as meta_train,
 )
 from ._sampling import (
     CollocationBatch as CollocationBatch,

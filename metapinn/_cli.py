@@ -1,0 +1,304 @@
+"""The `metapinn` command: reproduce, train, evaluate, show.
+
+Settings come, in increasing precedence, from the built-in W1 defaults, a JSON config
+file (`--config`), the `--quick` preset, and flags. The resulting configuration is
+stored with the run (`config.json` in its folder).
+"""
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import typing
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from ._experiment import (
+    EVALUATION_KEYS,
+    QUICK,
+    ConfigError,
+    ExperimentConfig,
+    default_out_dir,
+    evaluate_runs,
+    format_summary,
+    load_config,
+    reproduce,
+    train_runs,
+)
+from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
+
+
+_DEFAULTS = ExperimentConfig()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    group = parser.add_argument_group(
+        "experiment settings (override --config; defaults are workload W1)"
+    )
+    for f in dataclasses.fields(ExperimentConfig):
+        if f.name not in names:
+            continue
+        default = getattr(_DEFAULTS, f.name)
+        kwargs: dict = {"default": None, "dest": f.name}
+        if typing.get_origin(f.type) is tuple:
+            (item, _) = typing.get_args(f.type)
+            kwargs.update(nargs="+", type=item, metavar=item.__name__.upper())
+            shown = " ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in default)
+        else:
+            kwargs.update(type=f.type, metavar=f.type.__name__.upper())
+            shown = str(default)
+        group.add_argument(_flag(f.name), help=f"{f.metadata['help']} (default: {shown})", **kwargs)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--config",
+        type=pathlib.Path,
+        default=None,
+        metavar="FILE",
+        help="JSON file of settings; missing keys take the defaults (default: none)",
+    )
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        metavar="DIR",
+        help=f"output folder of the run (default: runs/<name>{what}-<date-time>)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last checkpoints (default: off)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bars (default: shown)"
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N meta-steps of this invocation, as if killed; for testing "
+        "--resume (default: run to the end)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="metapinn",
+        description="Meta-learned PINN initialisations for the Burgers family: meta-train "
+        "MAML, first-order MAML, Reptile and multi-task pre-training, then measure few-shot "
+        "adaptation on held-out viscosities against a reference solution.",
+    )
+    parser.add_argument("--version", action="version", version=f"metapinn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    every = [f.name for f in dataclasses.fields(ExperimentConfig)]
+
+    p = sub.add_parser(
+        "reproduce",
+        help="meta-train all methods for all seeds, evaluate, write tables and plots",
+        description="The whole experiment (workload W1 by default): meta-training of every "
+        "method for every seed, few-shot evaluation against the reference, results table "
+        "(printed, results.json, results.md) and plots, all in one output folder.",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of about a minute: "
+        + ", ".join(f"{k}={v}" for k, v in QUICK.items())
+        + " (default: off)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
+    _add_run_flags(p, "")
+    _add_config_flags(p, every)
+
+    p = sub.add_parser(
+        "train",
+        help="meta-train one method for one seed",
+        description="Meta-train one method from the random initialisation of one seed. "
+        "Evaluate the result with `metapinn evaluate DIR`.",
+    )
+    p.add_argument(
+        "--method",
+        default=None,
+        help="maml (second order), fomaml (first order), reptile, or multitask (default: "
+        "maml, or the resumed run's)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the initialisation (default: 0, or the resumed run's)",
+    )
+    _add_run_flags(p, "-<method>")
+    _add_config_flags(p, [n for n in every if n not in ("methods", "seeds")])
+
+    p = sub.add_parser(
+        "evaluate",
+        help="few-shot evaluation of the initialisations trained in a run folder",
+        description="Adapt each initialisation trained in RUN (and the random one of each "
+        "seed) to the held-out viscosities; write results.json, results.md and plots into "
+        "RUN and print the table. Evaluation settings may be changed here.",
+    )
+    p.add_argument("run", type=pathlib.Path, metavar="RUN", help="the run folder")
+    p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
+    _add_config_flags(p, EVALUATION_KEYS)
+
+    p = sub.add_parser(
+        "show",
+        help="print a run's results (or its training progress)",
+        description="Print RUN/results.md; for an unfinished run, how far each training got.",
+    )
+    p.add_argument("run", type=pathlib.Path, metavar="RUN", help="the run folder")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    names = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def _stored_config(folder: pathlib.Path) -> ExperimentConfig:
+    path = folder / "config.json"
+    if not path.exists():
+        raise ConfigError(f"{folder} is not a metapinn run folder (no config.json)")
+    return load_config(path)
+
+
+def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
+    if args.resume and args.out is None:
+        raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+    if args.config is not None:
+        config = load_config(args.config)
+    elif args.resume and (args.out / "config.json").exists():
+        config = _stored_config(args.out)
+    else:
+        config = ExperimentConfig()
+    changes = dict(QUICK) if getattr(args, "quick", False) else {}
+    changes.update(extra)
+    changes.update(_overrides(args))
+    return config.replace(**changes) if changes else config
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    config = _config_for_run(args, {})
+    out = args.out or default_out_dir(config, "-quick" if args.quick else "")
+    results = reproduce(
+        config,
+        out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        stop_after=args.stop_after,
+        plots=not args.no_plots,
+    )
+    print()
+    print(format_summary(results))
+    written = [out / "results.md", out / "results.json"]
+    written += [] if args.no_plots else [out / "plots"]
+    print("\nwritten: " + ", ".join(map(str, written)))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    # Without --method/--seed, a resumed run keeps its own; a new run takes maml, 0.
+    stored = None
+    if args.resume and args.out is not None and (args.out / "config.json").exists():
+        stored = _stored_config(args.out)
+    extra = {
+        "methods": (args.method,) if args.method else stored.methods if stored else ("maml",),
+        "seeds": (args.seed,) if args.seed is not None else stored.seeds if stored else (0,),
+    }
+    config = _config_for_run(args, extra)
+    if len(config.methods) != 1 or len(config.seeds) != 1:
+        raise ConfigError(
+            f"metapinn train runs one method for one seed; the configuration has methods="
+            f"{list(config.methods)} and seeds={list(config.seeds)}: use --method and --seed, "
+            "or metapinn reproduce"
+        )
+    (method,), (seed,) = config.methods, config.seeds
+    out = args.out or default_out_dir(config, f"-{method}")
+    print(f"run folder: {out}", flush=True)
+    train_runs(
+        config, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after
+    )
+    print(f"trained initialisation: {out / 'train' / method / f'seed{seed}'}")
+    print(f"evaluate it with: metapinn evaluate {out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    config = _stored_config(args.run)
+    changes = _overrides(args)
+    if changes:
+        config = config.replace(**changes)
+    results = evaluate_runs(config, args.run, plots=not args.no_plots)
+    print()
+    print(format_summary(results))
+    print(f"\nwritten: {args.run / 'results.md'}, {args.run / 'results.json'}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    results = args.run / "results.md"
+    if results.exists():
+        print(results.read_text(), end="")
+        return 0
+    config = _stored_config(args.run)
+    print(f"{args.run}: no results yet. Training progress:")
+    for method in config.methods:
+        for seed in config.seeds:
+            folder = args.run / "train" / method / f"seed{seed}"
+            step = 0
+            if (folder / CHECKPOINT).exists():
+                with np.load(folder / CHECKPOINT, allow_pickle=False) as data:
+                    step = json.loads(str(data["__meta__"]))["step"]
+            print(f"  {method} seed {seed}: {step}/{config.meta_steps} meta-steps checkpointed")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `metapinn` command. **Returns:** the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Float64 is needed by the reference solver (and by `--dtype float64`); training
+    # stays in the configured dtype, as every array is created with it explicitly.
+    # Set before any array exists, never toggled later.
+    jax.config.update("jax_enable_x64", True)
+    command = {
+        "reproduce": _cmd_reproduce,
+        "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
+        "show": _cmd_show,
+    }[args.command]
+    try:
+        return command(args)
+    except (ConfigError, FileExistsError, FileNotFoundError) as e:
+        parser.exit(2, f"metapinn {args.command}: error: {e}\n")
+    except NonFiniteLossError as e:
+        print(f"metapinn {args.command}: {e}", file=sys.stderr)
+        return 1
+    except RunInterrupted as e:
+        print(f"metapinn {args.command}: {e}", file=sys.stderr)
+        print("continue with --resume and the same --out", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(
+            f"\nmetapinn {args.command}: interrupted; the last checkpoints are intact, "
+            "continue with --resume and the same --out",
+            file=sys.stderr,
+        )
+        return 130
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

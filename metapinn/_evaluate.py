@@ -1,0 +1,197 @@
+"""Few-shot evaluation: adapt initialisations to held-out tasks in ONE scan per run,
+recording the parameters at chosen step counts, then measure them against the truth.
+
+[`metapinn.adapt`][] can return every intermediate parameter set; for a 1000-step
+curve read at eight step counts that is 125 times more memory than needed, so
+[`metapinn.adapt_recording`][] runs the same optimiser loop and keeps only the step
+counts asked for, in a buffer carried through the scan.
+"""
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int, PyTree
+
+from ._custom_types import Params, Points, Static
+from ._meta._base import LossFn, optimizer_update
+from ._metrics import max_abs_error, relative_l2_error, rms_residual
+from ._pde._base import AbstractPDE
+
+
+def _check_record_steps(steps: Sequence[int]) -> tuple[int, ...]:
+    steps = tuple(steps)
+    if not steps:
+        raise ValueError("give at least one step count to record")
+    for k in steps:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"step counts must be integers >= 0, got {k!r}")
+    if list(steps) != sorted(set(steps)):
+        raise ValueError(f"step counts must be strictly increasing, got {list(steps)}")
+    return steps
+
+
+class FewShotTrace(eqx.Module):
+    """The record of adapting from an initialisation.
+
+    Leading axes (none for one run; `(I, N)` from [`metapinn.few_shot`][]) come first.
+    """
+
+    steps: tuple[int, ...] = eqx.field(static=True)
+    """The recorded step counts `k`."""
+    params: Params
+    """The parameters after each recorded `k`: every leaf has an axis `len(steps)`
+    after the leading axes."""
+    losses: Float[Array, "*batch n_steps"]
+    """The loss at each recorded `k`."""
+    curve: Float[Array, "*batch n_curve"]
+    """The loss after every step `0, 1, ..., max(steps)`."""
+
+
+def adapt_recording(
+    params: Params,
+    static: Static,
+    loss_fn: LossFn,
+    task: PyTree,
+    batch: PyTree,
+    *,
+    steps: Sequence[int],
+    optimizer: optax.GradientTransformation,
+) -> FewShotTrace:
+    r"""Adapt `params` to one task with `optimizer` for `max(steps)` steps (ONE
+    `lax.scan`), keeping the parameters after each step count in `steps`.
+
+    **Arguments:**
+
+    - `params`, `static`: the halves of `eqx.partition(pinn, eqx.is_inexact_array)`.
+    - `loss_fn`: `loss_fn(model, task, batch) -> scalar`.
+    - `task`, `batch`: one task and its collocation points.
+    - `steps`: strictly increasing step counts to record, e.g. `(0, 10, 100, 1000)`;
+      `0` records the initialisation itself.
+    - `optimizer`: an optax transformation, e.g. `optax.adam(1e-3)`.
+
+    **Returns:** a [`metapinn.FewShotTrace`][] without leading axes.
+
+    **Raises:** `ValueError` for step counts that are negative or not increasing.
+    """
+    steps = _check_record_steps(steps)
+    total = steps[-1]
+    record = jnp.asarray(steps, dtype=jnp.int32)
+
+    def loss_of(p):
+        return loss_fn(eqx.combine(p, static), task, batch)
+
+    def keep(buffer, p, done):
+        hit = record == done
+        return jax.tree_util.tree_map(
+            lambda buf, leaf: jnp.where(hit.reshape((-1,) + (1,) * leaf.ndim), leaf[None], buf),
+            buffer,
+            p,
+        )
+
+    def body(carry, i):
+        p, opt_state, buffer = carry
+        loss, grads = jax.value_and_grad(loss_of)(p)
+        updates, opt_state = optimizer_update(optimizer, grads, opt_state, p)
+        p = optax.apply_updates(p, updates)
+        return (p, opt_state, keep(buffer, p, i + 1)), loss
+
+    buffer = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf] * len(steps)), params)
+    init = (params, optimizer.init(params), buffer)
+    (final, _, buffer), curve = jax.lax.scan(body, init, jnp.arange(total, dtype=jnp.int32))
+    curve = jnp.concatenate([curve, loss_of(final)[None]])
+    return FewShotTrace(steps=steps, params=buffer, losses=curve[record], curve=curve)
+
+
+@eqx.filter_jit
+def few_shot(
+    inits: Params,
+    static: Static,
+    loss_fn: LossFn,
+    tasks: PyTree,
+    batch: PyTree,
+    *,
+    steps: Sequence[int],
+    optimizer: optax.GradientTransformation,
+) -> FewShotTrace:
+    """[`metapinn.adapt_recording`][] for every initialisation on every task, under one
+    `jit` (vmapped over both).
+
+    **Arguments:**
+
+    - `inits`: stacked initialisations, every leaf with a leading axis `I`.
+    - `tasks`: stacked held-out tasks, every leaf with a leading axis `N` (e.g.
+      `BurgersTask(test_nus)`).
+    - the rest as for [`metapinn.adapt_recording`][]; the same `batch` serves all.
+
+    **Returns:** a [`metapinn.FewShotTrace`][] with leading axes `(I, N)`.
+    """
+
+    def one(p, task):
+        return adapt_recording(p, static, loss_fn, task, batch, steps=steps, optimizer=optimizer)
+
+    return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))(inits, tasks)
+
+
+class FieldMetrics(eqx.Module):
+    """Accuracy of PINN fields on a grid, each array over the same leading axes."""
+
+    rel_l2: Float[Array, "..."]
+    r"""Relative L2 error $\lVert u - u_\text{ref}\rVert_2 / \lVert u_\text{ref}\rVert_2$."""
+    max_abs: Float[Array, "..."]
+    """Largest absolute error."""
+    rms_residual: Float[Array, "..."]
+    """Root-mean-square PDE residual at the grid points."""
+
+
+@eqx.filter_jit
+def field_metrics(
+    params: Params,
+    static: Static,
+    pde: AbstractPDE,
+    tasks: PyTree,
+    task_index: Int[Array, " m"],
+    points: Points,
+    u_ref: Float[Array, "N n"],
+    residual_points: Float[Array, "r 2"],
+    *,
+    batch_size: int = 4,
+) -> FieldMetrics:
+    """Errors of `m` parameter sets against reference fields, a few sets at a time
+    (`lax.map`), so that memory stays that of `batch_size` fields.
+
+    **Arguments:**
+
+    - `params`: `m` stacked parameter sets (leading axis `m` on every leaf).
+    - `static`: the other half of the PINN.
+    - `pde`, `tasks`: the PDE family and the `N` stacked tasks.
+    - `task_index`: which task each parameter set belongs to.
+    - `points`: the grid, `(n, 2)`; `u_ref`: the reference on it for each task (the
+      errors are computed in the wider of its dtype and the PINN's).
+    - `residual_points`: where the RMS residual is taken (e.g. a sub-grid: the
+      residual needs second derivatives, five times the cost of `u` alone).
+
+    **Returns:** a [`metapinn.FieldMetrics`][] with leading axis `m`.
+    """
+
+    def one(args):
+        p, i = args
+        pinn = eqx.combine(p, static)
+        task = jax.tree_util.tree_map(lambda x: x[i], tasks)
+        u = pinn(points)
+        return (
+            relative_l2_error(u, u_ref[i]),
+            max_abs_error(u, u_ref[i]),
+            rms_residual(pinn, pde, task, residual_points),
+        )
+
+    rel, mx, rms = jax.lax.map(one, (params, task_index), batch_size=batch_size)
+    return FieldMetrics(rel_l2=rel, max_abs=mx, rms_residual=rms)
+
+
+@eqx.filter_jit
+def pinn_field(params: Params, static: Static, points: Points) -> Float[Array, " n"]:
+    """The PINN's `u` at `points`."""
+    return eqx.combine(params, static)(points)

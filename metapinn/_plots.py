@@ -1,0 +1,160 @@
+"""Figures of an experiment, drawn on `matplotlib.figure.Figure` objects.
+
+No `pyplot` here: the figures need no GUI backend, so they work headless (the CLI
+saves them as PNG) and display inline in a notebook. Each function returns its
+`matplotlib.figure.Figure`.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def _figure(**kwargs):
+    from matplotlib.figure import Figure  # imported on first use: `import metapinn` stays light
+
+    return Figure(layout="constrained", **kwargs)
+
+
+def _band(ax, x, values, label, log=True):
+    """Mean over axis 0 as a line, min..max as a band; NaN entries (e.g. a diverged
+    run) are left out."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    if not count.any():
+        return
+    total = np.where(finite, values, 0.0).sum(axis=0)
+    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    (line,) = ax.plot(x, mean, label=label, marker="o" if len(x) < 30 else None, ms=3)
+    if values.shape[0] > 1:
+        low, high = np.fmin.reduce(values, axis=0), np.fmax.reduce(values, axis=0)
+        ax.fill_between(x, low, high, alpha=0.2, lw=0, color=line.get_color())
+    if log:
+        ax.set_yscale("log")
+
+
+def plot_meta_training(curves: Mapping[str, np.ndarray], labels: Mapping[str, str] | None = None):
+    """Meta-training curves: the mean query loss at the adapted parameters, per outer
+    step (for multi-task, the loss at the initialisation itself).
+
+    **Arguments:** `curves[method]` of shape `(seeds, steps)`; optional display labels.
+    """
+    fig = _figure(figsize=(6.5, 4))
+    ax = fig.add_subplot()
+    for method, values in curves.items():
+        values = np.asarray(values)
+        if values.shape[-1] == 0:
+            continue
+        _band(ax, np.arange(values.shape[-1]), values, (labels or {}).get(method, method))
+    ax.set_xlabel("meta-step")
+    ax.set_ylabel("query loss after the inner loop")
+    ax.set_title("Meta-training (mean over seeds, band: min–max)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    return fig
+
+
+def plot_few_shot(steps: Sequence[int], per_run: Mapping[str, np.ndarray], labels: Sequence[str]):
+    """Few-shot curves: relative L2 error and PINN loss against adaptation steps.
+
+    **Arguments:** the recorded step counts; `per_run[name]` of shape
+    `(init, seed, nu, k)` for `name` in `rel_l2` and `loss`; one label per init.
+    """
+    fig = _figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    x = np.asarray(steps, dtype=np.float64)
+    for ax, name, title in ((axes[0], "rel_l2", "rel-L2 vs reference"),
+                            (axes[1], "loss", "PINN loss")):  # fmt: skip
+        values = np.asarray(per_run[name]).mean(axis=2)  # (init, seed, k)
+        for i, label in enumerate(labels):
+            _band(ax, x, values[i], label)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlabel("Adam steps k on the held-out viscosity")
+        ax.set_title(f"{title} (mean over nu and seeds)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend()
+    return fig
+
+
+def plot_per_viscosity(
+    nus: Sequence[float],
+    rel_l2: np.ndarray,
+    labels: Sequence[str],
+    steps: Sequence[int],
+    budget: int,
+):
+    """Relative L2 error per held-out viscosity at `budget` steps (bars: mean over
+    seeds, whiskers: min–max), with random init at the longest adaptation beside.
+
+    **Arguments:** `rel_l2` of shape `(init, seed, nu, k)`, init 0 being random.
+    """
+    rel_l2 = np.asarray(rel_l2, dtype=np.float64)
+    kb = list(steps).index(budget)
+    series = [(f"{lab} + {budget}", rel_l2[i, :, :, kb]) for i, lab in enumerate(labels)]
+    if steps[-1] != budget:
+        series.append((f"{labels[0]} + {steps[-1]}", rel_l2[0, :, :, -1]))
+    fig = _figure(figsize=(9, 4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    centres = np.arange(len(nus))
+    for j, (label, values) in enumerate(series):
+        values = values[np.isfinite(values).all(axis=1)]  # drop diverged seeds
+        if values.shape[0] == 0:
+            continue
+        mean = values.mean(axis=0)
+        err = np.stack([mean - values.min(axis=0), values.max(axis=0) - mean])
+        ax.bar(centres + (j - (len(series) - 1) / 2) * width, mean, width, yerr=err,
+               label=label, capsize=2)  # fmt: skip
+    ax.set_xticks(centres, [f"{nu:.4g}" for nu in nus])
+    ax.set_xlabel("held-out viscosity nu")
+    ax.set_ylabel("rel-L2 vs reference")
+    ax.set_title("Error per held-out viscosity")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_fields(
+    x: np.ndarray,
+    t: np.ndarray,
+    u_ref: np.ndarray,
+    fields: Mapping[str, np.ndarray],
+    nu: float,
+    seed: int | None = None,
+):
+    """For one viscosity: the reference field and each PINN field (top row, one
+    colour scale), and each PINN's error (bottom row, one colour scale).
+
+    **Arguments:** the grid `x (nx,)`, `t (nt,)`; `u_ref (nt, nx)`; `fields[label]`
+    of shape `(nt, nx)`; the viscosity and (for the title) the seed.
+    """
+    cols = len(fields) + 1
+    fig = _figure(figsize=(2.6 * cols + 1.2, 5.4))
+    axes = fig.subplots(2, cols, sharex=True, sharey=True, squeeze=False)
+    extent = (float(x[0]), float(x[-1]), float(t[0]), float(t[-1]))
+    vmax = float(np.max(np.abs(u_ref)))
+    diffs = {label: np.asarray(u) - u_ref for label, u in fields.items()}
+    dmax = max((float(np.max(np.abs(d))) for d in diffs.values()), default=1.0)
+    kw = {"origin": "lower", "aspect": "auto", "extent": extent, "cmap": "RdBu_r"}
+    top = axes[0, 0].imshow(u_ref, vmin=-vmax, vmax=vmax, **kw)
+    axes[0, 0].set_title("reference", fontsize="small")
+    axes[1, 0].axis("off")
+    bottom = None
+    for c, (label, u) in enumerate(fields.items(), start=1):
+        axes[0, c].imshow(u, vmin=-vmax, vmax=vmax, **kw)
+        axes[0, c].set_title(label, fontsize="small")
+        bottom = axes[1, c].imshow(diffs[label], vmin=-dmax, vmax=dmax, **kw)
+        axes[1, c].set_title("PINN − reference", fontsize="small")
+    fig.colorbar(top, ax=axes[0, :], label="u", shrink=0.9)
+    if bottom is not None:
+        fig.colorbar(bottom, ax=axes[1, :], label="error", shrink=0.9)
+    for ax in axes[1, 1:]:
+        ax.set_xlabel("x")
+    axes[0, 0].set_ylabel("t")
+    axes[0, 0].set_xlabel("x")
+    axes[0, 0].tick_params(labelbottom=True)
+    axes[1, 1].set_ylabel("t")
+    axes[1, 1].tick_params(labelleft=True)
+    suffix = "" if seed is None else f" (seed {seed})"
+    fig.suptitle(f"Fields at nu = {nu:.4g}{suffix}")
+    return fig

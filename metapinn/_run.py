@@ -1,0 +1,378 @@
+"""The meta-training loop that lasts: checkpoints, resume, a clean stop on non-finite
+losses, metrics as JSON Lines and a progress bar, around the lead's `meta_step`.
+
+The loop itself is a plain Python `for` over outer steps: each step is one call of
+the jitted [`metapinn.meta_step`][] (compiled once per run), and between steps the
+host reads the losses, which it needs anyway for the progress bar, the metrics file
+and the finiteness check.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jaxtyping import Array, Int, PRNGKeyArray, PyTree
+from tqdm import tqdm
+
+from ._checkpoint import load_checkpoint, save_checkpoint, write_text
+from ._custom_types import Params, Static
+from ._meta._base import AbstractMetaLearner, LossFn
+from ._train import meta_step
+
+
+CHECKPOINT = "checkpoint.npz"
+METRICS = "metrics.jsonl"
+RESUMABLE_KEYS = ("meta_steps", "checkpoint_every")
+"""Settings that may differ between a run and its resumption (e.g. to train longer)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A meta-step produced a non-finite loss or non-finite parameters.
+
+    The run stopped before writing anything from that step; `checkpoint_step` is the
+    step of the last good checkpoint (`None` if none was written yet).
+    """
+
+    def __init__(self, message: str, *, step: int, tasks: list[str], checkpoint_step: int | None):
+        super().__init__(message)
+        self.step = step
+        self.tasks = tasks
+        self.checkpoint_step = checkpoint_step
+
+
+class RunInterrupted(RuntimeError):
+    """Raised by `stop_after`: the run stopped early on purpose, as if killed."""
+
+    def __init__(self, message: str, *, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainResult:
+    """What [`metapinn.meta_train`][] returns.
+
+    - `params`, `opt_state`: after the last step.
+    - `meta_loss`: `(steps,)`, the meta-objective at each step.
+    - `query_loss`: `(steps, B)`, each task's query loss at its adapted parameters.
+    - `task_index`: `(steps, B)`, which training tasks each step used.
+    - `seconds`: wall-clock time spent training in this call (compile included).
+    - `start_step`: the step this call started from (`> 0` after a resume).
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    meta_loss: np.ndarray
+    query_loss: np.ndarray
+    task_index: np.ndarray
+    seconds: float
+    start_step: int
+
+
+def describe_task(tasks: PyTree, i: int) -> str:
+    """`"nu=0.0091"` for task `i` of a batch of [`metapinn.BurgersTask`][]s (any
+    Module or pytree of arrays: its fields and values)."""
+    if dataclasses.is_dataclass(tasks):
+        parts = []
+        for field in dataclasses.fields(tasks):
+            value = np.asarray(getattr(tasks, field.name))[i]
+            parts.append(f"{field.name}={value.item():.6g}")
+        return ", ".join(parts)
+    values = [np.asarray(leaf)[i].item() for leaf in jax.tree_util.tree_leaves(tasks)]
+    return ", ".join(f"{v:.6g}" for v in values)
+
+
+def _tasks_size(tasks: PyTree) -> int:
+    sizes = {jnp.shape(leaf)[0] for leaf in jax.tree_util.tree_leaves(tasks)}
+    if len(sizes) != 1:
+        raise ValueError(f"the training tasks need one common leading axis; got sizes {sizes}")
+    return sizes.pop()
+
+
+@eqx.filter_jit
+def _task_indices(key: PRNGKeyArray, step: Int[Array, ""], n: int, b: int) -> Int[Array, " b"]:
+    """`b` distinct task indices out of `n`, a pure function of `(key, step)`."""
+    return jr.choice(jr.fold_in(key, step), n, (b,), replace=False)
+
+
+def _take(tree: PyTree, index: np.ndarray) -> PyTree:
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+def _per_task(points: PyTree | None, n: int) -> bool:
+    size = getattr(points, "task_batch_size", None)
+    if size is not None and size != n:
+        raise ValueError(f"per-task points have {size} point sets for {n} training tasks")
+    return size is not None
+
+
+def _all_finite(tree: PyTree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _read_metrics(path: pathlib.Path, before: int) -> list[dict[str, Any]]:
+    """Lines of a metrics file with `step < before`; a torn last line is dropped."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill: only ever the last one
+        if row["step"] < before:
+            rows.append(row)
+    if [r["step"] for r in rows] != list(range(len(rows))):
+        raise ValueError(f"{path} does not hold one line per step from 0 to {before - 1}")
+    return rows
+
+
+def _config_mismatch(saved: dict | None, given: dict | None) -> list[str]:
+    if saved is None or given is None:
+        return []
+    keys = (set(saved) | set(given)) - set(RESUMABLE_KEYS)
+    return sorted(k for k in keys if saved.get(k) != given.get(k))
+
+
+def meta_train(
+    learner: AbstractMetaLearner,
+    params: Params,
+    static: Static,
+    loss_fn: LossFn,
+    tasks: PyTree,
+    support: PyTree,
+    query: PyTree | None = None,
+    *,
+    steps: int,
+    optimizer: optax.GradientTransformation,
+    key: PRNGKeyArray,
+    tasks_per_step: int | None = None,
+    run_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    config: dict[str, Any] | None = None,
+    progress: bool = True,
+    description: str = "meta-train",
+    stop_after: int | None = None,
+) -> MetaTrainResult:
+    """Meta-train an initialisation: `steps` calls of [`metapinn.meta_step`][].
+
+    **Main arguments:**
+
+    - `learner`: a [`metapinn.AbstractMetaLearner`][] (e.g. `MAML()`).
+    - `params`, `static`: the halves of `eqx.partition(pinn, eqx.is_inexact_array)`;
+      `params` is the starting point.
+    - `loss_fn`: `loss_fn(model, task, batch) -> scalar`, e.g. `PINNLoss(Burgers())`.
+    - `tasks`: *all* training tasks, every leaf with a leading axis `N`
+      (e.g. `BurgersTask(train_nus)`).
+    - `support`, `query`: collocation points, shared `(n, 2)` or per task `(N, n, 2)`;
+      `query=None` reuses the support points.
+    - `steps`: the number of outer steps in all (counting any done before a resume).
+    - `optimizer`: the outer optax transformation; pass the same object to every
+      call so that `meta_step` is compiled only once.
+    - `key`: PRNG key for the task sampling (unused when every step takes all tasks).
+
+    **Other arguments:**
+
+    - `tasks_per_step`: tasks per outer step, drawn without replacement from
+      `fold_in(key, step)`; `None` (or `N`) uses all tasks, in order, every step.
+    - `run_dir`: the folder for `checkpoint.npz` and `metrics.jsonl`; `None` keeps
+      everything in memory (no checkpoints, no resume).
+    - `checkpoint_every`: write a checkpoint every this many steps, and at the end.
+    - `resume`: continue from `run_dir`'s checkpoint if there is one. The result is
+      the same, bit for bit on a CPU, as that of an uninterrupted run.
+    - `config`: plain data stored in each checkpoint; on resume it must equal the
+      stored one, except for the keys in `RESUMABLE_KEYS`.
+    - `progress`: show a progress bar with the current loss.
+    - `description`: the progress bar's label.
+    - `stop_after`: stop with [`metapinn.RunInterrupted`][] after this many steps of
+      this call, without a final checkpoint, as a kill would (for testing resume).
+
+    **Returns:** a [`metapinn.MetaTrainResult`][].
+
+    **Raises:**
+
+    - [`metapinn.NonFiniteLossError`][] at the first step whose loss (or whose
+      updated parameters) is not finite, naming the step and the task(s); nothing
+      from that step is written, and the last checkpoint stays as it was.
+    - `FileExistsError` if `run_dir` already holds a checkpoint and `resume` is false.
+    - `ValueError` for bad settings, or a checkpoint that does not match them.
+    """
+    for name, value, low in (("steps", steps, 0), ("checkpoint_every", checkpoint_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    n_tasks = _tasks_size(tasks)
+    b = n_tasks if tasks_per_step is None else tasks_per_step
+    if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= n_tasks:
+        raise ValueError(f"tasks_per_step must be an integer in [1, {n_tasks}], got {b!r}")
+    per_task_support, per_task_query = _per_task(support, n_tasks), _per_task(query, n_tasks)
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jr.wrap_key_data(key)  # a raw `jr.PRNGKey`
+    key_data = jr.key_data(key)
+
+    opt_state = optimizer.init(params)
+    start = 0
+    rows: list[dict[str, Any]] = []
+    directory = None if run_dir is None else pathlib.Path(run_dir)
+    checkpoint_step = None
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        ckpt = directory / CHECKPOINT
+        if ckpt.exists() and not resume:
+            raise FileExistsError(
+                f"{ckpt} exists: pass resume=True (--resume) to continue that run, or "
+                "choose another output folder"
+            )
+        if ckpt.exists():
+            like = {"params": params, "opt_state": opt_state, "key": key_data}
+            state, meta = load_checkpoint(ckpt, like)
+            bad = _config_mismatch(meta.get("config"), config)
+            if bad:
+                raise ValueError(
+                    f"cannot resume from {ckpt}: its run used different settings for "
+                    f"{', '.join(bad)} (stored: "
+                    + ", ".join(f"{k}={meta['config'].get(k)!r}" for k in bad)
+                    + ")"
+                )
+            start = meta["step"]
+            if start > steps:
+                raise ValueError(f"{ckpt} is at step {start}, beyond the {steps} steps asked for")
+            params, opt_state, key_data = state["params"], state["opt_state"], state["key"]
+            checkpoint_step = start
+        metrics_path = directory / METRICS
+        rows = _read_metrics(metrics_path, start)
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    run_key = jr.wrap_key_data(key_data, impl=jr.key_impl(key))
+
+    meta_loss = [r["meta_loss"] for r in rows]
+    query_loss = [r["query_loss"] for r in rows]
+    task_index = [r["tasks"] for r in rows]
+
+    def checkpoint(done: int) -> None:
+        if directory is None:
+            return
+        tree = {"params": params, "opt_state": opt_state, "key": key_data}
+        save_checkpoint(directory / CHECKPOINT, tree, {"step": done, "config": config})
+
+    metrics_file = None if directory is None else open(directory / METRICS, "a")
+    bar = tqdm(
+        total=steps,
+        initial=start,
+        desc=description,
+        disable=not progress,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    try:
+        for step in range(start, steps):
+            if b == n_tasks:
+                index = np.arange(n_tasks)
+            else:
+                index = np.asarray(_task_indices(run_key, jnp.asarray(step), n_tasks, b))
+            batch_tasks = _take(tasks, index)
+            step_support = _take(support, index) if per_task_support else support
+            step_query = _take(query, index) if per_task_query else query
+            new_params, new_opt_state, info = meta_step(
+                learner, params, static, opt_state, optimizer, loss_fn,
+                batch_tasks, step_support, step_query,
+            )  # fmt: skip
+            loss = float(info.meta_loss)
+            q = np.asarray(info.query_loss, dtype=np.float64)
+            s = np.asarray(info.support_losses, dtype=np.float64)
+            bad_rows = ~(np.isfinite(q) & np.all(np.isfinite(s), axis=1))
+            if not np.isfinite(loss) or bad_rows.any():
+                names = [describe_task(tasks, int(index[i])) for i in np.flatnonzero(bad_rows)]
+                where = "task " + "; ".join(names) if names else "the meta-objective"
+                raise NonFiniteLossError(
+                    f"non-finite loss at meta-step {step} on {where} (meta-loss {loss}, "
+                    f"query losses {q.tolist()}); stopped. "
+                    + _checkpoint_note(directory, checkpoint_step),
+                    step=step,
+                    tasks=names,
+                    checkpoint_step=checkpoint_step,
+                )
+            done = step + 1
+            if done % checkpoint_every == 0 or done == steps:
+                if not _all_finite(new_params):
+                    names = [describe_task(tasks, int(i)) for i in index]
+                    raise NonFiniteLossError(
+                        f"non-finite parameters after meta-step {step} (tasks "
+                        f"{'; '.join(names)}); stopped. "
+                        + _checkpoint_note(directory, checkpoint_step),
+                        step=step,
+                        tasks=names,
+                        checkpoint_step=checkpoint_step,
+                    )
+            params, opt_state = new_params, new_opt_state
+            row = {
+                "step": step,
+                "meta_loss": loss,
+                "query_loss": q.tolist(),
+                "tasks": index.tolist(),
+                "seconds": round(time.perf_counter() - t0, 4),
+            }
+            meta_loss.append(loss)
+            query_loss.append(row["query_loss"])
+            task_index.append(row["tasks"])
+            if metrics_file is not None:
+                metrics_file.write(json.dumps(row) + "\n")
+            bar.update(1)
+            bar.set_postfix_str(f"loss={loss:.3e}", refresh=False)
+            if done % checkpoint_every == 0 or done == steps:
+                if metrics_file is not None:
+                    metrics_file.flush()
+                    os.fsync(metrics_file.fileno())
+                checkpoint(done)
+                checkpoint_step = done
+            if stop_after is not None and done - start >= stop_after and done < steps:
+                raise RunInterrupted(
+                    f"stopped after meta-step {step} as asked (stop_after={stop_after}); "
+                    + _checkpoint_note(directory, checkpoint_step),
+                    step=step,
+                )
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    return MetaTrainResult(
+        params=params,
+        opt_state=opt_state,
+        meta_loss=np.asarray(meta_loss, dtype=np.float64).reshape(-1),
+        query_loss=np.asarray(query_loss, dtype=np.float64).reshape(-1, b),
+        task_index=np.asarray(task_index, dtype=np.int64).reshape(-1, b),
+        seconds=time.perf_counter() - t0,
+        start_step=start,
+    )
+
+
+def _checkpoint_note(directory: pathlib.Path | None, step: int | None) -> str:
+    if directory is None:
+        return "(no run folder, so no checkpoint)"
+    if step is None:
+        return "No checkpoint had been written yet."
+    return f"The last good checkpoint (after {step} meta-steps) is {directory / CHECKPOINT}."
+
+
+def load_initialisation(
+    run_dir: str | os.PathLike, params: Params, optimizer: optax.GradientTransformation
+) -> tuple[Params, dict[str, Any]]:
+    """The parameters in `run_dir`'s checkpoint.
+
+    **Arguments:** the run folder; `params` (and the outer `optimizer`) give the
+    structure, shapes and dtypes to read into.
+
+    **Returns:** `(params, meta)` where `meta["step"]` is the step it was saved at.
+    """
+    like = {"params": params, "opt_state": optimizer.init(params), "key": jr.key_data(jr.key(0))}
+    state, meta = load_checkpoint(pathlib.Path(run_dir) / CHECKPOINT, like)
+    return state["params"], meta

@@ -1,0 +1,54 @@
+"""The tutorial notebook runs at quick size, and its `.ipynb` matches its `.py` source."""
+
+import pathlib
+import runpy
+
+import pytest
+
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
+SOURCE = NOTEBOOKS / "tutorial.py"
+PAIRED = NOTEBOOKS / "tutorial.ipynb"
+
+
+@pytest.fixture
+def quick_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("METAPINN_QUICK", "1")
+    monkeypatch.setenv("METAPINN_CACHE", str(tmp_path / "reference-cache"))
+    return tmp_path
+
+
+def test_tutorial_runs_at_quick_size(quick_env):
+    namespace = runpy.run_path(str(SOURCE), run_name="__main__")
+    assert namespace["QUICK"]
+    rel_l2 = namespace["rel_l2"]
+    assert rel_l2.shape == (5, 1, 2, 3)  # init, seed, held-out nu, k
+    assert (rel_l2 > 0).all() and (rel_l2 < 10).all()
+
+
+def test_ipynb_is_the_py_source():
+    """The committed `.ipynb` is `jupytext --to ipynb notebooks/tutorial.py`, unexecuted."""
+    jupytext = pytest.importorskip("jupytext")
+    source, paired = jupytext.read(SOURCE), jupytext.read(PAIRED)
+    cells = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
+    assert cells(paired) == cells(source)
+    assert all(not c.get("outputs") for c in paired.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_ipynb_executes_in_a_kernel(quick_env):
+    nbclient = pytest.importorskip("nbclient")
+    jupytext = pytest.importorskip("jupytext")
+    notebook = jupytext.read(PAIRED)
+    client = nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": quick_env}}
+    )
+    client.execute()
+    images = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) >= 4  # meta-training, few-shot, per-viscosity, fields
