@@ -302,17 +302,16 @@ def meta_train(
                     checkpoint_step=checkpoint_step,
                 )
             done = step + 1
-            if done % checkpoint_every == 0 or done == steps:
-                if not _all_finite(new_params):
-                    names = [describe_task(tasks, int(i)) for i in index]
-                    raise NonFiniteLossError(
-                        f"non-finite parameters after meta-step {step} (tasks "
-                        f"{'; '.join(names)}); stopped. "
-                        + _checkpoint_note(directory, checkpoint_step),
-                        step=step,
-                        tasks=names,
-                        checkpoint_step=checkpoint_step,
-                    )
+            if not _all_finite(new_params):
+                names = [describe_task(tasks, int(i)) for i in index]
+                raise NonFiniteLossError(
+                    f"non-finite parameters after meta-step {step} (tasks "
+                    f"{'; '.join(names)}); stopped. "
+                    + _checkpoint_note(directory, checkpoint_step),
+                    step=step,
+                    tasks=names,
+                    checkpoint_step=checkpoint_step,
+                )
             params, opt_state = new_params, new_opt_state
             row = {
                 "step": step,

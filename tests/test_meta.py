@@ -154,6 +154,17 @@ def test_scanned_adapt_equals_a_python_loop(getkey, make_inner):
     assert oracle_losses[-1] < oracle_losses[0]
 
 
+def test_fomaml_is_first_order_for_optimisers_that_read_the_parameters(getkey):
+    params, static, loss_fn, support = small_problem(getkey())
+    query = mp.sample_collocation(getkey(), mp.Burgers(), 24, 8, 4)
+    task = mp.BurgersTask(NU)
+    learner = mp.FOMAML(inner_steps=2, inner_optimizer=optax.adamw(1e-2, weight_decay=0.5))
+    adapted, _ = learner.adapt(params, static, loss_fn, task, support)
+    expected = jax.grad(lambda p: loss_fn(eqx.combine(p, static), task, query))(adapted)
+    grad, _ = eqx.filter_jit(learner.meta_gradient)(params, static, loss_fn, task, support, query)
+    assert tree_allclose(grad, expected)
+
+
 def test_adapt_spec_freezes_the_other_leaves(getkey):
     params, static, loss_fn, batch = small_problem(getkey())
     spec = jax.tree_util.tree_map(lambda _: False, params)

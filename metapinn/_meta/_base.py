@@ -108,6 +108,10 @@ def adapt(
         if stop_inner_gradients:
             grads = jax.lax.stop_gradient(grads)
         updates, opt_state = optimizer_update(optimizer, grads, opt_state, p)
+        if stop_inner_gradients:
+            # Optimisers whose update reads the parameters (weight decay, lookahead)
+            # would otherwise keep a path from θ through the update.
+            updates = jax.lax.stop_gradient(updates)
         p = optax.apply_updates(p, updates)
         return (p, opt_state), ((loss, p) if return_trajectory else loss)
 
@@ -116,7 +120,10 @@ def adapt(
     adapted = eqx.combine(adapted, frozen)
     if return_trajectory:
         losses, trajectory = out
-        return adapted, losses, eqx.combine(trajectory, frozen)
+        frozen_steps = jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen
+        )
+        return adapted, losses, eqx.combine(trajectory, frozen_steps)
     return adapted, out
 
 
