@@ -11,7 +11,7 @@ don't leak between cases).
 
 Run from the repository root:
 
-    python benchmarks/meta_step.py [--steps 30] [--out benchmarks/results/meta_step.json]
+    python benchmarks/meta_step.py [--steps 30] [--devices 1 2] [--out FILE.json]
 """
 
 import argparse
@@ -81,8 +81,9 @@ def _xla_flops(compiled) -> float:
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def run_case(case: str, steps: int) -> dict:
-    """Compile and time one case in this process."""
+def run_case(case: str, steps: int, devices: int = 1) -> dict:
+    """Compile and time one case in this process; with `devices > 1`, the task axis
+    of the meta-step is sharded over that many (host) devices."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -136,6 +137,17 @@ def run_case(case: str, steps: int) -> dict:
 
         step_fn = eqx.filter_jit(step_fn)
         args = (params, optimizer.init(params))
+        if devices > 1:
+            # Shard the task axis (DESIGN.md §7); everything else is replicated.
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            if TASKS % devices:
+                raise ValueError(f"{TASKS} tasks do not split over {devices} devices")
+            mesh = Mesh(jax.devices()[:devices], ("tasks",))
+            tasks = jax.device_put(tasks, NamedSharding(mesh, PartitionSpec("tasks")))
+            replicated = NamedSharding(mesh, PartitionSpec())
+            batch = jax.device_put(batch, replicated)
+            args = jax.device_put(args, replicated)
         # XLA counts a loop body once, so count FLOPs on a fully unrolled copy.
         unrolled = dataclasses.replace(learner, inner_unroll=True)
 
@@ -161,7 +173,8 @@ def run_case(case: str, steps: int) -> dict:
         args = advance(out, args)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "case": case,
+        "case": case if devices == 1 else f"{case}/{devices}dev",
+        "devices": devices,
         "compile_s": compile_s,
         "median_ms": 1e3 * statistics.median(times),
         "min_ms": 1e3 * min(times),
@@ -175,14 +188,14 @@ def run_case(case: str, steps: int) -> dict:
 
 def _table(rows: list[dict], ceiling: float) -> str:
     head = (
-        f"{'case':<10} {'compile s':>9} {'median ms':>10} {'min–max ms':>15} "
+        f"{'case':<16} {'compile s':>9} {'median ms':>10} {'min–max ms':>15} "
         f"{'analytic MF':>11} {'XLA MF':>8} {'GFLOP/s':>8} {'floor ms':>8} "
         f"{'×floor':>7} {'RSS MiB':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['case']:<10} {r['compile_s']:>9.2f} {r['median_ms']:>10.2f} "
+            f"{r['case']:<16} {r['compile_s']:>9.2f} {r['median_ms']:>10.2f} "
             f"{r['min_ms']:>7.2f}–{r['max_ms']:<7.2f} {r['analytic_mflop']:>11.1f} "
             f"{r['xla_mflop']:>8.1f} {r['achieved_gflops']:>8.1f} {r['floor_ms']:>8.2f} "
             f"{r['times_floor']:>7.1f} {r['peak_rss_mib']:>8.0f}"
@@ -200,23 +213,35 @@ def main(argv: list[str] | None = None) -> int:
         default=os.path.join("benchmarks", "results", "meta_step.json"),
         help="where to write the JSON results",
     )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="host device counts to run the meta-learner cases on (task axis sharded), "
+        "e.g. --devices 1 2",
+    )
     parser.add_argument("--only", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 20:
         parser.error(f"--steps must be >= 20 by the speed protocol, got {args.steps}")
 
     if args.only:  # child process: one case, JSON on stdout
-        print(json.dumps(run_case(args.only, args.steps)))
+        print(json.dumps(run_case(args.only, args.steps, args.devices[0])))
         return 0
 
     ceiling = matmul_ceiling()
     rows = []
-    for case in args.cases:
+    runs = [(case, 1) for case in args.cases if 1 in args.devices]
+    runs += [(case, n) for n in args.devices if n > 1 for case in args.cases if case != "adapt100"]
+    for case, n in runs:
+        env = dict(os.environ)
+        if n > 1:
+            flag = f"--xla_force_host_platform_device_count={n}"
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
+        command = [sys.executable, __file__, "--only", case, "--steps", str(args.steps)]
         proc = subprocess.run(
-            [sys.executable, __file__, "--only", case, "--steps", str(args.steps)],
-            capture_output=True,
-            text=True,
-            check=False,
+            [*command, "--devices", str(n)], capture_output=True, text=True, check=False, env=env
         )
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr)
@@ -227,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         row["times_floor"] = row["median_ms"] / row["floor_ms"]
         row["achieved_gflops"] = row["analytic_mflop"] / row["median_ms"]
         rows.append(row)
-        print(f"  {case}: {row['median_ms']:.2f} ms", file=sys.stderr)
+        print(f"  {row['case']}: {row['median_ms']:.2f} ms", file=sys.stderr)
 
     print(_table(rows, ceiling))
     import jax
