@@ -290,28 +290,25 @@ def meta_train(
             q = np.asarray(info.query_loss, dtype=np.float64)
             s = np.asarray(info.support_losses, dtype=np.float64)
             bad_rows = ~(np.isfinite(q) & np.all(np.isfinite(s), axis=1))
+            problem = None
             if not np.isfinite(loss) or bad_rows.any():
                 names = [describe_task(tasks, int(index[i])) for i in np.flatnonzero(bad_rows)]
                 where = "task " + "; ".join(names) if names else "the meta-objective"
-                raise NonFiniteLossError(
+                problem = (
                     f"non-finite loss at meta-step {step} on {where} (meta-loss {loss}, "
-                    f"query losses {q.tolist()}); stopped. "
-                    + _checkpoint_note(directory, checkpoint_step),
+                    f"query losses {q.tolist()})"
+                )
+            elif not _all_finite(new_params):
+                names = [describe_task(tasks, int(i)) for i in index]
+                problem = f"non-finite parameters after meta-step {step} (tasks {'; '.join(names)})"
+            if problem is not None:
+                raise NonFiniteLossError(
+                    f"{problem}; stopped. " + _checkpoint_note(directory, checkpoint_step),
                     step=step,
                     tasks=names,
                     checkpoint_step=checkpoint_step,
                 )
             done = step + 1
-            if not _all_finite(new_params):
-                names = [describe_task(tasks, int(i)) for i in index]
-                raise NonFiniteLossError(
-                    f"non-finite parameters after meta-step {step} (tasks "
-                    f"{'; '.join(names)}); stopped. "
-                    + _checkpoint_note(directory, checkpoint_step),
-                    step=step,
-                    tasks=names,
-                    checkpoint_step=checkpoint_step,
-                )
             params, opt_state = new_params, new_opt_state
             row = {
                 "step": step,
