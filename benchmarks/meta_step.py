@@ -105,7 +105,7 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
 
         def make(steps_in_program, unroll=1):
             @eqx.filter_jit
-            def run(p):
+            def run(p, task, batch):
                 return mp.adapt(
                     p,
                     static,
@@ -117,13 +117,13 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
                     unroll=unroll,
                 )[0]
 
-            return run, (params,)
+            return run, (params, task, batch)
 
         step_fn, args = make(ADAPT_STEPS)
         # XLA counts a loop body once: count one unrolled step and scale.
         one_fn, _ = make(1)
         xla = _xla_flops(one_fn.lower(*args).compile().compiled) * ADAPT_STEPS
-        advance = lambda out, args: (out,)  # noqa: E731
+        advance = lambda out, args: (out, *args[1:])  # noqa: E731
     else:
         if case == "multitask":
             learner = mp.MultiTask()
@@ -132,7 +132,9 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
         optimizer = optax.adam(OUTER_LR)
         tasks = mp.BurgersTask(nus[::2])
 
-        def step_fn(p, state):
+        # Tasks and points are arguments, not closed-over constants: a constant loses
+        # its sharding, and with it the split of the task axis over devices.
+        def step_fn(p, state, tasks, batch):
             return mp.meta_step(learner, p, static, state, optimizer, loss_fn, tasks, batch)
 
         step_fn = eqx.filter_jit(step_fn)
@@ -148,15 +150,19 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
             replicated = NamedSharding(mesh, PartitionSpec())
             batch = jax.device_put(batch, replicated)
             args = jax.device_put(args, replicated)
-        # XLA counts a loop body once, so count FLOPs on a fully unrolled copy.
-        unrolled = dataclasses.replace(learner, inner_unroll=True)
+        args = (*args, tasks, batch)
+        # XLA counts a loop body once, so count FLOPs on a fully unrolled copy. Unroll
+        # by the step count, not `True`: True == 1 and hash(True) == hash(1), so a
+        # learner with `inner_unroll=True` shares JIT cache entries with the default
+        # `inner_unroll=1`, and the timed step below would run the unrolled program.
+        unrolled = dataclasses.replace(learner, inner_unroll=max(learner.inner_steps, 2))
 
         @eqx.filter_jit
-        def count_fn(p, state):
+        def count_fn(p, state, tasks, batch):
             return mp.meta_step(unrolled, p, static, state, optimizer, loss_fn, tasks, batch)
 
         xla = _xla_flops(count_fn.lower(*args).compile().compiled)
-        advance = lambda out, args: (out[0], out[1])  # noqa: E731
+        advance = lambda out, args: (out[0], out[1], *args[2:])  # noqa: E731
 
     t0 = time.perf_counter()
     compiled = step_fn.lower(*args).compile()

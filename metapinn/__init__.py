@@ -20,10 +20,12 @@ from ._experiment import (
     train_runs as train_runs,
 )
 from ._loss import (
+    AbstractLoss as AbstractLoss,
     LossTerms as LossTerms,
     PINNLoss as PINNLoss,
     loss_terms as loss_terms,
     pinn_loss as pinn_loss,
+    pinn_loss_and_grad as pinn_loss_and_grad,
 )
 from ._meta._base import (
     AbstractMetaLearner as AbstractMetaLearner,

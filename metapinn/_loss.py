@@ -1,12 +1,16 @@
 """The physics-informed loss: PDE residual + initial condition + boundary condition."""
 
+import abc
+from typing import Any
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import PyTree
 
 from ._custom_types import Scalar
 from ._pde._base import AbstractPDE
-from ._pinn import AbstractPINN, check_points
+from ._pinn import AbstractPINN, Derivatives, EdgeValues, check_points
 from ._sampling import CollocationBatch
 
 
@@ -20,6 +24,34 @@ class LossTerms(eqx.Module):
     @property
     def total(self) -> Scalar:
         return self.residual + self.initial + self.boundary
+
+
+def _edge_points(batch: CollocationBatch):
+    if batch.task_batch_size is not None:
+        raise ValueError(
+            "the PINN loss takes one task's points, shape (n, 2); got a batch with a task "
+            f"axis of size {batch.task_batch_size}: use jax.vmap over tasks"
+        )
+    check_points(batch.interior, "interior")
+    return jnp.concatenate([batch.initial, batch.boundary], axis=0)
+
+
+def _terms(
+    derivs: Derivatives,
+    u_edge: EdgeValues,
+    pde: AbstractPDE,
+    task: PyTree,
+    batch: CollocationBatch,
+) -> LossTerms:
+    residual = pde.residual(derivs, task)
+    m = batch.initial.shape[0]
+    ic_error = u_edge[:m] - pde.initial_condition(batch.initial[:, 0])
+    bc_error = u_edge[m:] - pde.boundary_condition(batch.boundary[:, 1], batch.boundary[:, 0])
+    return LossTerms(
+        residual=jnp.mean(residual**2),
+        initial=jnp.mean(ic_error**2),
+        boundary=jnp.mean(bc_error**2),
+    )
 
 
 def loss_terms(
@@ -38,24 +70,9 @@ def loss_terms(
 
     **Raises:** `ValueError` if the batch has a task axis.
     """
-    if batch.task_batch_size is not None:
-        raise ValueError(
-            "loss_terms takes one task's points, shape (n, 2); got a batch with a task "
-            f"axis of size {batch.task_batch_size}: use jax.vmap over tasks"
-        )
-    check_points(batch.interior, "interior")
-    residual = pde.residual(pinn.derivatives(batch.interior), task)
-    # One forward pass for the initial and boundary points together.
-    edge = jnp.concatenate([batch.initial, batch.boundary], axis=0)
-    u_edge = pinn(edge)
-    m = batch.initial.shape[0]
-    ic_error = u_edge[:m] - pde.initial_condition(batch.initial[:, 0])
-    bc_error = u_edge[m:] - pde.boundary_condition(batch.boundary[:, 1], batch.boundary[:, 0])
-    return LossTerms(
-        residual=jnp.mean(residual**2),
-        initial=jnp.mean(ic_error**2),
-        boundary=jnp.mean(bc_error**2),
-    )
+    edge = _edge_points(batch)
+    derivs, u_edge = pinn.jet(batch.interior, edge)
+    return pde.check_task(task, _terms(derivs, u_edge, pde, task, batch))
 
 
 def pinn_loss(
@@ -66,11 +83,70 @@ def pinn_loss(
     return loss_terms(pinn, pde, task, batch).total
 
 
-class PINNLoss(eqx.Module):
+def pinn_loss_and_grad(
+    pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, batch: CollocationBatch
+) -> tuple[Scalar, Any]:
+    """[`metapinn.pinn_loss`][] and its gradient with respect to the network.
+
+    The network's part of the chain rule is its own pullback,
+    [`metapinn.AbstractPINN.jet_vjp`][] (written by hand for [`metapinn.MLPPINN`][]);
+    the PDE's part, a few elementwise operations on `u, u_x, u_t, u_xx`, is left to
+    reverse-mode AD.
+
+    The task is not validated here (this is the inner loop's hot path): callers check
+    it once with `pde.check_task`, as [`metapinn.adapt`][] and
+    [`metapinn.meta_step`][] do.
+
+    **Returns:** `(loss, grads)`, with `grads` of the network's pytree structure
+    (arrays at its floating-point leaves, `None` elsewhere).
+    """
+    edge = _edge_points(batch)
+    jet, pullback = pinn.jet_vjp(batch.interior, edge)
+    loss, terms_vjp = jax.vjp(
+        lambda derivs, u_edge: _terms(derivs, u_edge, pde, task, batch).total, *jet
+    )
+    return loss, pullback(terms_vjp(jnp.ones_like(loss)))
+
+
+class AbstractLoss(eqx.Module):
+    """A loss `loss_fn(model, task, batch) -> scalar` that may also supply its gradient.
+
+    [`metapinn.adapt`][] and the meta-learners take any callable as a loss; one that is
+    an `AbstractLoss` has its `value_and_grad` used for every inner gradient.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, model: Any, task: PyTree, batch: PyTree) -> Scalar:
+        """**Returns:** the loss of `model` on one task's `batch`."""
+
+    def value_and_grad(self, model: Any, task: PyTree, batch: PyTree) -> tuple[Scalar, Any]:
+        """**Returns:** `(loss, grads)`, `grads` of `model`'s pytree structure with
+        arrays at its floating-point leaves (`None` elsewhere). This default is
+        `equinox.filter_value_and_grad`."""
+        return eqx.filter_value_and_grad(lambda m: self(m, task, batch))(model)
+
+    def check_task(self, task: PyTree, out: PyTree) -> PyTree:
+        """Return `out`, failing under JIT if `task` is invalid (see
+        [`metapinn.AbstractPDE.check_task`][]); `adapt` and `meta_step` call it once,
+        outside their loops. The default accepts every task."""
+        del task
+        return out
+
+
+class PINNLoss(AbstractLoss):
     """`pinn_loss` with the PDE bound: the `loss_fn(model, task, batch)` that the
-    meta-learners and [`metapinn.adapt`][] take."""
+    meta-learners and [`metapinn.adapt`][] take. Its gradient is
+    [`metapinn.pinn_loss_and_grad`][]."""
 
     pde: AbstractPDE
 
     def __call__(self, pinn: AbstractPINN, task: PyTree, batch: CollocationBatch) -> Scalar:
         return pinn_loss(pinn, self.pde, task, batch)
+
+    def value_and_grad(
+        self, pinn: AbstractPINN, task: PyTree, batch: CollocationBatch
+    ) -> tuple[Scalar, Any]:
+        return pinn_loss_and_grad(pinn, self.pde, task, batch)
+
+    def check_task(self, task: PyTree, out: PyTree) -> PyTree:
+        return self.pde.check_task(task, out)

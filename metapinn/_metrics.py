@@ -104,8 +104,9 @@ def rms_residual(pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, points: Poi
         raise ValueError("rms_residual needs at least one point; got shape (0, 2)")
     dtype = _pinn_dtype(pinn)
     points = jnp.asarray(points, dtype=dtype)
-    residual = pde.residual(pinn.derivatives(points), _cast_floats(task, dtype))
-    return jnp.sqrt(jnp.mean(residual**2))
+    task = _cast_floats(task, dtype)
+    residual = pde.residual(pinn.derivatives(points), task)
+    return pde.check_task(task, jnp.sqrt(jnp.mean(residual**2)))
 
 
 class ErrorReport(eqx.Module):
@@ -162,9 +163,11 @@ def evaluate_pinn(
         )
     derivs = pinn.derivatives(points)
     u_pred = derivs.u.reshape(shape)
-    residual = pde.residual(derivs, _cast_floats(task, points.dtype))
-    return ErrorReport(
+    task = _cast_floats(task, points.dtype)
+    residual = pde.residual(derivs, task)
+    report = ErrorReport(
         relative_l2=relative_l2_error(u_pred, u_ref),
         max_abs=max_abs_error(u_pred, u_ref),
         rms_residual=jnp.sqrt(jnp.mean(residual**2)),
     )
+    return pde.check_task(task, report)

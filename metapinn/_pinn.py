@@ -2,6 +2,7 @@
 
 import abc
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -25,6 +26,14 @@ class Derivatives(eqx.Module):
     u_xx: Values
 
 
+EdgePoints = Float[Array, "m 2"]
+"""Initial and boundary points, where only the value is needed."""
+EdgeValues = Float[Array, " m"]
+
+JetPullback = Callable[[tuple[Derivatives, EdgeValues]], Any]
+"""Maps a cotangent of `(derivatives, edge values)` to a cotangent of the network."""
+
+
 def check_points(points: Points, name: str = "points") -> None:
     """Raise `ValueError` at trace time unless `points` has shape `(n, 2)`."""
     shape = jnp.shape(points)
@@ -46,16 +55,69 @@ class AbstractPINN(eqx.Module):
     def derivatives(self, points: Points) -> Derivatives:
         """**Returns:** `u, u_x, u_t, u_xx` at each of the `(n, 2)` points."""
 
+    def jet(self, interior: Points, edge: EdgePoints) -> tuple[Derivatives, EdgeValues]:
+        """What a physics-informed loss needs, in one call: the derivatives at the
+        `interior` points and the values at the `edge` (initial and boundary) points.
 
-def _activation_jet(activation: Callable[[Array], Array], z: Array) -> tuple[Array, Array, Array]:
-    """`(σ(z), σ'(z), σ''(z))` for an elementwise `σ`, by nested forward mode."""
+        **Returns:** `(derivatives, values)`.
+        """
+        return self.derivatives(interior), self(edge)
+
+    def jet_vjp(
+        self, interior: Points, edge: EdgePoints
+    ) -> tuple[tuple[Derivatives, EdgeValues], JetPullback]:
+        """[`metapinn.AbstractPINN.jet`][] and its pullback, as `jax.vjp` gives them.
+
+        **Returns:** `((derivatives, values), pullback)`, where `pullback` maps a
+        cotangent `(derivatives_bar, values_bar)` to the cotangent of the network: a
+        pytree of its structure with arrays at its floating-point leaves and `None`
+        elsewhere. This default differentiates `jet` by reverse mode; a subclass may
+        supply a faster adjoint.
+        """
+        out, pullback = eqx.filter_vjp(lambda pinn: pinn.jet(interior, edge), self)
+        return out, lambda cotangent: pullback(cotangent)[0]
+
+
+def _nested_derivatives(
+    activation: Callable[[Array], Array], z: Array, order: int
+) -> tuple[Array, ...]:
+    """`(σ(z), σ'(z), …, σ^(order)(z))` for an elementwise `σ`, by nested forward mode."""
     ones = jnp.ones_like(z)
 
-    def value_and_slope(w):
-        return jax.jvp(activation, (w,), (ones,))
+    def derivatives_up_to(k, w):
+        if k == 0:
+            return (activation(w),)
+        primals, tangents = jax.jvp(lambda v: derivatives_up_to(k - 1, v), (w,), (ones,))
+        return primals + tangents[-1:]
 
-    (s0, s1), (_, s2) = jax.jvp(value_and_slope, (z,), (ones,))
-    return s0, s1, s2
+    return derivatives_up_to(order, z)
+
+
+def activation_derivatives(
+    activation: Callable[[Array], Array], z: Array, order: int
+) -> tuple[Array, ...]:
+    r"""`(σ(z), σ'(z), …, σ^{(order)}(z))` for `order <= 3`.
+
+    `tanh` uses the closed forms $\sigma' = 1 - \sigma^2$, $\sigma'' = -2\sigma\sigma'$
+    and $\sigma^{(3)} = -2\sigma'(1 - 3\sigma^2)$ (one transcendental per entry); any
+    other activation is differentiated by nested `jax.jvp`.
+    """
+    if activation is not jnp.tanh:
+        return _nested_derivatives(activation, z, order)
+    h = jnp.tanh(z)
+    s = 1 - h * h
+    d = -2 * h * s
+    return (h, s, d, -2 * s * (1 - 3 * h * h))[: order + 1]
+
+
+class _HiddenLayer(eqx.Module):
+    """What the pullback of one hidden layer keeps from the forward pass."""
+
+    jet_in: Array | None  # the layer's input streams (None for the first layer)
+    slopes: tuple[Array, ...]  # σ', σ'', σ''' at every column
+    z_x: Array
+    z_t: Array
+    z_xx: Array | None  # None for the first layer, where it is zero
 
 
 class MLPPINN(AbstractPINN):
@@ -66,12 +128,16 @@ class MLPPINN(AbstractPINN):
     $h = \sigma(z)$,
 
     $$h_x = \sigma'(z) z_x,\quad h_t = \sigma'(z) z_t,\quad
-    h_{xx} = \sigma'(z) z_{xx} + \sigma''(z) z_x^2,$$
+    h_{xx} = \sigma'(z) z_{xx} + \sigma''(z) z_x^2.$$
 
-    and the next layer maps the stacked `[h, h_x, h_t, h_xx]` with *one* matrix
-    product. This is forward-mode AD specialised to `(x, t)`; compared with nested
-    reverse passes it needs about four forward passes' worth of matmul FLOPs, and its
-    reverse pass (for parameter gradients and second-order MAML) stays small.
+    Activations are held *feature-major*, `(width, columns)`, and the columns of one
+    array carry every stream: the value at the interior and edge points, then `h_x`,
+    `h_t` and `h_xx` at the interior points, so each layer is *one* matrix product
+    `W @ jet`. [`metapinn.MLPPINN.jet_vjp`][] pulls a cotangent back through the same
+    jet by hand (the adjoint of the recurrence above: one product per layer for the
+    weights' cotangent, one for the layer input's). A loss gradient so costs three
+    matrix products per layer and a few elementwise passes, and it stays an ordinary
+    JAX function: forward mode through it gives Hessian-vector products.
     """
 
     weights: tuple[Float[Array, "out in"], ...]
@@ -91,7 +157,7 @@ class MLPPINN(AbstractPINN):
 
         - `width`: neurons per hidden layer (W1: 32).
         - `depth`: number of hidden layers (W1: 2).
-        - `activation`: elementwise, twice differentiable (default `tanh`).
+        - `activation`: elementwise, three times differentiable (default `tanh`).
         - `dtype`: parameter dtype; defaults to JAX's default float.
         - `key`: a PRNG key for the Glorot-normal weights (keyword only).
 
@@ -129,22 +195,125 @@ class MLPPINN(AbstractPINN):
 
     def derivatives(self, points: Points) -> Derivatives:
         check_points(points)
-        n = points.shape[0]
+        derivs, _ = self.jet(points, points[:0])
+        return derivs
+
+    def jet(self, interior: Points, edge: EdgePoints) -> tuple[Derivatives, EdgeValues]:
+        check_points(interior, "interior")
+        check_points(edge, "edge")
+        out, _ = self._forward(interior, edge, order=2)
+        return self._split(out, interior.shape[0], edge.shape[0])
+
+    def jet_vjp(
+        self, interior: Points, edge: EdgePoints
+    ) -> tuple[tuple[Derivatives, EdgeValues], JetPullback]:
+        check_points(interior, "interior")
+        check_points(edge, "edge")
+        n, m = interior.shape[0], edge.shape[0]
+        x, t = _columns(interior, edge)
+        out, (jet, layers) = self._forward(interior, edge, order=3)
+
+        def pullback(cotangent: tuple[Derivatives, EdgeValues]) -> "MLPPINN":
+            d_bar, edge_bar = cotangent
+            out_bar = jnp.concatenate([d_bar.u, edge_bar, d_bar.u_x, d_bar.u_t, d_bar.u_xx])
+            grad_w = [None] * len(self.weights)
+            grad_b = [None] * len(self.biases)
+            grad_w[-1] = (jet @ out_bar)[None]
+            grad_b[-1] = jnp.sum(out_bar[: n + m])[None]
+            jet_bar = self.weights[-1].T * out_bar[None]
+            for index in range(len(layers) - 1, -1, -1):
+                layer = layers[index]
+                z_bar, z_x_bar, z_t_bar, z_xx_bar = _activation_pullback(layer, jet_bar, n)
+                grad_b[index] = jnp.sum(z_bar, 1)
+                if index == 0:
+                    # z = W[:, 0] x + W[:, 1] t + b, with z_x = W[:, 0], z_t = W[:, 1].
+                    grad_w[0] = jnp.stack(
+                        [z_bar @ x + jnp.sum(z_x_bar, 1), z_bar @ t + jnp.sum(z_t_bar, 1)], 1
+                    )
+                else:
+                    z_bar_jet = jnp.concatenate([z_bar, z_x_bar, z_t_bar, z_xx_bar], 1)
+                    grad_w[index] = z_bar_jet @ layer.jet_in.T
+                    # The barrier keeps W.T a materialised row-major operand: XLA:CPU
+                    # hands `W.T @ A` to its fast matmul kernels only in that form (a
+                    # transposed-operand dot falls back to a slow loop).
+                    w_t = jax.lax.optimization_barrier(self.weights[index].T)
+                    jet_bar = w_t @ z_bar_jet
+            return eqx.tree_at(
+                lambda pinn: (pinn.weights, pinn.biases), self, (tuple(grad_w), tuple(grad_b))
+            )
+
+        return self._split(out, n, m), pullback
+
+    def _forward(self, interior: Points, edge: EdgePoints, order: int):
+        """The jet, feature-major; columns as in the class docstring. Returns the output
+        row (before the output bias) and what the pullback needs: the last hidden jet
+        and, per hidden layer, its input, activation slopes and pre-activation streams.
+        """
+        n = interior.shape[0]
+        x, t = _columns(interior, edge)
+        columns = x.shape[0]
         w0, b0 = self.weights[0], self.biases[0]
-        # First layer: z is affine in (x, t), so z_x and z_t are constant rows, z_xx = 0.
-        z = points @ w0.T + b0[None]
-        z_x, z_t = w0[None, :, 0], w0[None, :, 1]
-        s0, s1, s2 = _activation_jet(self.activation, z)
-        jet = jnp.concatenate([s0, s1 * z_x, s1 * z_t, s2 * z_x**2], axis=0)
+        z_x, z_t = w0[:, 0:1], w0[:, 1:2]
+        # The first layer is affine in (x, t): z_x and z_t are columns, z_xx = 0.
+        z = z_x * x[None] + z_t * t[None] + b0[:, None]
+        sigma = activation_derivatives(self.activation, z, order)
+        s1, s2 = sigma[1][:, :n], sigma[2][:, :n]
+        jet = jnp.concatenate([sigma[0], s1 * z_x, s1 * z_t, s2 * z_x * z_x], 1)
+        layers = [_HiddenLayer(None, sigma[1:], z_x, z_t, None)]
         for w, b in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
-            zs = jet @ w.T
-            z, z_x, z_t, z_xx = zs[:n] + b[None], zs[n : 2 * n], zs[2 * n : 3 * n], zs[3 * n :]
-            s0, s1, s2 = _activation_jet(self.activation, z)
-            jet = jnp.concatenate([s0, s1 * z_x, s1 * z_t, s1 * z_xx + s2 * z_x**2], axis=0)
-        out = (jet @ self.weights[-1].T)[:, 0]
-        return Derivatives(
-            u=out[:n] + self.biases[-1][0],
-            u_x=out[n : 2 * n],
-            u_t=out[2 * n : 3 * n],
-            u_xx=out[3 * n :],
+            z_jet = w @ jet
+            z = z_jet[:, :columns] + b[:, None]
+            z_x = z_jet[:, columns : columns + n]
+            z_t = z_jet[:, columns + n : columns + 2 * n]
+            z_xx = z_jet[:, columns + 2 * n :]
+            sigma = activation_derivatives(self.activation, z, order)
+            s1, s2 = sigma[1][:, :n], sigma[2][:, :n]
+            layers.append(_HiddenLayer(jet, sigma[1:], z_x, z_t, z_xx))
+            jet = jnp.concatenate([sigma[0], s1 * z_x, s1 * z_t, s1 * z_xx + s2 * z_x * z_x], 1)
+        return (self.weights[-1] @ jet)[0], (jet, layers)
+
+    def _split(self, out: Array, n: int, m: int) -> tuple[Derivatives, EdgeValues]:
+        u = out[: n + m] + self.biases[-1][0]
+        derivs = Derivatives(
+            u=u[:n],
+            u_x=out[n + m : 2 * n + m],
+            u_t=out[2 * n + m : 3 * n + m],
+            u_xx=out[3 * n + m :],
         )
+        return derivs, u[n:]
+
+
+def _columns(interior: Points, edge: EdgePoints) -> tuple[Array, Array]:
+    """`x` and `t` of the interior points followed by the edge points."""
+    return (
+        jnp.concatenate([interior[:, 0], edge[:, 0]]),
+        jnp.concatenate([interior[:, 1], edge[:, 1]]),
+    )
+
+
+def _activation_pullback(
+    layer: _HiddenLayer, jet_bar: Array, n: int
+) -> tuple[Array, Array, Array, Array]:
+    r"""Cotangents of `z, z_x, z_t, z_xx` from those of `h, h_x, h_t, h_xx` (the adjoint
+    of the jet recurrence; the edge columns carry only `h`):
+
+    $$\bar z = \sigma'\bar h + \sigma''(\bar h_x z_x + \bar h_t z_t + \bar h_{xx} z_{xx})
+    + \sigma^{(3)} \bar h_{xx} z_x^2,\qquad
+    \bar z_x = \sigma'\bar h_x + 2\sigma'' z_x \bar h_{xx},\quad
+    \bar z_t = \sigma'\bar h_t,\quad \bar z_{xx} = \sigma'\bar h_{xx}.$$
+    """
+    s1, s2, s3 = layer.slopes
+    columns = s1.shape[1]
+    h_bar = jet_bar[:, :columns]
+    h_x_bar = jet_bar[:, columns : columns + n]
+    h_t_bar = jet_bar[:, columns + n : columns + 2 * n]
+    h_xx_bar = jet_bar[:, columns + 2 * n :]
+    s1_in, s2_in, s3_in = s1[:, :n], s2[:, :n], s3[:, :n]
+    z_x, z_t, z_xx = layer.z_x, layer.z_t, layer.z_xx
+    slope_bar = h_x_bar * z_x + h_t_bar * z_t
+    if z_xx is not None:
+        slope_bar = slope_bar + h_xx_bar * z_xx
+    z_bar_interior = s1_in * h_bar[:, :n] + s2_in * slope_bar + s3_in * h_xx_bar * z_x * z_x
+    z_bar = jnp.concatenate([z_bar_interior, s1[:, n:] * h_bar[:, n:]], 1)
+    z_x_bar = s1_in * h_x_bar + 2 * s2_in * z_x * h_xx_bar
+    return z_bar, z_x_bar, s1_in * h_t_bar, s1_in * h_xx_bar

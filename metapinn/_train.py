@@ -7,6 +7,7 @@ import optax
 from jaxtyping import Array, Float, PyTree
 
 from ._custom_types import Params, Scalar, Static
+from ._loss import AbstractLoss
 from ._meta._base import AbstractMetaLearner, LossFn, optimizer_update
 
 
@@ -81,6 +82,8 @@ def meta_objective(
     )
     objectives, aux = per_task(params, static, loss_fn, tasks, support, query)
     mean = jnp.mean(objectives)
+    if isinstance(loss_fn, AbstractLoss):
+        mean = loss_fn.check_task(tasks, mean)  # once for the batch, outside every loop
     return mean, MetaStepInfo(mean, aux.query_loss, aux.support_losses)
 
 

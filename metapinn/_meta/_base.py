@@ -2,15 +2,17 @@
 
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 import optax
 from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import FilterSpec, Params, Scalar, Static
+from .._loss import AbstractLoss
 
 
 LossFn = Callable[[Any, PyTree, PyTree], Scalar]
@@ -44,6 +46,116 @@ def optimizer_update(
         return optimizer.update(grads, state, params)
 
 
+InnerVJP = Literal["hvp", "autodiff"]
+_INNER_VJPS = ("hvp", "autodiff")
+
+
+def _check_inner_vjp(inner_vjp: str) -> None:
+    if inner_vjp not in _INNER_VJPS:
+        raise ValueError(f"inner_vjp must be one of {_INNER_VJPS}, got {inner_vjp!r}")
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def _restrict(like: PyTree, grads: PyTree) -> PyTree:
+    """The leaves of `grads` where `like` (a half of `eqx.partition`) has arrays."""
+    return jtu.tree_map(lambda ref, g: None if ref is None else g, like, grads, is_leaf=_is_none)
+
+
+def _value_and_grads(
+    loss_fn: "LossFn", params: Params, frozen: Params, static: Static, task, batch
+) -> tuple[Scalar, tuple[Params, Params]]:
+    """The loss at `combine(params, frozen, static)` and its gradients with respect to
+    `params` and `frozen`. An [`metapinn.AbstractLoss`][] supplies its own gradient
+    (for [`metapinn.PINNLoss`][], the hand-written adjoint of the network's jet)."""
+    if isinstance(loss_fn, AbstractLoss):
+        loss, grads = loss_fn.value_and_grad(eqx.combine(params, frozen, static), task, batch)
+        return loss, (_restrict(params, grads), _restrict(frozen, grads))
+
+    def loss_of(halves):
+        return loss_fn(eqx.combine(*halves, static), task, batch)
+
+    return eqx.filter_value_and_grad(loss_of)((params, frozen))
+
+
+def _zeros_where_none(cotangent: PyTree, like: PyTree) -> PyTree:
+    """`cotangent` with symbolic zeros (`None`) made concrete zeros shaped like `like`."""
+    return jtu.tree_map(
+        lambda ref, c: None if ref is None else (jnp.zeros_like(ref) if c is None else c),
+        like,
+        cotangent,
+        is_leaf=_is_none,
+    )
+
+
+@eqx.filter_custom_vjp
+def _inner_value_and_grad(inputs, static):
+    r"""`(L, ∇_params L)` whose reverse-mode derivative is a Hessian-vector product.
+
+    `inputs = (params, frozen, loss_fn, task, batch)`. Reverse mode through a gradient
+    $g = \nabla_\theta L$ needs $v \mapsto \nabla^2 L\, v$ ($\nabla^2 L$ is
+    symmetric); the backward pass below gets it by forward mode over the gradient
+    (Pearlmutter 1994), recomputed from the inputs, so a scanned inner loop keeps only
+    its parameters per step rather than every intermediate of every gradient.
+    """
+    params, frozen, loss_fn, task, batch = inputs
+    loss, (grads, _) = _value_and_grads(loss_fn, params, frozen, static, task, batch)
+    return loss, grads
+
+
+@_inner_value_and_grad.def_fwd
+def _inner_value_and_grad_fwd(perturbed, inputs, static):
+    del perturbed
+    return _inner_value_and_grad.fn(inputs, static), None
+
+
+@_inner_value_and_grad.def_bwd
+def _inner_value_and_grad_bwd(residuals, cotangent, perturbed, inputs, static):
+    del residuals
+    params, frozen, loss_fn, task, batch = inputs
+    loss_bar, grads_bar = cotangent
+
+    def grads_of(p):
+        return _value_and_grads(loss_fn, p, frozen, static, task, batch)[1]
+
+    if all(leaf is None for leaf in jtu.tree_leaves(grads_bar, is_leaf=_is_none)):
+        # Only the loss value is differentiated (e.g. a query loss): its gradient.
+        grads = grads_of(params)
+        hvps = jtu.tree_map(jnp.zeros_like, grads)
+    else:
+        tangent = _zeros_where_none(grads_bar, params)
+        grads, hvps = jax.jvp(grads_of, (params,), (tangent,))
+    if loss_bar is not None:
+        hvps = jtu.tree_map(lambda h, g: h + loss_bar.astype(g.dtype) * g, hvps, grads)
+    params_bar, frozen_bar = hvps
+    rest = (loss_fn, task, batch)
+    if any(jtu.tree_leaves(perturbed[2:])):
+        # Rarely wanted (e.g. MAML's derivative in a task parameter): the mixed second
+        # derivative, by reverse mode through the gradient.
+        def loss_and_params_grad(rest_):
+            loss, (g, _) = _value_and_grads(rest_[0], params, frozen, static, *rest_[1:])
+            return loss, g
+
+        (loss, _), pullback = eqx.filter_vjp(loss_and_params_grad, rest)
+        loss_ct = jnp.zeros_like(loss) if loss_bar is None else loss_bar
+        (rest_bar,) = pullback((loss_ct, _zeros_where_none(grads_bar, params)))
+    else:
+        rest_bar = jtu.tree_map(lambda _: None, rest)
+    return (params_bar, frozen_bar, *rest_bar)
+
+
+def loss_with_gradient(
+    loss_fn: "LossFn", params: Params, static: Static, task: PyTree, batch: PyTree
+) -> Scalar:
+    """`loss_fn(combine(params, static), task, batch)`, differentiated (in `params`)
+    with the loss's own gradient when it is an [`metapinn.AbstractLoss`][]."""
+    frozen = jtu.tree_map(lambda _: None, params)
+    loss, _ = _inner_value_and_grad((params, frozen, loss_fn, task, batch), static)
+    return loss
+
+
 def _check_steps(steps: int) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"the number of inner steps must be an integer >= 0, got {steps!r}")
@@ -62,6 +174,7 @@ def adapt(
     stop_inner_gradients: bool = False,
     return_trajectory: bool = False,
     unroll: int | bool = 1,
+    inner_vjp: InnerVJP = "hvp",
 ) -> tuple[Params, Float[Array, " steps"]] | tuple[Params, Float[Array, " steps"], Params]:
     r"""Adapt `params` to one task: `steps` optimiser steps on `loss_fn`, as ONE `lax.scan`.
 
@@ -86,27 +199,44 @@ def adapt(
     - `return_trajectory`: also return the parameters after every step.
     - `unroll`: passed to `lax.scan` (static); `True` unrolls the whole loop, which
       compiles more slowly and lets XLA count every step's FLOPs.
+    - `inner_vjp`: how reverse mode goes back through each inner gradient (static).
+      `"hvp"` (default): a Hessian-vector product by forward mode over the gradient,
+      recomputed from that step's parameters, so the scan stores only $\phi_k$ per
+      step; the loop then supports reverse mode only. `"autodiff"`: JAX's own
+      reverse-over-reverse, which stores every intermediate of every inner gradient
+      but also allows forward mode (`jax.jvp`, `jax.hessian`) through the loop.
+      Both give the same derivatives.
 
     **Returns:** `(params_K, losses)` where `losses[k]` is the loss at $\phi_k$ before
     step `k`; with `return_trajectory`, also the stacked $\phi_1, \dots, \phi_K$.
 
-    **Raises:** `ValueError` for `steps < 0`; `TypeError` for a bad `optimizer`.
+    The gradient of `loss_fn` is its own `value_and_grad` when it is an
+    [`metapinn.AbstractLoss`][] (for [`metapinn.PINNLoss`][], the network's hand-written
+    adjoint), otherwise reverse-mode AD.
+
+    **Raises:** `ValueError` for `steps < 0` or an unknown `inner_vjp`; `TypeError` for
+    a bad `optimizer`.
     """
     _check_steps(steps)
+    _check_inner_vjp(inner_vjp)
     optimizer = as_optimizer(optimizer)
     if adapt_spec is None:
         adapting, frozen = params, jax.tree_util.tree_map(lambda _: None, params)
     else:
         adapting, frozen = eqx.partition(params, adapt_spec)
 
-    def loss_of(p):
-        return loss_fn(eqx.combine(p, frozen, static), task, batch)
+    def value_and_grad(p):
+        if stop_inner_gradients:
+            loss, (grads, _) = _value_and_grads(loss_fn, p, frozen, static, task, batch)
+            return loss, jax.lax.stop_gradient(grads)
+        if inner_vjp == "hvp":
+            return _inner_value_and_grad((p, frozen, loss_fn, task, batch), static)
+        loss, (grads, _) = _value_and_grads(loss_fn, p, frozen, static, task, batch)
+        return loss, grads
 
     def body(carry, _):
         p, opt_state = carry
-        loss, grads = jax.value_and_grad(loss_of)(p)
-        if stop_inner_gradients:
-            grads = jax.lax.stop_gradient(grads)
+        loss, grads = value_and_grad(p)
         updates, opt_state = optimizer_update(optimizer, grads, opt_state, p)
         if stop_inner_gradients:
             # Optimisers whose update reads the parameters (weight decay, lookahead)
@@ -118,6 +248,10 @@ def adapt(
     init = (adapting, optimizer.init(adapting))
     (adapted, _), out = jax.lax.scan(body, init, length=steps, unroll=unroll)
     adapted = eqx.combine(adapted, frozen)
+    if isinstance(loss_fn, AbstractLoss):
+        # The task is validated once, on the returned losses, outside the loop.
+        losses = loss_fn.check_task(task, out[0] if return_trajectory else out)
+        out = (losses, out[1]) if return_trajectory else losses
     if return_trajectory:
         losses, trajectory = out
         frozen_steps = jax.tree_util.tree_map(
@@ -153,16 +287,20 @@ class AbstractMetaLearner(eqx.Module):
     - `inner_optimizer`: an optax transformation or a float SGD rate (static).
     - `adapt_spec`: which leaves adapt (a pytree of bools), `None` for all.
     - `inner_unroll`: `lax.scan` unrolling of the inner loop (static; default 1).
+    - `inner_vjp`: `"hvp"` or `"autodiff"`, how second-order MAML differentiates
+      through each inner gradient (static; see [`metapinn.adapt`][]).
     """
 
     inner_steps: int = eqx.field(static=True, default=5)
     inner_optimizer: optax.GradientTransformation | float = eqx.field(static=True, default=0.01)
     adapt_spec: FilterSpec | None = None
     inner_unroll: int | bool = eqx.field(static=True, default=1)
+    inner_vjp: InnerVJP = eqx.field(static=True, default="hvp")
 
     def __check_init__(self):
         _check_steps(self.inner_steps)
         as_optimizer(self.inner_optimizer)
+        _check_inner_vjp(self.inner_vjp)
 
     def adapt(
         self,
@@ -186,6 +324,7 @@ class AbstractMetaLearner(eqx.Module):
             adapt_spec=self.adapt_spec,
             stop_inner_gradients=stop_inner_gradients,
             unroll=self.inner_unroll,
+            inner_vjp=self.inner_vjp,
         )
 
     @abc.abstractmethod

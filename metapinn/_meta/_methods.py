@@ -5,7 +5,7 @@ import jax
 from jaxtyping import PyTree
 
 from .._custom_types import Params, Scalar, Static
-from ._base import AbstractMetaLearner, LossFn, MetaAux, tree_sq_norm
+from ._base import AbstractMetaLearner, LossFn, MetaAux, loss_with_gradient, tree_sq_norm
 
 
 def _query_loss_after_adapting(
@@ -23,7 +23,7 @@ def _query_loss_after_adapting(
     adapted, support_losses = learner.adapt(
         params, static, loss_fn, task, support, stop_inner_gradients=stop_inner_gradients
     )
-    query_loss = loss_fn(eqx.combine(adapted, static), task, query)
+    query_loss = loss_with_gradient(loss_fn, adapted, static, task, query)
     return query_loss, MetaAux(query_loss, support_losses)
 
 
@@ -130,7 +130,7 @@ class MultiTask(AbstractMetaLearner):
         query: PyTree,
     ) -> tuple[Scalar, MetaAux]:
         del support
-        query_loss = loss_fn(eqx.combine(params, static), task, query)
+        query_loss = loss_with_gradient(loss_fn, params, static, task, query)
         return query_loss, MetaAux(query_loss, query_loss[None][:0])
 
 

@@ -23,6 +23,19 @@ class AbstractPDE(eqx.Module):
     t_min: eqx.AbstractVar[float]
     t_max: eqx.AbstractVar[float]
 
+    def check_task(self, task: PyTree, out: PyTree) -> PyTree:
+        """Return `out` unchanged, failing under JIT (`eqx.error_if`) if `task` has
+        invalid parameter values; the check runs before `out` is used.
+
+        Called on a *result* where tasks meet the loss ([`metapinn.loss_terms`][], the
+        losses of [`metapinn.adapt`][], the objective of [`metapinn.meta_step`][]),
+        never inside the inner loop and never on the task itself: routing a sharded
+        task batch through the check would gather it onto every device. The default
+        accepts every task.
+        """
+        del task
+        return out
+
     @abc.abstractmethod
     def residual(self, derivs: Derivatives, task: PyTree) -> Values:
         """**Returns:** the PDE residual at each point (zero for an exact solution)."""

@@ -4,20 +4,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import ScalarLike, Values
 from .._pinn import Derivatives
 from ._base import AbstractPDE
-
-
-def _check_viscosity(nu: Float[Array, "..."]) -> Float[Array, "..."]:
-    """Return `nu`, failing under JIT when any value is non-positive or non-finite."""
-    return eqx.error_if(
-        nu,
-        ~(jnp.isfinite(nu) & (nu > 0)),
-        "Burgers viscosity nu must be finite and > 0",
-    )
 
 
 class BurgersTask(eqx.Module):
@@ -58,9 +49,12 @@ class Burgers(AbstractPDE):
     t_min: float = eqx.field(static=True, default=0.0)
     t_max: float = eqx.field(static=True, default=1.0)
 
+    def check_task(self, task: BurgersTask, out: PyTree) -> PyTree:
+        bad = ~(jnp.isfinite(task.nu) & (task.nu > 0))
+        return eqx.error_if(out, bad, "Burgers viscosity nu must be finite and > 0")
+
     def residual(self, derivs: Derivatives, task: BurgersTask) -> Values:
-        nu = _check_viscosity(task.nu)
-        return derivs.u_t + derivs.u * derivs.u_x - nu * derivs.u_xx
+        return derivs.u_t + derivs.u * derivs.u_x - task.nu * derivs.u_xx
 
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
         return -jnp.sin(jnp.pi * x)
