@@ -9,9 +9,13 @@ float32 matmul measured in the same run), and the peak resident memory of the pr
 that ran the case (each case runs in its own subprocess, so memory and compile caches
 don't leak between cases).
 
+Each case runs with the XLA:CPU flags of `metapinn.configure_cpu` (fast compiles;
+`--plain-xla` leaves them out). With `--devices N`, the meta-learner cases also run
+with the task axis sharded over N host devices, one per core (DESIGN.md §7).
+
 Run from the repository root:
 
-    python benchmarks/meta_step.py [--steps 30] [--devices 1 2] [--out FILE.json]
+    python benchmarks/meta_step.py [--steps 30] [--devices 1 2] [--plain-xla] [--out FILE.json]
 """
 
 import argparse
@@ -227,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         help="host device counts to run the meta-learner cases on (task axis sharded), "
         "e.g. --devices 1 2",
     )
+    parser.add_argument(
+        "--plain-xla",
+        action="store_true",
+        help="leave out the fast-compile XLA:CPU flags of metapinn.configure_cpu",
+    )
     parser.add_argument("--only", choices=CASES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 20:
@@ -236,15 +245,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(args.only, args.steps, args.devices[0])))
         return 0
 
+    from metapinn import cpu_xla_flags
+
     ceiling = matmul_ceiling()
     rows = []
     runs = [(case, 1) for case in args.cases if 1 in args.devices]
     runs += [(case, n) for n in args.devices if n > 1 for case in args.cases if case != "adapt100"]
     for case, n in runs:
         env = dict(os.environ)
-        if n > 1:
-            flag = f"--xla_force_host_platform_device_count={n}"
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flag).strip()
+        flags = env.get("XLA_FLAGS", "")
+        if args.plain_xla:
+            if n > 1:
+                flags = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+        else:
+            flags = cpu_xla_flags(flags, host_devices=n if n > 1 else None)
+        env["XLA_FLAGS"] = flags
         command = [sys.executable, __file__, "--only", case, "--steps", str(args.steps)]
         proc = subprocess.run(
             [*command, "--devices", str(n)], capture_output=True, text=True, check=False, env=env

@@ -79,6 +79,7 @@ from ._train import (
     meta_objective as meta_objective,
     meta_step as meta_step,
 )
+from ._xla import configure_cpu as configure_cpu, cpu_xla_flags as cpu_xla_flags
 
 
 __version__ = importlib.metadata.version("metapinn")

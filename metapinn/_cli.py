@@ -29,6 +29,7 @@ from ._experiment import (
     train_runs,
 )
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
+from ._xla import configure_cpu
 
 
 _DEFAULTS = ExperimentConfig()
@@ -269,6 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `metapinn` command. **Returns:** the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        configure_cpu()  # faster XLA:CPU compiles of the meta-step (see metapinn._xla)
+    except RuntimeError:
+        pass  # called from a Python process whose JAX is already running: keep its flags
     # Float64 is needed by the reference solver (and by `--dtype float64`); training
     # stays in the configured dtype, as every array is created with it explicitly.
     # Set before any array exists, never toggled later.

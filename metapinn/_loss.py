@@ -83,6 +83,7 @@ def pinn_loss(
     return loss_terms(pinn, pde, task, batch).total
 
 
+@eqx.filter_jit
 def pinn_loss_and_grad(
     pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, batch: CollocationBatch
 ) -> tuple[Scalar, Any]:
@@ -93,6 +94,8 @@ def pinn_loss_and_grad(
     the PDE's part, a few elementwise operations on `u, u_x, u_t, u_xx`, is left to
     reverse-mode AD.
 
+    It is one `eqx.filter_jit` (inlined into any enclosing JIT), so the several
+    transformations a meta-step applies to it each start from one traced program.
     The task is not validated here (this is the inner loop's hot path): callers check
     it once with `pde.check_task`, as [`metapinn.adapt`][] and
     [`metapinn.meta_step`][] do.

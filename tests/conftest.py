@@ -5,8 +5,12 @@ Set once at import, before any array exists; never toggled inside a test.
 
 import os
 
+from metapinn._xla import cpu_xla_flags  # noqa: E402  (imports JAX, starts no backend)
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+# Two host devices for the sharding tests, and the fast-compile XLA:CPU flags the
+# command line uses; flags already in XLA_FLAGS win.
+os.environ["XLA_FLAGS"] = cpu_xla_flags(os.environ.get("XLA_FLAGS", ""), host_devices=2)
 
 import jax  # noqa: E402
 import jax.random as jr  # noqa: E402

@@ -146,14 +146,46 @@ def _inner_value_and_grad_bwd(residuals, cotangent, perturbed, inputs, static):
     return (params_bar, frozen_bar, *rest_bar)
 
 
+@eqx.filter_custom_vjp
+def _loss_with_gradient(inputs, static):
+    params, loss_fn, task, batch = inputs
+    return loss_fn(eqx.combine(params, static), task, batch)
+
+
+@_loss_with_gradient.def_fwd
+def _loss_with_gradient_fwd(perturbed, inputs, static):
+    del perturbed
+    params, loss_fn, task, batch = inputs
+    frozen = jtu.tree_map(lambda _: None, params)
+    loss, (grads, _) = _value_and_grads(loss_fn, params, frozen, static, task, batch)
+    return loss, grads  # the gradient is the residual: one pass gives both
+
+
+@_loss_with_gradient.def_bwd
+def _loss_with_gradient_bwd(grads, loss_bar, perturbed, inputs, static):
+    params, loss_fn, task, batch = inputs
+    if loss_bar is None:
+        return jtu.tree_map(lambda _: None, inputs)
+    params_bar = jtu.tree_map(lambda g: loss_bar.astype(g.dtype) * g, grads)
+    rest = (loss_fn, task, batch)
+    if any(jtu.tree_leaves(perturbed[1:])):
+        # Derivatives in the task or the points: reverse mode through the loss.
+        _, pullback = eqx.filter_vjp(
+            lambda rest_: rest_[0](eqx.combine(params, static), *rest_[1:]), rest
+        )
+        (rest_bar,) = pullback(loss_bar)
+    else:
+        rest_bar = jtu.tree_map(lambda _: None, rest)
+    return (params_bar, *rest_bar)
+
+
 def loss_with_gradient(
     loss_fn: "LossFn", params: Params, static: Static, task: PyTree, batch: PyTree
 ) -> Scalar:
-    """`loss_fn(combine(params, static), task, batch)`, differentiated (in `params`)
-    with the loss's own gradient when it is an [`metapinn.AbstractLoss`][]."""
-    frozen = jtu.tree_map(lambda _: None, params)
-    loss, _ = _inner_value_and_grad((params, frozen, loss_fn, task, batch), static)
-    return loss
+    """`loss_fn(combine(params, static), task, batch)`, whose derivative in `params`
+    is the loss's own gradient (for an [`metapinn.AbstractLoss`][], its
+    `value_and_grad`), computed in the same pass as the value."""
+    return _loss_with_gradient((params, loss_fn, task, batch), static)
 
 
 def _check_steps(steps: int) -> None:
