@@ -130,7 +130,10 @@ class MultiTask(AbstractMetaLearner):
         query: PyTree,
     ) -> tuple[Scalar, MetaAux]:
         del support
-        query_loss = loss_with_gradient(loss_fn, params, static, task, query)
+        # Plain reverse mode here, not the loss's own gradient: every task shares the
+        # parameters, so JAX sums the tasks' cotangents before the network's backward
+        # pass and runs that pass once for the whole batch.
+        query_loss = loss_fn(eqx.combine(params, static), task, query)
         return query_loss, MetaAux(query_loss, query_loss[None][:0])
 
 
