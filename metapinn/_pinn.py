@@ -210,8 +210,7 @@ class MLPPINN(AbstractPINN):
         check_points(interior, "interior")
         check_points(edge, "edge")
         n, m = interior.shape[0], edge.shape[0]
-        x, t = _columns(interior, edge)
-        out, (jet, layers) = self._forward(interior, edge, order=3)
+        out, (jet, layers, x, t) = self._forward(interior, edge, order=3)
 
         def pullback(cotangent: tuple[Derivatives, EdgeValues]) -> "MLPPINN":
             d_bar, edge_bar = cotangent
@@ -246,8 +245,9 @@ class MLPPINN(AbstractPINN):
 
     def _forward(self, interior: Points, edge: EdgePoints, order: int):
         """The jet, feature-major; columns as in the class docstring. Returns the output
-        row (before the output bias) and what the pullback needs: the last hidden jet
-        and, per hidden layer, its input, activation slopes and pre-activation streams.
+        row (before the output bias) and what the pullback needs: the last hidden jet;
+        per hidden layer, its input, activation slopes and pre-activation streams; and
+        the columns' `x` and `t`.
         """
         n = interior.shape[0]
         x, t = _columns(interior, edge)
@@ -270,7 +270,7 @@ class MLPPINN(AbstractPINN):
             s1, s2 = sigma[1][:, :n], sigma[2][:, :n]
             layers.append(_HiddenLayer(jet, sigma[1:], z_x, z_t, z_xx))
             jet = jnp.concatenate([sigma[0], s1 * z_x, s1 * z_t, s1 * z_xx + s2 * z_x * z_x], 1)
-        return (self.weights[-1] @ jet)[0], (jet, layers)
+        return (self.weights[-1] @ jet)[0], (jet, layers, x, t)
 
     def _split(self, out: Array, n: int, m: int) -> tuple[Derivatives, EdgeValues]:
         u = out[: n + m] + self.biases[-1][0]

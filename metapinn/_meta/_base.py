@@ -258,13 +258,10 @@ def adapt(
         adapting, frozen = eqx.partition(params, adapt_spec)
 
     def value_and_grad(p):
-        if stop_inner_gradients:
-            loss, (grads, _) = _value_and_grads(loss_fn, p, frozen, static, task, batch)
-            return loss, jax.lax.stop_gradient(grads)
-        if inner_vjp == "hvp":
+        if inner_vjp == "hvp" and not stop_inner_gradients:
             return _inner_value_and_grad((p, frozen, loss_fn, task, batch), static)
         loss, (grads, _) = _value_and_grads(loss_fn, p, frozen, static, task, batch)
-        return loss, grads
+        return loss, (jax.lax.stop_gradient(grads) if stop_inner_gradients else grads)
 
     def body(carry, _):
         p, opt_state = carry
@@ -280,17 +277,16 @@ def adapt(
     init = (adapting, optimizer.init(adapting))
     (adapted, _), out = jax.lax.scan(body, init, length=steps, unroll=unroll)
     adapted = eqx.combine(adapted, frozen)
+    losses, trajectory = out if return_trajectory else (out, None)
     if isinstance(loss_fn, AbstractLoss):
         # The task is validated once, on the returned losses, outside the loop.
-        losses = loss_fn.check_task(task, out[0] if return_trajectory else out)
-        out = (losses, out[1]) if return_trajectory else losses
+        losses = loss_fn.check_task(task, losses)
     if return_trajectory:
-        losses, trajectory = out
         frozen_steps = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen
         )
         return adapted, losses, eqx.combine(trajectory, frozen_steps)
-    return adapted, out
+    return adapted, losses
 
 
 class MetaAux(eqx.Module):
