@@ -113,7 +113,7 @@ def activation_derivatives(
 class _HiddenLayer(eqx.Module):
     """What the pullback of one hidden layer keeps from the forward pass."""
 
-    jet_in: Array | None  # the layer's input streams (None for the first layer)
+    jet_in: Array | None  # the layer's input streams with the bias row (None for layer 0)
     slopes: tuple[Array, ...]  # σ', σ'', σ''' at every column
     z_x: Array
     z_t: Array
@@ -122,6 +122,11 @@ class _HiddenLayer(eqx.Module):
 
 class MLPPINN(AbstractPINN):
     r"""A multilayer perceptron $u_\theta(x, t)$ with Glorot-normal weights, zero biases.
+
+    Each layer is *one* array `[W | b]` of shape `(fan_out, fan_in + 1)`, the bias as
+    its last column, so a network of depth $D$ has $D + 1$ parameter arrays: every
+    per-array cost of a meta-step (optimiser updates, loop carries, the stored inner
+    steps) scales with that count. `weights` and `biases` are views of `layers`.
 
     Derivatives are propagated forward through the layers by hand (a truncated Taylor
     jet in $x$ plus the tangent in $t$): for a hidden pre-activation $z$ and
@@ -132,16 +137,17 @@ class MLPPINN(AbstractPINN):
 
     Activations are held *feature-major*, `(width, columns)`, and the columns of one
     array carry every stream: the value at the interior and edge points, then `h_x`,
-    `h_t` and `h_xx` at the interior points, so each layer is *one* matrix product
-    `W @ jet`. [`metapinn.MLPPINN.jet_vjp`][] pulls a cotangent back through the same
-    jet by hand (the adjoint of the recurrence above: one product per layer for the
-    weights' cotangent, one for the layer input's). A loss gradient so costs three
-    matrix products per layer and a few elementwise passes, and it stays an ordinary
-    JAX function: forward mode through it gives Hessian-vector products.
+    `h_t` and `h_xx` at the interior points. A constant last row, 1 on the value
+    columns and 0 on the derivative columns (which a bias does not reach), makes each
+    layer *one* matrix product `[W | b] @ jet`. [`metapinn.MLPPINN.jet_vjp`][] pulls a
+    cotangent back through the same jet by hand (the adjoint of the recurrence above:
+    one product per layer for the layer's cotangent, bias included, and one for the
+    layer input's). A loss gradient so costs three matrix products per layer and a
+    few elementwise passes, and it stays an ordinary JAX function: forward mode
+    through it gives Hessian-vector products.
     """
 
-    weights: tuple[Float[Array, "out in"], ...]
-    biases: tuple[Float[Array, " out"], ...]
+    layers: tuple[Float[Array, "out in_plus_1"], ...]
     activation: Callable[[Array], Array] = eqx.field(static=True)
 
     def __init__(
@@ -171,20 +177,31 @@ class MLPPINN(AbstractPINN):
         sizes = [2] + [width] * depth + [1]
         keys = jr.split(key, len(sizes) - 1)
         glorot = jax.nn.initializers.glorot_normal(in_axis=1, out_axis=0)
-        self.weights = tuple(
-            glorot(k, (fan_out, fan_in), dtype)
+        self.layers = tuple(
+            jnp.concatenate(
+                [glorot(k, (fan_out, fan_in), dtype), jnp.zeros((fan_out, 1), dtype)], 1
+            )
             for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
         )
-        self.biases = tuple(jnp.zeros((fan_out,), dtype) for fan_out in sizes[1:])
         self.activation = activation
 
     @property
+    def weights(self) -> tuple[Float[Array, "out in"], ...]:
+        """Each layer's weight matrix `W`, a view of `layers`."""
+        return tuple(layer[:, :-1] for layer in self.layers)
+
+    @property
+    def biases(self) -> tuple[Float[Array, " out"], ...]:
+        """Each layer's bias `b`, a view of `layers`."""
+        return tuple(layer[:, -1] for layer in self.layers)
+
+    @property
     def width(self) -> int:
-        return self.weights[0].shape[0]
+        return self.layers[0].shape[0]
 
     @property
     def depth(self) -> int:
-        return len(self.weights) - 1
+        return len(self.layers) - 1
 
     def __call__(self, points: Points) -> Values:
         check_points(points)
@@ -202,7 +219,7 @@ class MLPPINN(AbstractPINN):
         check_points(interior, "interior")
         check_points(edge, "edge")
         out, _ = self._forward(interior, edge, order=2)
-        return self._split(out, interior.shape[0], edge.shape[0])
+        return _split(out, interior.shape[0], edge.shape[0])
 
     def jet_vjp(
         self, interior: Points, edge: EdgePoints
@@ -215,72 +232,84 @@ class MLPPINN(AbstractPINN):
         def pullback(cotangent: tuple[Derivatives, EdgeValues]) -> "MLPPINN":
             d_bar, edge_bar = cotangent
             out_bar = jnp.concatenate([d_bar.u, edge_bar, d_bar.u_x, d_bar.u_t, d_bar.u_xx])
-            grad_w = [None] * len(self.weights)
-            grad_b = [None] * len(self.biases)
-            grad_w[-1] = (jet @ out_bar)[None]
-            grad_b[-1] = jnp.sum(out_bar[: n + m])[None]
-            jet_bar = self.weights[-1].T * out_bar[None]
+            grads = [None] * len(self.layers)
+            grads[-1] = (jet @ out_bar)[None]
+            jet_bar = self.layers[-1][0, :-1, None] * out_bar[None]
             for index in range(len(layers) - 1, -1, -1):
                 layer = layers[index]
                 z_bar, z_x_bar, z_t_bar, z_xx_bar = _activation_pullback(layer, jet_bar, n)
-                grad_b[index] = jnp.sum(z_bar, 1)
                 if index == 0:
                     # z = W[:, 0] x + W[:, 1] t + b, with z_x = W[:, 0], z_t = W[:, 1].
-                    grad_w[0] = jnp.stack(
-                        [z_bar @ x + jnp.sum(z_x_bar, 1), z_bar @ t + jnp.sum(z_t_bar, 1)], 1
+                    grads[0] = jnp.stack(
+                        [
+                            z_bar @ x + jnp.sum(z_x_bar, 1),
+                            z_bar @ t + jnp.sum(z_t_bar, 1),
+                            jnp.sum(z_bar, 1),
+                        ],
+                        1,
                     )
                 else:
                     z_bar_jet = jnp.concatenate([z_bar, z_x_bar, z_t_bar, z_xx_bar], 1)
-                    grad_w[index] = z_bar_jet @ layer.jet_in.T
+                    grads[index] = z_bar_jet @ layer.jet_in.T
                     # The barrier keeps W.T a materialised row-major operand: XLA:CPU
                     # hands `W.T @ A` to its fast matmul kernels only in that form (a
                     # transposed-operand dot falls back to a slow loop).
-                    w_t = jax.lax.optimization_barrier(self.weights[index].T)
+                    w_t = jax.lax.optimization_barrier(self.layers[index][:, :-1].T)
                     jet_bar = w_t @ z_bar_jet
-            return eqx.tree_at(
-                lambda pinn: (pinn.weights, pinn.biases), self, (tuple(grad_w), tuple(grad_b))
-            )
+            return eqx.tree_at(lambda pinn: pinn.layers, self, tuple(grads))
 
-        return self._split(out, n, m), pullback
+        return _split(out, n, m), pullback
 
     def _forward(self, interior: Points, edge: EdgePoints, order: int):
         """The jet, feature-major; columns as in the class docstring. Returns the output
-        row (before the output bias) and what the pullback needs: the last hidden jet;
-        per hidden layer, its input, activation slopes and pre-activation streams; and
-        the columns' `x` and `t`.
+        row and what the pullback needs: the last hidden jet (with its bias row); per
+        hidden layer, its input, activation slopes and pre-activation streams; and the
+        columns' `x` and `t`.
         """
         n = interior.shape[0]
         x, t = _columns(interior, edge)
         columns = x.shape[0]
-        w0, b0 = self.weights[0], self.biases[0]
-        z_x, z_t = w0[:, 0:1], w0[:, 1:2]
+        first = self.layers[0]
+        z_x, z_t = first[:, 0:1], first[:, 1:2]
         # The first layer is affine in (x, t): z_x and z_t are columns, z_xx = 0.
-        z = z_x * x[None] + z_t * t[None] + b0[:, None]
+        z = z_x * x[None] + z_t * t[None] + first[:, 2:3]
         sigma = activation_derivatives(self.activation, z, order)
         s1, s2 = sigma[1][:, :n], sigma[2][:, :n]
-        jet = jnp.concatenate([sigma[0], s1 * z_x, s1 * z_t, s2 * z_x * z_x], 1)
+        jet = _with_bias_row([sigma[0], s1 * z_x, s1 * z_t, s2 * z_x * z_x])
         layers = [_HiddenLayer(None, sigma[1:], z_x, z_t, None)]
-        for w, b in zip(self.weights[1:-1], self.biases[1:-1], strict=True):
-            z_jet = w @ jet
-            z = z_jet[:, :columns] + b[:, None]
+        for layer in self.layers[1:-1]:
+            z_jet = layer @ jet
+            z = z_jet[:, :columns]
             z_x = z_jet[:, columns : columns + n]
             z_t = z_jet[:, columns + n : columns + 2 * n]
             z_xx = z_jet[:, columns + 2 * n :]
             sigma = activation_derivatives(self.activation, z, order)
             s1, s2 = sigma[1][:, :n], sigma[2][:, :n]
             layers.append(_HiddenLayer(jet, sigma[1:], z_x, z_t, z_xx))
-            jet = jnp.concatenate([sigma[0], s1 * z_x, s1 * z_t, s1 * z_xx + s2 * z_x * z_x], 1)
-        return (self.weights[-1] @ jet)[0], (jet, layers, x, t)
+            jet = _with_bias_row([sigma[0], s1 * z_x, s1 * z_t, s1 * z_xx + s2 * z_x * z_x])
+        return (self.layers[-1] @ jet)[0], (jet, layers, x, t)
 
-    def _split(self, out: Array, n: int, m: int) -> tuple[Derivatives, EdgeValues]:
-        u = out[: n + m] + self.biases[-1][0]
-        derivs = Derivatives(
-            u=u[:n],
-            u_x=out[n + m : 2 * n + m],
-            u_t=out[2 * n + m : 3 * n + m],
-            u_xx=out[3 * n + m :],
-        )
-        return derivs, u[n:]
+
+def _with_bias_row(streams: list[Array]) -> Array:
+    """The streams side by side, `(width + 1, columns)`, over the constant bias row:
+    1 under the value stream (the first), 0 under the derivative streams. (Each stream
+    is padded by its row before the one concatenation, so the row costs no pass.)"""
+    padded = [
+        jax.lax.pad(stream, jnp.asarray(fill, stream.dtype), ((0, 1, 0), (0, 0, 0)))
+        for fill, stream in zip([1] + [0] * (len(streams) - 1), streams, strict=True)
+    ]
+    return jnp.concatenate(padded, 1)
+
+
+def _split(out: Array, n: int, m: int) -> tuple[Derivatives, EdgeValues]:
+    u = out[: n + m]
+    derivs = Derivatives(
+        u=u[:n],
+        u_x=out[n + m : 2 * n + m],
+        u_t=out[2 * n + m : 3 * n + m],
+        u_xx=out[3 * n + m :],
+    )
+    return derivs, u[n:]
 
 
 def _columns(interior: Points, edge: EdgePoints) -> tuple[Array, Array]:

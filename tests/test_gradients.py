@@ -21,11 +21,18 @@ def _random_like(key, tree):
     )
 
 
+def _with_random_biases(key, pinn):
+    """`pinn` with random (not zero) biases, the last column of each layer."""
+    biases = _random_like(key, pinn.biases)
+    layers = tuple(layer.at[:, -1].set(b) for layer, b in zip(pinn.layers, biases, strict=True))
+    return eqx.tree_at(lambda m: m.layers, pinn, layers)
+
+
 @pytest.mark.parametrize("activation", [jnp.tanh, jax.nn.softplus, jnp.sin])
 @pytest.mark.parametrize("depth", [1, 3])
 def test_jet_pullback_matches_reverse_mode(getkey, activation, depth):
     pinn = mp.MLPPINN(width=6, depth=depth, activation=activation, key=getkey())
-    pinn = eqx.tree_at(lambda m: m.biases, pinn, _random_like(getkey(), pinn.biases))
+    pinn = _with_random_biases(getkey(), pinn)
     interior = jr.uniform(getkey(), (7, 2), minval=-1.0, maxval=1.0)
     edge = jr.uniform(getkey(), (5, 2), minval=-1.0, maxval=1.0)
 
@@ -50,7 +57,7 @@ def test_jet_with_no_edge_points(getkey):
 def test_pinn_loss_and_grad_matches_autodiff(getkey):
     params, static, loss_fn, batch = small_problem(getkey())
     pinn = eqx.combine(params, static)
-    pinn = eqx.tree_at(lambda m: m.biases, pinn, _random_like(getkey(), pinn.biases))
+    pinn = _with_random_biases(getkey(), pinn)
     task = mp.BurgersTask(0.013)
     loss, grads = mp.pinn_loss_and_grad(pinn, loss_fn.pde, task, batch)
     ref_loss, ref_grads = eqx.filter_value_and_grad(mp.pinn_loss)(pinn, loss_fn.pde, task, batch)
@@ -71,7 +78,7 @@ class _PlainLoss(eqx.Module):
 def _anil_spec(params):
     """Adapt only the output layer (ANIL)."""
     spec = jax.tree_util.tree_map(lambda _: False, params)
-    return eqx.tree_at(lambda p: (p.weights[-1], p.biases[-1]), spec, replace=(True, True))
+    return eqx.tree_at(lambda p: p.layers[-1], spec, replace=True)
 
 
 @pytest.mark.parametrize(

@@ -42,8 +42,9 @@ class _FormulaPINN(mp.AbstractPINN):
 def _constant_pinn(key, value: float, dtype=None) -> mp.MLPPINN:
     """An MLPPINN with every weight zero and output bias `value`: u = value exactly."""
     pinn = mp.MLPPINN(width=8, depth=2, dtype=dtype, key=key)
-    pinn = eqx.tree_at(lambda p: p.weights, pinn, tuple(jnp.zeros_like(w) for w in pinn.weights))
-    return eqx.tree_at(lambda p: p.biases[-1], pinn, jnp.full_like(pinn.biases[-1], value))
+    layers = tuple(jnp.zeros_like(layer) for layer in pinn.layers)
+    layers = (*layers[:-1], layers[-1].at[0, -1].set(value))  # the output bias
+    return eqx.tree_at(lambda p: p.layers, pinn, layers)
 
 
 def test_relative_l2_error_hand_cases():
