@@ -75,10 +75,24 @@ def meta_objective(
     mapped with `jax.vmap`, so the task axis can be sharded across devices and the
     mean becomes an all-reduce.
     """
-    task_batch_size(tasks, support, query)
+    size = task_batch_size(tasks, support, query)
+    if learner.inner_steps > 0:
+        # Each task adapts its own copy of the parameters, so the inner loop's carry is
+        # per task anyway; giving the copies a task axis up front spares `vmap` a second
+        # batching pass over the scanned loop (a faster trace), and the transpose of the
+        # broadcast sums the tasks' meta-gradients as before. With no inner loop the
+        # parameters stay shared, so the network's backward pass runs once for the batch.
+        params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (size, *x.shape)), params)
     per_task = jax.vmap(
         learner.meta_loss,
-        in_axes=(None, None, None, 0, _points_axis(support), _points_axis(query)),
+        in_axes=(
+            0 if learner.inner_steps > 0 else None,
+            None,
+            None,
+            0,
+            _points_axis(support),
+            _points_axis(query),
+        ),
     )
     objectives, aux = per_task(params, static, loss_fn, tasks, support, query)
     mean = jnp.mean(objectives)

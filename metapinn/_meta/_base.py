@@ -148,8 +148,11 @@ def _inner_value_and_grad_bwd(residuals, cotangent, perturbed, inputs, static):
 
 @eqx.filter_custom_vjp
 def _loss_with_gradient(inputs, static):
+    # The value from the same (cached) program as the forward pass below: tracing
+    # `loss_fn` itself as well would cost a second trace of the network's jet.
     params, loss_fn, task, batch = inputs
-    return loss_fn(eqx.combine(params, static), task, batch)
+    frozen = jtu.tree_map(lambda _: None, params)
+    return _value_and_grads(loss_fn, params, frozen, static, task, batch)[0]
 
 
 @_loss_with_gradient.def_fwd
@@ -184,7 +187,10 @@ def loss_with_gradient(
 ) -> Scalar:
     """`loss_fn(combine(params, static), task, batch)`, whose derivative in `params`
     is the loss's own gradient (for an [`metapinn.AbstractLoss`][], its
-    `value_and_grad`), computed in the same pass as the value."""
+    `value_and_grad`), computed in the same pass as the value.
+
+    Like the inner loop's gradients, it does not validate the task; the meta-step
+    does that once, with the loss's `check_task`."""
     return _loss_with_gradient((params, loss_fn, task, batch), static)
 
 
