@@ -78,6 +78,7 @@ from ._train import (
     MetaStepInfo as MetaStepInfo,
     meta_objective as meta_objective,
     meta_step as meta_step,
+    task_mesh as task_mesh,
 )
 from ._xla import configure_cpu as configure_cpu, cpu_xla_flags as cpu_xla_flags
 

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import PyTree
 
+from ._checks import checked
 from ._custom_types import Scalar
 from ._pde._base import AbstractPDE
 from ._pinn import AbstractPINN, Derivatives, EdgeValues, check_points
@@ -72,7 +73,7 @@ def loss_terms(
     """
     edge = _edge_points(batch)
     derivs, u_edge = pinn.jet(batch.interior, edge)
-    return pde.check_task(task, _terms(derivs, u_edge, pde, task, batch))
+    return checked(pde, task, _terms(derivs, u_edge, pde, task, batch))
 
 
 def pinn_loss(

@@ -3,9 +3,12 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, PyTree
 
+from ._checks import checked, task_checks_suspended
 from ._custom_types import Params, Scalar, Static
 from ._loss import AbstractLoss
 from ._meta._base import AbstractMetaLearner, LossFn, optimizer_update
@@ -97,8 +100,91 @@ def meta_objective(
     objectives, aux = per_task(params, static, loss_fn, tasks, support, query)
     mean = jnp.mean(objectives)
     if isinstance(loss_fn, AbstractLoss):
-        mean = loss_fn.check_task(tasks, mean)  # once for the batch, outside every loop
+        mean = checked(loss_fn, tasks, mean)  # once for the batch, outside every loop
     return mean, MetaStepInfo(mean, aux.query_loss, aux.support_losses)
+
+
+def task_mesh(devices: int | None = None) -> Mesh:
+    """A one-axis device mesh, axis `"tasks"`, over the first `devices` of
+    `jax.devices()` (all of them by default): the mesh [`metapinn.meta_step`][] splits
+    the task batch over. On CPU, run [`metapinn.configure_cpu`][] with
+    `host_devices=os.cpu_count()` first, so that there is one device per core.
+
+    **Raises:** `ValueError` unless `1 <= devices <= len(jax.devices())`.
+    """
+    available = jax.devices()
+    if devices is None:
+        devices = len(available)
+    if (
+        isinstance(devices, bool)
+        or not isinstance(devices, int)
+        or not (1 <= devices <= len(available))
+    ):
+        raise ValueError(
+            f"devices must be an integer from 1 to {len(available)} (the devices JAX "
+            f"has), got {devices!r}"
+        )
+    return Mesh(np.array(available[:devices]), ("tasks",))
+
+
+def _meta_gradient(
+    learner: AbstractMetaLearner,
+    params: Params,
+    static: Static,
+    loss_fn: LossFn,
+    tasks: PyTree,
+    support: PyTree,
+    query: PyTree,
+) -> tuple[Params, MetaStepInfo]:
+    grad_fn = jax.grad(meta_objective, argnums=1, has_aux=True)
+    return grad_fn(learner, params, static, loss_fn, tasks, support, query)
+
+
+def _sharded_meta_gradient(mesh: Mesh, learner, params, static, loss_fn, tasks, support, query):
+    """`_meta_gradient` with the task batch split over the devices of a 1-D `mesh`:
+    each device takes the meta-gradient of the mean over its own tasks, and the
+    devices average those (equal shares, so the mean over all tasks)."""
+    if len(mesh.axis_names) != 1:
+        raise ValueError(
+            f"meta_step splits the task batch over a one-axis mesh; got axes {mesh.axis_names}"
+        )
+    (axis,) = mesh.axis_names
+    size = task_batch_size(tasks, support, query)
+    if size % mesh.size:
+        raise ValueError(
+            f"a task batch of {size} does not split evenly over the mesh's {mesh.size} devices"
+        )
+
+    def per_device(params, tasks, support, query):
+        # A device that found a bad task among its own would stop alone while the
+        # others wait for it in the pmean below. So the per-task checks are held back,
+        # and every device checks the whole (gathered) batch instead, ahead of the
+        # pmean: on a bad task they all stop together, with the task check's message.
+        with task_checks_suspended():
+            grads, info = _meta_gradient(learner, params, static, loss_fn, tasks, support, query)
+        mean = info.meta_loss
+        if isinstance(loss_fn, AbstractLoss):
+            every_task = jax.lax.all_gather(tasks, axis, tiled=True)
+            grads, mean = checked(loss_fn, every_task, (grads, mean))
+        grads = jax.lax.pmean(grads, axis)
+        mean = jax.lax.pmean(mean, axis)
+        return grads, (mean, info.query_loss, info.support_losses)
+
+    def spec(points):
+        return PartitionSpec(axis) if _points_axis(points) == 0 else PartitionSpec()
+
+    split = PartitionSpec(axis)
+    # check_vma=False: the parameters are replicated, and their gradient on each device
+    # is that device's own; the explicit pmean averages them.
+    mapped = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), split, spec(support), spec(query)),
+        out_specs=(PartitionSpec(), (PartitionSpec(), split, split)),
+        check_vma=False,
+    )
+    grads, (mean, query_loss, support_losses) = mapped(params, tasks, support, query)
+    return grads, MetaStepInfo(mean, query_loss, support_losses)
 
 
 @eqx.filter_jit
@@ -112,6 +198,8 @@ def meta_step(
     tasks: PyTree,
     support: PyTree,
     query: PyTree | None = None,
+    *,
+    mesh: Mesh | None = None,
 ) -> tuple[Params, optax.OptState, MetaStepInfo]:
     """One outer step of meta-learning, compiled once per run under `eqx.filter_jit`.
 
@@ -124,15 +212,33 @@ def meta_step(
     - `tasks`: a batch of tasks, every leaf with a leading axis `B`.
     - `support`, `query`: collocation points, shared `(n, 2)` or per task
       `(B, n, 2)`; `query=None` reuses the support points.
+    - `mesh`: optionally a one-axis device mesh ([`metapinn.task_mesh`][]) to split
+      the task batch over, one equal share per device, with `jax.shard_map`; each
+      device adapts its own tasks and the meta-gradients are averaged across devices.
+      `None` (default) leaves placement to JIT: inputs sharded along the task axis
+      are then split by XLA's partitioner, which compiles more slowly.
 
     **Returns:** `(params, opt_state, info)`, with per-task losses in `info`.
 
-    **Raises:** `ValueError` at trace time when the task-batch axes disagree.
+    **Raises:** `ValueError` at trace time when the task-batch axes disagree, or when
+    the task batch does not split evenly over `mesh`. Under JIT, a task that fails the
+    loss's `check_task` (e.g. a viscosity that is not finite and positive) stops the
+    step with that check's message, whichever of the outputs are used.
     """
     if query is None:
         query = support
-    grad_fn = jax.grad(meta_objective, argnums=1, has_aux=True)
-    grads, info = grad_fn(learner, params, static, loss_fn, tasks, support, query)
+    if mesh is None:
+        # The tasks are checked once, on what every use of the step depends on (the
+        # checks inside the learner would be dropped with an unused `info`).
+        with task_checks_suspended():
+            grads, info = _meta_gradient(learner, params, static, loss_fn, tasks, support, query)
+        if isinstance(loss_fn, AbstractLoss):
+            grads, mean = checked(loss_fn, tasks, (grads, info.meta_loss))
+            info = MetaStepInfo(mean, info.query_loss, info.support_losses)
+    else:
+        grads, info = _sharded_meta_gradient(
+            mesh, learner, params, static, loss_fn, tasks, support, query
+        )
     updates, opt_state = optimizer_update(optimizer, grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     return params, opt_state, info

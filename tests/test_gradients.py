@@ -166,3 +166,15 @@ def test_bad_viscosity_under_jit_is_caught_by_adapt_and_meta_step(getkey):
     assert jnp.isfinite(step(jnp.asarray([0.01, 0.02])))
     with pytest.raises((ValueError, RuntimeError), match="nu must be finite and > 0"):
         step(jnp.asarray([0.01, jnp.nan])).block_until_ready()
+
+    # Also when only the new parameters are used (no diagnostics kept alive).
+    @jax.jit
+    def new_params(nus):
+        tasks = mp.BurgersTask(nus)
+        return mp.meta_step(
+            learner, params, static, optimizer.init(params), optimizer, loss_fn, tasks, support
+        )[0].layers[0]
+
+    assert jnp.all(jnp.isfinite(new_params(jnp.asarray([0.01, 0.02]))))
+    with pytest.raises((ValueError, RuntimeError), match="nu must be finite and > 0"):
+        new_params(jnp.asarray([-0.01, 0.02])).block_until_ready()

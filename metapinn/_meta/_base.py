@@ -11,6 +11,7 @@ import jax.tree_util as jtu
 import optax
 from jaxtyping import Array, Float, PyTree
 
+from .._checks import checked
 from .._custom_types import FilterSpec, Params, Scalar, Static
 from .._loss import AbstractLoss
 
@@ -286,7 +287,7 @@ def adapt(
     losses, trajectory = out if return_trajectory else (out, None)
     if isinstance(loss_fn, AbstractLoss):
         # The task is validated once, on the returned losses, outside the loop.
-        losses = loss_fn.check_task(task, losses)
+        losses = checked(loss_fn, task, losses)
     if return_trajectory:
         frozen_steps = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen
