@@ -1,13 +1,16 @@
 """Speed of one meta-step on workload W1 (DESIGN.md §3), by the speed protocol (§4).
 
 For second-order MAML, first-order MAML, Reptile, multi-task pre-training and a
-100-step Adam adaptation this measures: compile time (`.lower().compile()`), the median
-and min–max of >= 20 steps (each ended with `block_until_ready`), the analytic float32
-FLOPs of a step and XLA's own count of the compiled program, the achieved rate, the
-ratio of the measured time to the *floor* (analytic FLOPs ÷ the best rate of a 2048³
-float32 matmul measured in the same run), and the peak resident memory of the process
-that ran the case (each case runs in its own subprocess, so memory and compile caches
-don't leak between cases).
+100-step Adam adaptation this measures: the *cold* compile time, i.e. the first
+`.lower()` (JAX tracing and lowering) plus `.compile()` (XLA) of the step in a fresh
+process, before anything else is traced, repeated in `--compile-runs` fresh processes
+(median, min and max reported, with the median split into its JAX and XLA parts); the
+median and min–max of >= 20 steps (each ended with `block_until_ready`); the analytic
+float32 FLOPs of a step and XLA's own count of the compiled program; the achieved
+rate; the ratio of the measured time to the *floor* (analytic FLOPs ÷ the best rate of
+a 2048³ float32 matmul measured in the same run); and the peak resident memory of the
+process that ran the case (each case runs in its own subprocesses, so memory and
+compile caches don't leak between cases).
 
 Each case runs with the XLA:CPU flags of `metapinn.configure_cpu` (fast compiles;
 `--plain-xla` leaves them out). With `--devices N`, the meta-learner cases also run
@@ -15,7 +18,8 @@ with the task axis sharded over N host devices, one per core (DESIGN.md §7).
 
 Run from the repository root:
 
-    python benchmarks/meta_step.py [--steps 30] [--devices 1 2] [--plain-xla] [--out FILE.json]
+    python benchmarks/meta_step.py [--steps 30] [--compile-runs 5] [--devices 1 2]
+        [--plain-xla] [--out FILE.json]
 """
 
 import argparse
@@ -85,9 +89,10 @@ def _xla_flops(compiled) -> float:
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def run_case(case: str, steps: int, devices: int = 1) -> dict:
+def run_case(case: str, steps: int, devices: int = 1, compile_only: bool = False) -> dict:
     """Compile and time one case in this process; with `devices > 1`, the task axis
-    of the meta-step is sharded over that many (host) devices."""
+    of the meta-step is sharded over that many (host) devices. The first thing traced
+    is the timed step, so its compile time is a cold one; `compile_only` stops there."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -124,9 +129,12 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
             return run, (params, task, batch)
 
         step_fn, args = make(ADAPT_STEPS)
-        # XLA counts a loop body once: count one unrolled step and scale.
-        one_fn, _ = make(1)
-        xla = _xla_flops(one_fn.lower(*args).compile().compiled) * ADAPT_STEPS
+
+        def count_flops():
+            # XLA counts a loop body once: count one unrolled step and scale.
+            one_fn, _ = make(1)
+            return _xla_flops(one_fn.lower(*args).compile().compiled) * ADAPT_STEPS
+
         advance = lambda out, args: (out, *args[1:])  # noqa: E731
     else:
         if case == "multitask":
@@ -138,18 +146,22 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
 
         # Tasks and points are arguments, not closed-over constants: a constant loses
         # its sharding, and with it the split of the task axis over devices.
+        mesh = mp.task_mesh(devices) if devices > 1 else None
+
         def step_fn(p, state, tasks, batch):
-            return mp.meta_step(learner, p, static, state, optimizer, loss_fn, tasks, batch)
+            return mp.meta_step(
+                learner, p, static, state, optimizer, loss_fn, tasks, batch, mesh=mesh
+            )
 
         step_fn = eqx.filter_jit(step_fn)
         args = (params, optimizer.init(params))
         if devices > 1:
-            # Shard the task axis (DESIGN.md §7); everything else is replicated.
-            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+            # The task axis split over the devices by `meta_step(..., mesh=...)`
+            # (DESIGN.md §7); the inputs are placed so, everything else replicated.
+            from jax.sharding import NamedSharding, PartitionSpec
 
             if TASKS % devices:
                 raise ValueError(f"{TASKS} tasks do not split over {devices} devices")
-            mesh = Mesh(jax.devices()[:devices], ("tasks",))
             tasks = jax.device_put(tasks, NamedSharding(mesh, PartitionSpec("tasks")))
             replicated = NamedSharding(mesh, PartitionSpec())
             batch = jax.device_put(batch, replicated)
@@ -161,16 +173,27 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
         # `inner_unroll=1`, and the timed step below would run the unrolled program.
         unrolled = dataclasses.replace(learner, inner_unroll=max(learner.inner_steps, 2))
 
-        @eqx.filter_jit
-        def count_fn(p, state, tasks, batch):
-            return mp.meta_step(unrolled, p, static, state, optimizer, loss_fn, tasks, batch)
+        def count_flops():
+            @eqx.filter_jit
+            def count_fn(p, state, tasks, batch):
+                return mp.meta_step(
+                    unrolled, p, static, state, optimizer, loss_fn, tasks, batch, mesh=mesh
+                )
 
-        xla = _xla_flops(count_fn.lower(*args).compile().compiled)
+            return _xla_flops(count_fn.lower(*args).compile().compiled)
+
         advance = lambda out, args: (out[0], out[1], *args[2:])  # noqa: E731
 
+    jax.block_until_ready(args)
     t0 = time.perf_counter()
-    step_fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t0
+    lowered = step_fn.lower(*args)
+    t1 = time.perf_counter()
+    lowered.compile()
+    t2 = time.perf_counter()
+    timing = {"compile_s": t2 - t0, "trace_lower_s": t1 - t0, "xla_compile_s": t2 - t1}
+    if compile_only:
+        return timing
+    xla = count_flops()
     # Steps are timed through the jitted function, the way a training loop calls it
     # (its first call compiles again, untimed; calling the `Compiled` object instead
     # goes through a slower Python dispatch path).
@@ -188,7 +211,7 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
     return {
         "case": case if devices == 1 else f"{case}/{devices}dev",
         "devices": devices,
-        "compile_s": compile_s,
+        **timing,
         "median_ms": 1e3 * statistics.median(times),
         "min_ms": 1e3 * min(times),
         "max_ms": 1e3 * max(times),
@@ -199,21 +222,37 @@ def run_case(case: str, steps: int, devices: int = 1) -> dict:
     }
 
 
+def _child(command: list[str], env: dict) -> dict:
+    """Run one case in a fresh process; its JSON result."""
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"benchmark command {command[2:]} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _table(rows: list[dict], ceiling: float) -> str:
     head = (
-        f"{'case':<16} {'compile s':>9} {'median ms':>10} {'min–max ms':>15} "
+        f"{'case':<16} {'compile s':>9} {'min–max s':>11} {'JAX+XLA s':>10} "
+        f"{'median ms':>10} {'min–max ms':>15} "
         f"{'analytic MF':>11} {'XLA MF':>8} {'GFLOP/s':>8} {'floor ms':>8} "
         f"{'×floor':>7} {'RSS MiB':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['case']:<16} {r['compile_s']:>9.2f} {r['median_ms']:>10.2f} "
+            f"{r['case']:<16} {r['compile_s']:>9.2f} "
+            f"{r['compile_min_s']:>5.2f}–{r['compile_max_s']:<5.2f} "
+            f"{r['trace_lower_s']:>4.2f}+{r['xla_compile_s']:<5.2f} {r['median_ms']:>10.2f} "
             f"{r['min_ms']:>7.2f}–{r['max_ms']:<7.2f} {r['analytic_mflop']:>11.1f} "
             f"{r['xla_mflop']:>8.1f} {r['achieved_gflops']:>8.1f} {r['floor_ms']:>8.2f} "
             f"{r['times_floor']:>7.1f} {r['peak_rss_mib']:>8.0f}"
         )
     lines.append(f"ceiling: 2048³ float32 matmul at {ceiling / 1e9:.1f} GFLOP/s (same run)")
+    lines.append(
+        "compile: cold, median over fresh processes (min–max); JAX+XLA: the median's "
+        "tracing+lowering and XLA compile parts"
+    )
     return "\n".join(lines)
 
 
@@ -239,13 +278,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the fast-compile XLA:CPU flags of metapinn.configure_cpu",
     )
+    parser.add_argument(
+        "--compile-runs",
+        type=int,
+        default=5,
+        help="fresh processes that time each case's cold compile (>= 1; the median is "
+        "reported, as compile times on a shared machine are noisy)",
+    )
     parser.add_argument("--only", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 20:
         parser.error(f"--steps must be >= 20 by the speed protocol, got {args.steps}")
+    if args.compile_runs < 1:
+        parser.error(f"--compile-runs must be >= 1, got {args.compile_runs}")
 
     if args.only:  # child process: one case, JSON on stdout
-        print(json.dumps(run_case(args.only, args.steps, args.devices[0])))
+        print(json.dumps(run_case(args.only, args.steps, args.devices[0], args.compile_only)))
         return 0
 
     from metapinn import cpu_xla_flags
@@ -264,19 +313,29 @@ def main(argv: list[str] | None = None) -> int:
             flags = cpu_xla_flags(flags, host_devices=n if n > 1 else None)
         env["XLA_FLAGS"] = flags
         command = [sys.executable, __file__, "--only", case, "--steps", str(args.steps)]
-        proc = subprocess.run(
-            [*command, "--devices", str(n)], capture_output=True, text=True, check=False, env=env
+        command += ["--devices", str(n)]
+        row = _child(command, env)
+        compiles = [row] + [
+            _child([*command, "--compile-only"], env) for _ in range(args.compile_runs - 1)
+        ]
+        median = sorted(compiles, key=lambda c: c["compile_s"])[(len(compiles) - 1) // 2]
+        row.update(
+            compile_s=median["compile_s"],
+            trace_lower_s=median["trace_lower_s"],
+            xla_compile_s=median["xla_compile_s"],
+            compile_min_s=min(c["compile_s"] for c in compiles),
+            compile_max_s=max(c["compile_s"] for c in compiles),
+            compile_runs=[c["compile_s"] for c in compiles],
         )
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            raise SystemExit(f"benchmark case {case!r} failed (exit {proc.returncode})")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
         floor_s = row["analytic_mflop"] * 1e6 / ceiling
         row["floor_ms"] = 1e3 * floor_s
         row["times_floor"] = row["median_ms"] / row["floor_ms"]
         row["achieved_gflops"] = row["analytic_mflop"] / row["median_ms"]
         rows.append(row)
-        print(f"  {row['case']}: {row['median_ms']:.2f} ms", file=sys.stderr)
+        print(
+            f"  {row['case']}: {row['median_ms']:.2f} ms, compile {row['compile_s']:.2f} s",
+            file=sys.stderr,
+        )
 
     print(_table(rows, ceiling))
     import jax
@@ -288,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
         "jax": jax.__version__,
+        "xla_flags_plain": args.plain_xla,
         "rows": rows,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
