@@ -24,3 +24,13 @@ def small_problem(key, *, width=8, depth=2, n_interior=24, n_initial=8, n_bounda
 
 def flat(tree) -> jax.Array:
     return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def small_learners() -> list:
+    """One of each meta-learner, with two inner SGD steps where there is a loop."""
+    return [
+        mp.MAML(inner_steps=2, inner_optimizer=0.01),
+        mp.FOMAML(inner_steps=2, inner_optimizer=0.01),
+        mp.Reptile(inner_steps=2, inner_optimizer=0.01),
+        mp.MultiTask(),
+    ]

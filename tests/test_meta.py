@@ -9,7 +9,7 @@ import pytest
 
 import metapinn as mp
 
-from .helpers import flat, small_problem, tree_allclose
+from .helpers import flat, small_learners, small_problem, tree_allclose
 
 
 NU = 0.02
@@ -187,16 +187,7 @@ def test_adapt_spec_freezes_the_other_leaves(getkey):
     assert jnp.any(grad.weights[0] != 0)
 
 
-def _learners():
-    return [
-        mp.MAML(inner_steps=2, inner_optimizer=0.01),
-        mp.FOMAML(inner_steps=2, inner_optimizer=0.01),
-        mp.Reptile(inner_steps=2, inner_optimizer=0.01),
-        mp.MultiTask(),
-    ]
-
-
-@pytest.mark.parametrize("learner", _learners(), ids=lambda x: type(x).__name__)
+@pytest.mark.parametrize("learner", small_learners(), ids=lambda x: type(x).__name__)
 def test_meta_step_preserves_structure_and_dtype_and_averages_tasks(getkey, learner):
     params, static, loss_fn, _ = small_problem(getkey())
     params = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), params)

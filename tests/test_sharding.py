@@ -8,23 +8,14 @@ import pytest
 
 import metapinn as mp
 
-from .helpers import small_problem, tree_allclose
-
-
-def _learners():
-    return [
-        mp.MAML(inner_steps=2, inner_optimizer=0.01),
-        mp.FOMAML(inner_steps=2, inner_optimizer=0.01),
-        mp.Reptile(inner_steps=2, inner_optimizer=0.01),
-        mp.MultiTask(),
-    ]
+from .helpers import small_learners, small_problem, tree_allclose
 
 
 def _tasks(n):
     return mp.BurgersTask(jnp.linspace(0.01, 0.05, n))
 
 
-@pytest.mark.parametrize("learner", _learners(), ids=lambda x: type(x).__name__)
+@pytest.mark.parametrize("learner", small_learners(), ids=lambda x: type(x).__name__)
 def test_sharded_meta_step_equals_the_unsharded_one(getkey, learner):
     assert len(jax.devices()) >= 2
     params, static, loss_fn, support = small_problem(getkey())
