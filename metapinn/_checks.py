@@ -1,10 +1,11 @@
 """Task validation under JIT, and a way to hold it back where it would deadlock.
 
 The PDE families validate their task parameters under JIT with `eqx.error_if`
-(e.g. a Burgers viscosity must be finite and positive). Inside `jax.shard_map`, a
-device whose share of the tasks is bad would raise on its own while the others wait
-in the next collective for it, forever; there the checks are held back while the
-per-device program is traced, and the caller checks the whole batch outside.
+(e.g. a Burgers viscosity must be finite and positive). Inside a meta-step they are
+held back while the learner is traced and made once instead, on the step's gradient:
+a check on a diagnostic the caller does not use is dropped by XLA, and inside
+`jax.shard_map` a device whose share of the tasks is bad would raise on its own
+while the others wait for it in the next collective, forever.
 """
 
 import contextlib

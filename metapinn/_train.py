@@ -135,9 +135,19 @@ def _meta_gradient(
     tasks: PyTree,
     support: PyTree,
     query: PyTree,
+    tasks_to_check: PyTree,
 ) -> tuple[Params, MetaStepInfo]:
-    grad_fn = jax.grad(meta_objective, argnums=1, has_aux=True)
-    return grad_fn(learner, params, static, loss_fn, tasks, support, query)
+    """The meta-gradient and diagnostics, with the task checks made once: the per-task
+    checks inside the learner are held back while tracing (XLA would drop them with an
+    unused `info`), and `tasks_to_check` is checked on (gradient, mean), which every
+    use of the step depends on."""
+    with task_checks_suspended():
+        grad_fn = jax.grad(meta_objective, argnums=1, has_aux=True)
+        grads, info = grad_fn(learner, params, static, loss_fn, tasks, support, query)
+    if isinstance(loss_fn, AbstractLoss):
+        grads, mean = checked(loss_fn, tasks_to_check, (grads, info.meta_loss))
+        info = MetaStepInfo(mean, info.query_loss, info.support_losses)
+    return grads, info
 
 
 def _sharded_meta_gradient(mesh: Mesh, learner, params, static, loss_fn, tasks, support, query):
@@ -156,18 +166,15 @@ def _sharded_meta_gradient(mesh: Mesh, learner, params, static, loss_fn, tasks, 
         )
 
     def per_device(params, tasks, support, query):
-        # A device that found a bad task among its own would stop alone while the
-        # others wait for it in the pmean below. So the per-task checks are held back,
-        # and every device checks the whole (gathered) batch instead, ahead of the
-        # pmean: on a bad task they all stop together, with the task check's message.
-        with task_checks_suspended():
-            grads, info = _meta_gradient(learner, params, static, loss_fn, tasks, support, query)
-        mean = info.meta_loss
-        if isinstance(loss_fn, AbstractLoss):
-            every_task = jax.lax.all_gather(tasks, axis, tiled=True)
-            grads, mean = checked(loss_fn, every_task, (grads, mean))
+        # A device that checked only its own tasks would stop alone on a bad one while
+        # the others wait for it in the pmean below; every device checks the whole
+        # (gathered) batch instead, ahead of the pmean, so they all stop together.
+        every_task = jax.lax.all_gather(tasks, axis, tiled=True)
+        grads, info = _meta_gradient(
+            learner, params, static, loss_fn, tasks, support, query, every_task
+        )
         grads = jax.lax.pmean(grads, axis)
-        mean = jax.lax.pmean(mean, axis)
+        mean = jax.lax.pmean(info.meta_loss, axis)
         return grads, (mean, info.query_loss, info.support_losses)
 
     def spec(points):
@@ -228,13 +235,7 @@ def meta_step(
     if query is None:
         query = support
     if mesh is None:
-        # The tasks are checked once, on what every use of the step depends on (the
-        # checks inside the learner would be dropped with an unused `info`).
-        with task_checks_suspended():
-            grads, info = _meta_gradient(learner, params, static, loss_fn, tasks, support, query)
-        if isinstance(loss_fn, AbstractLoss):
-            grads, mean = checked(loss_fn, tasks, (grads, info.meta_loss))
-            info = MetaStepInfo(mean, info.query_loss, info.support_losses)
+        grads, info = _meta_gradient(learner, params, static, loss_fn, tasks, support, query, tasks)
     else:
         grads, info = _sharded_meta_gradient(
             mesh, learner, params, static, loss_fn, tasks, support, query

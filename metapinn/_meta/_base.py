@@ -147,22 +147,24 @@ def _inner_value_and_grad_bwd(residuals, cotangent, perturbed, inputs, static):
     return (params_bar, frozen_bar, *rest_bar)
 
 
+def _loss_and_grads(inputs, static) -> tuple[Scalar, Params]:
+    params, loss_fn, task, batch = inputs
+    frozen = jtu.tree_map(lambda _: None, params)
+    loss, (grads, _) = _value_and_grads(loss_fn, params, frozen, static, task, batch)
+    return loss, grads
+
+
 @eqx.filter_custom_vjp
 def _loss_with_gradient(inputs, static):
     # The value from the same (cached) program as the forward pass below: tracing
     # `loss_fn` itself as well would cost a second trace of the network's jet.
-    params, loss_fn, task, batch = inputs
-    frozen = jtu.tree_map(lambda _: None, params)
-    return _value_and_grads(loss_fn, params, frozen, static, task, batch)[0]
+    return _loss_and_grads(inputs, static)[0]
 
 
 @_loss_with_gradient.def_fwd
 def _loss_with_gradient_fwd(perturbed, inputs, static):
     del perturbed
-    params, loss_fn, task, batch = inputs
-    frozen = jtu.tree_map(lambda _: None, params)
-    loss, (grads, _) = _value_and_grads(loss_fn, params, frozen, static, task, batch)
-    return loss, grads  # the gradient is the residual: one pass gives both
+    return _loss_and_grads(inputs, static)  # the gradient is the residual: one pass
 
 
 @_loss_with_gradient.def_bwd
