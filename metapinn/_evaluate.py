@@ -15,8 +15,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
+from ._checks import checked
 from ._custom_types import Params, Points, Static
-from ._meta._base import LossFn, optimizer_update
+from ._loss import AbstractLoss
+from ._meta._base import LossFn, loss_and_grads, optimizer_update
 from ._metrics import max_abs_error, relative_l2_error, rms_residual
 from ._pde._base import AbstractPDE
 
@@ -70,9 +72,13 @@ def adapt_recording(
     - `task`, `batch`: one task and its collocation points.
     - `steps`: strictly increasing step counts to record, e.g. `(0, 10, 100, 1000)`;
       `0` records the initialisation itself.
-    - `optimizer`: an optax transformation, e.g. `optax.adam(1e-3)`.
+    - `optimizer`: an optax transformation, e.g. `optax.adam(1e-3)`, or one with a
+      learning-rate schedule (its step count starts from zero: a fresh state).
 
     **Returns:** a [`metapinn.FewShotTrace`][] without leading axes.
+
+    The gradient is the loss's own `value_and_grad` when it is an
+    [`metapinn.AbstractLoss`][], otherwise reverse-mode AD.
 
     **Raises:** `ValueError` for step counts that are negative or not increasing.
     """
@@ -93,7 +99,9 @@ def adapt_recording(
 
     def body(carry, i):
         p, opt_state, buffer = carry
-        loss, grads = jax.value_and_grad(loss_of)(p)
+        # The loss's own gradient (for a PINNLoss, the hand-written adjoint of the jet:
+        # about 4x faster on W3 than reverse mode through it).
+        loss, grads = loss_and_grads(loss_fn, p, static, task, batch)
         updates, opt_state = optimizer_update(optimizer, grads, opt_state, p)
         p = optax.apply_updates(p, updates)
         return (p, opt_state, keep(buffer, p, i + 1)), loss
@@ -102,6 +110,8 @@ def adapt_recording(
     init = (params, optimizer.init(params), buffer)
     (final, _, buffer), curve = jax.lax.scan(body, init, jnp.arange(total, dtype=jnp.int32))
     curve = jnp.concatenate([curve, loss_of(final)[None]])
+    if isinstance(loss_fn, AbstractLoss):
+        curve = checked(loss_fn, task, curve)  # the task, once, outside the loop
     return FewShotTrace(steps=steps, params=buffer, losses=curve[record], curve=curve)
 
 

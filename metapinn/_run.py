@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -27,6 +28,9 @@ from ._checkpoint import load_checkpoint, save_checkpoint, write_text
 from ._custom_types import Params, Static
 from ._meta._base import AbstractMetaLearner, LossFn
 from ._train import meta_step
+
+
+Mesh = jax.sharding.Mesh
 
 
 CHECKPOINT = "checkpoint.npz"
@@ -61,7 +65,11 @@ class RunInterrupted(RuntimeError):
 class MetaTrainResult:
     """What [`metapinn.meta_train`][] returns.
 
-    - `params`, `opt_state`: after the last step.
+    - `params`, `opt_state`: the learner's meta-parameters (see
+      [`metapinn.AbstractMetaLearner.init_meta_params`][]) and the outer optimiser's
+      state after the last step.
+    - `initialisation`: the network initialisation inside `params` (the same pytree
+      for learners that learn only an initialisation).
     - `meta_loss`: `(steps,)`, the meta-objective at each step.
     - `query_loss`: `(steps, B)`, each task's query loss at its adapted parameters.
     - `task_index`: `(steps, B)`, which training tasks each step used.
@@ -69,8 +77,9 @@ class MetaTrainResult:
     - `start_step`: the step this call started from (`> 0` after a resume).
     """
 
-    params: Params
+    params: PyTree
     opt_state: optax.OptState
+    initialisation: Params
     meta_loss: np.ndarray
     query_loss: np.ndarray
     task_index: np.ndarray
@@ -115,6 +124,28 @@ def _per_task(points: PyTree | None, n: int) -> bool:
     return size is not None
 
 
+_POINTS_STREAM = 2**31 - 1
+"""`fold_in(run_key, _POINTS_STREAM)` seeds the re-sampled points; the task sampling
+folds in the step number, which stays below it."""
+
+PointSampler = Callable[[PRNGKeyArray], PyTree]
+"""`sample(key) -> points` for one task, e.g. a partial of
+[`metapinn.sample_collocation`][]; the same key gives the same points."""
+
+
+@eqx.filter_jit
+def _sample_step_points(
+    sample: PointSampler, key: PRNGKeyArray, step: Int[Array, ""], b: int
+) -> tuple[PyTree, PyTree]:
+    """Support and query points for each of the `b` tasks of outer step `step`, drawn
+    independently from `fold_in(key, step)`: a pure function of `(key, step)`, so a
+    resumed run draws the points an uninterrupted one would."""
+    keys = jr.split(jr.fold_in(key, step), 2 * b)
+    support = jax.vmap(sample)(keys[:b])
+    query = jax.vmap(sample)(keys[b:])
+    return support, query
+
+
 def _all_finite(tree: PyTree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(tree))
 
@@ -149,13 +180,15 @@ def meta_train(
     static: Static,
     loss_fn: LossFn,
     tasks: PyTree,
-    support: PyTree,
+    support: PyTree | None,
     query: PyTree | None = None,
     *,
     steps: int,
     optimizer: optax.GradientTransformation,
     key: PRNGKeyArray,
     tasks_per_step: int | None = None,
+    sample_points: PointSampler | None = None,
+    mesh: Mesh | None = None,
     run_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
@@ -168,14 +201,16 @@ def meta_train(
 
     **Main arguments:**
 
-    - `learner`: a [`metapinn.AbstractMetaLearner`][] (e.g. `MAML()`).
+    - `learner`: a [`metapinn.AbstractMetaLearner`][] (e.g. `MAML()`); before every
+      step its [`metapinn.AbstractMetaLearner.at_step`][] gives that step's learner.
     - `params`, `static`: the halves of `eqx.partition(pinn, eqx.is_inexact_array)`;
-      `params` is the starting point.
+      `params` is the starting point (the learner's `init_meta_params` adds what it
+      learns besides, e.g. inner rates).
     - `loss_fn`: `loss_fn(model, task, batch) -> scalar`, e.g. `PINNLoss(Burgers())`.
     - `tasks`: *all* training tasks, every leaf with a leading axis `N`
       (e.g. `BurgersTask(train_nus)`).
     - `support`, `query`: collocation points, shared `(n, 2)` or per task `(N, n, 2)`;
-      `query=None` reuses the support points.
+      `query=None` reuses the support points. Both `None` with `sample_points`.
     - `steps`: the number of outer steps in all (counting any done before a resume).
     - `optimizer`: the outer optax transformation; pass the same object to every
       call so that `meta_step` is compiled only once.
@@ -185,6 +220,12 @@ def meta_train(
 
     - `tasks_per_step`: tasks per outer step, drawn without replacement from
       `fold_in(key, step)`; `None` (or `N`) uses all tasks, in order, every step.
+    - `sample_points`: re-sample the points every step instead: each task of a step
+      gets its own support and query points, `sample_points(k)` for independent keys
+      `k` split from `fold_in(key', step)` (`key'` derived from `key`, apart from the
+      task sampling), so a resumed run draws the same points as an uninterrupted one.
+    - `mesh`: split each step's task batch over a device mesh
+      ([`metapinn.task_mesh`][]; see [`metapinn.meta_step`][]).
     - `run_dir`: the folder for `checkpoint.npz` and `metrics.jsonl`; `None` keeps
       everything in memory (no checkpoints, no resume).
     - `checkpoint_every`: write a checkpoint every this many steps, and at the end.
@@ -207,6 +248,10 @@ def meta_train(
     - `FileExistsError` if `run_dir` already holds a checkpoint and `resume` is false.
     - `ValueError` for bad settings, or a checkpoint that does not match them.
     """
+    if sample_points is not None and (support is not None or query is not None):
+        raise ValueError("give either fixed points (support, query) or sample_points, not both")
+    if sample_points is None and support is None:
+        raise ValueError("give the collocation points (support) or a sample_points function")
     for name, value, low in (("steps", steps, 0), ("checkpoint_every", checkpoint_every, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -218,6 +263,7 @@ def meta_train(
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jr.wrap_key_data(key)  # a raw `jr.PRNGKey`
     key_data = jr.key_data(key)
+    params = learner.init_meta_params(params)
 
     opt_state = optimizer.init(params)
     start = 0
@@ -252,6 +298,8 @@ def meta_train(
         rows = _read_metrics(metrics_path, start)
         write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
     run_key = jr.wrap_key_data(key_data, impl=jr.key_impl(key))
+    # The points' own stream, apart from the task sampling's `fold_in(run_key, step)`.
+    points_key = jr.fold_in(run_key, _POINTS_STREAM)
 
     meta_loss = [r["meta_loss"] for r in rows]
     query_loss = [r["query_loss"] for r in rows]
@@ -280,11 +328,16 @@ def meta_train(
             else:
                 index = np.asarray(_task_indices(run_key, jnp.asarray(step), n_tasks, b))
             batch_tasks = _take(tasks, index)
-            step_support = _take(support, index) if per_task_support else support
-            step_query = _take(query, index) if per_task_query else query
+            if sample_points is not None:
+                step_support, step_query = _sample_step_points(
+                    sample_points, points_key, jnp.asarray(step), b
+                )
+            else:
+                step_support = _take(support, index) if per_task_support else support
+                step_query = _take(query, index) if per_task_query else query
             new_params, new_opt_state, info = meta_step(
-                learner, params, static, opt_state, optimizer, loss_fn,
-                batch_tasks, step_support, step_query,
+                learner.at_step(step, steps), params, static, opt_state, optimizer, loss_fn,
+                batch_tasks, step_support, step_query, mesh=mesh,
             )  # fmt: skip
             loss = float(info.meta_loss)
             q = np.asarray(info.query_loss, dtype=np.float64)
@@ -343,6 +396,7 @@ def meta_train(
     return MetaTrainResult(
         params=params,
         opt_state=opt_state,
+        initialisation=learner.initialisation(params),
         meta_loss=np.asarray(meta_loss, dtype=np.float64).reshape(-1),
         query_loss=np.asarray(query_loss, dtype=np.float64).reshape(-1, b),
         task_index=np.asarray(task_index, dtype=np.int64).reshape(-1, b),
@@ -359,16 +413,51 @@ def _checkpoint_note(directory: pathlib.Path | None, step: int | None) -> str:
     return f"The last good checkpoint (after {step} meta-steps) is {directory / CHECKPOINT}."
 
 
+def load_meta_params(
+    run_dir: str | os.PathLike,
+    learner: AbstractMetaLearner,
+    params: Params,
+    optimizer: optax.GradientTransformation,
+) -> tuple[PyTree, dict[str, Any]]:
+    """The meta-parameters in `run_dir`'s checkpoint, written by
+    [`metapinn.meta_train`][] with `learner`.
+
+    **Arguments:** the run folder, the learner; `params` (a network's parameters) and
+    the outer `optimizer` give the structure, shapes and dtypes to read into.
+
+    **Returns:** `(meta_params, meta)` where `meta["step"]` is the step it was saved at.
+    """
+    meta_params = learner.init_meta_params(params)
+    like = {
+        "params": meta_params,
+        "opt_state": optimizer.init(meta_params),
+        "key": jr.key_data(jr.key(0)),
+    }
+    state, meta = load_checkpoint(pathlib.Path(run_dir) / CHECKPOINT, like)
+    return state["params"], meta
+
+
 def load_initialisation(
-    run_dir: str | os.PathLike, params: Params, optimizer: optax.GradientTransformation
+    run_dir: str | os.PathLike,
+    params: Params,
+    optimizer: optax.GradientTransformation,
+    learner: AbstractMetaLearner | None = None,
 ) -> tuple[Params, dict[str, Any]]:
-    """The parameters in `run_dir`'s checkpoint.
+    """The network initialisation in `run_dir`'s checkpoint.
 
     **Arguments:** the run folder; `params` (and the outer `optimizer`) give the
-    structure, shapes and dtypes to read into.
+    structure, shapes and dtypes to read into; `learner`, the learner that wrote it
+    when it learns more than an initialisation (e.g. [`metapinn.MetaSGD`][]'s rates).
 
     **Returns:** `(params, meta)` where `meta["step"]` is the step it was saved at.
     """
-    like = {"params": params, "opt_state": optimizer.init(params), "key": jr.key_data(jr.key(0))}
-    state, meta = load_checkpoint(pathlib.Path(run_dir) / CHECKPOINT, like)
-    return state["params"], meta
+    if learner is None:
+        like = {
+            "params": params,
+            "opt_state": optimizer.init(params),
+            "key": jr.key_data(jr.key(0)),
+        }
+        state, meta = load_checkpoint(pathlib.Path(run_dir) / CHECKPOINT, like)
+        return state["params"], meta
+    meta_params, meta = load_meta_params(run_dir, learner, params, optimizer)
+    return learner.initialisation(meta_params), meta

@@ -147,11 +147,20 @@ def _inner_value_and_grad_bwd(residuals, cotangent, perturbed, inputs, static):
     return (params_bar, frozen_bar, *rest_bar)
 
 
-def _loss_and_grads(inputs, static) -> tuple[Scalar, Params]:
-    params, loss_fn, task, batch = inputs
+def loss_and_grads(
+    loss_fn: "LossFn", params: Params, static: Static, task: PyTree, batch: PyTree
+) -> tuple[Scalar, Params]:
+    """The loss at `combine(params, static)` and its gradient in `params`: the loss's own
+    `value_and_grad` for an [`metapinn.AbstractLoss`][], reverse-mode AD otherwise. It
+    does not validate the task (callers check it once, outside their loops)."""
     frozen = jtu.tree_map(lambda _: None, params)
     loss, (grads, _) = _value_and_grads(loss_fn, params, frozen, static, task, batch)
     return loss, grads
+
+
+def _loss_and_grads(inputs, static) -> tuple[Scalar, Params]:
+    params, loss_fn, task, batch = inputs
+    return loss_and_grads(loss_fn, params, static, task, batch)
 
 
 @eqx.filter_custom_vjp
@@ -363,6 +372,31 @@ class AbstractMetaLearner(eqx.Module):
             unroll=self.inner_unroll,
             inner_vjp=self.inner_vjp,
         )
+
+    def init_meta_params(self, params: Params) -> PyTree:
+        """The trainable meta-parameters that start from a network's `params`, which the
+        outer optimiser updates and [`metapinn.meta_step`][] passes to `meta_loss`.
+
+        A learner that learns only an initialisation returns `params` itself (this
+        default); a learner with a learned inner rule (e.g. [`metapinn.MetaSGD`][])
+        returns `params` together with its rates."""
+        return params
+
+    def initialisation(self, meta_params: PyTree) -> Params:
+        """The network initialisation inside `meta_params` (the inverse of
+        `init_meta_params` on the network's part); this default is the identity."""
+        return meta_params
+
+    def at_step(self, step: int, steps: int) -> "AbstractMetaLearner":
+        """The learner to use at outer step `step` (from 0) of a run of `steps`.
+
+        [`metapinn.meta_train`][] calls it before every step, so a learner with a
+        schedule (e.g. MAML++'s annealed multi-step loss weights) returns a copy with
+        that step's settings. Array fields change without recompiling the meta-step;
+        static fields (e.g. the derivative order) recompile it once per distinct value.
+        This default returns the learner unchanged."""
+        del step, steps
+        return self
 
     @abc.abstractmethod
     def meta_loss(

@@ -1,0 +1,348 @@
+"""The report of an experiment: summaries over seeds, the tables (Markdown), the
+verdict and the printed summary, from the raw measurements of the pipeline."""
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._config import LABELS, ExperimentConfig
+
+
+# ---------------------------------------------------------------------------------------
+# Summaries and tables.
+
+
+def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation over axis 0 (NaN if it is empty)."""
+    n = a.shape[0]
+    if n == 0:
+        nan = np.full(a.shape[1:], np.nan)
+        return nan, nan
+    return a.mean(axis=0), a.std(axis=0, ddof=1 if n > 1 else 0)
+
+
+def _stat(mean: float, std: float) -> dict[str, float | None]:
+    def clean(v):
+        v = float(v)
+        return v if math.isfinite(v) else None
+
+    return {"mean": clean(mean), "std": clean(std)}
+
+
+def _steps_to(curve: np.ndarray, steps: tuple[int, ...], eps: float) -> int | None:
+    reached = np.flatnonzero(curve <= eps)
+    return int(steps[reached[0]]) if reached.size else None
+
+
+def _speedup(k_random: int | None, k_method: int | None, k_max: int) -> dict[str, Any]:
+    """Steps random init needs ÷ steps the method needs, with what is known of it."""
+    if k_method is None:
+        return {"value": None, "relation": "not reached"}
+    if k_method == 0:
+        if k_random == 0:
+            return {"value": 1.0, "relation": "="}
+        return {"value": None, "relation": "no steps needed"}
+    if k_random is None:
+        return {"value": k_max / k_method, "relation": ">"}
+    return {"value": k_random / k_method, "relation": "="}
+
+
+def summarise(
+    config: ExperimentConfig,
+    inits: tuple[str, ...],
+    per_run: dict[str, np.ndarray],
+    *,
+    valid: np.ndarray | None = None,
+    diverged: list[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """Tables from the raw measurements.
+
+    **Arguments:** the config, the initialisations (`"random"` first), arrays
+    `(init, seed, held-out nu, k)` named `loss`, `rms_residual`, `rel_l2`, `max_abs`;
+    `valid`, `(init, seed)`, false where a meta-training diverged (those seeds are left
+    out of that method's statistics), and the `diverged` runs' records.
+
+    **Returns:** plain data: per-`k` curves, the results table, steps to each `eps`
+    with speed-ups over random init, per-viscosity errors, and the verdict.
+
+    Each summary statistic is the mean over seeds, ± the sample standard deviation
+    over seeds, of the average over the held-out viscosities.
+    """
+    steps = config.eval_steps
+    n_i, n_s = len(inits), len(config.seeds)
+    valid = np.ones((n_i, n_s), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    per_seed = {name: a.mean(axis=2) for name, a in per_run.items()}  # (I, S, K)
+    stats = {  # name -> (mean, std), each (I, K), over the valid seeds of each init
+        name: tuple(np.stack(z) for z in zip(*(_mean_std(a[i, valid[i]]) for i in range(n_i)),
+                                              strict=True))
+        for name, a in per_seed.items()
+    }  # fmt: skip
+    n_seeds = {init: int(valid[i].sum()) for i, init in enumerate(inits)}
+
+    def entry(i: int, k_index: int) -> dict[str, Any]:
+        return {
+            name: _stat(stats[name][0][i, k_index], stats[name][1][i, k_index])
+            for name in ("loss", "rms_residual", "rel_l2", "max_abs")
+        }
+
+    curves = {
+        init: [{"steps": k, **entry(i, j)} for j, k in enumerate(steps)]
+        for i, init in enumerate(inits)
+    }
+    kb = steps.index(config.budget)
+    table = []
+    for i, init in list(enumerate(inits))[1:] + [(0, "random")]:
+        table.append({"init": init, "method": LABELS[init], "steps": config.budget,
+                      "seeds": n_seeds[init], **entry(i, kb)})  # fmt: skip
+    if steps[-1] != config.budget:
+        table.append({"init": "random", "method": LABELS["random"], "steps": steps[-1],
+                      "seeds": n_seeds["random"], **entry(0, len(steps) - 1)})  # fmt: skip
+
+    mean_curve = stats["rel_l2"][0]  # (I, K): over valid seeds and all nus
+    steps_to_eps = []
+    for eps in config.eps:
+        k_random = _steps_to(mean_curve[0], steps, eps)
+        for i, init in enumerate(inits):
+            k = _steps_to(mean_curve[i], steps, eps)
+            row = {"eps": eps, "init": init, "steps": k}
+            if init != "random":
+                row["speedup"] = _speedup(k_random, k, steps[-1])
+            steps_to_eps.append(row)
+
+    rel = per_run["rel_l2"]  # (I, S, N, K)
+    picks = [(i, kb) for i in range(n_i)]
+    if steps[-1] != config.budget:
+        picks.append((0, len(steps) - 1))
+    per_viscosity = [
+        {
+            "init": inits[i],
+            "steps": steps[k],
+            "rel_l2": [
+                _stat(m, s) for m, s in zip(*_mean_std(rel[i, valid[i], :, k]), strict=True)
+            ],
+        }
+        for i, k in picks
+    ]
+    return {
+        "config": config.to_dict(),
+        "inits": list(inits),
+        "labels": {i: LABELS[i] for i in inits},
+        "steps": list(steps),
+        "test_nus": list(config.test_nus),
+        "seeds": list(config.seeds),
+        "table": table,
+        "curves": curves,
+        "steps_to_eps": steps_to_eps,
+        "per_viscosity": per_viscosity,
+        "verdict": _verdict(config, inits, stats["rel_l2"], n_seeds, n_s),
+        "seeds_used": n_seeds,
+        "diverged": [
+            {k: d[k] for k in ("method", "seed", "step", "tasks", "checkpoint_step")}
+            for d in diverged
+        ],
+        "per_run": {name: _json_array(a) for name, a in per_run.items()},
+        "per_run_axes": ["init", "seed", "test_nu", "steps"],
+    }
+
+
+def _json_array(a: np.ndarray) -> list:
+    """Nested lists with `None` for non-finite entries (JSON has no NaN)."""
+    return np.where(np.isfinite(a), a, None).tolist()
+
+
+def _verdict(
+    config: ExperimentConfig,
+    inits,
+    rel: tuple[np.ndarray, np.ndarray],
+    n_seeds: dict[str, int],
+    n_total: int,
+) -> list[str]:
+    """Plain sentences: does each meta-initialisation + budget steps beat random init +
+    the longest adaptation, and multi-task + budget steps, in relative L2?"""
+    mean, std = rel
+    steps = config.eval_steps
+    kb = steps.index(config.budget)
+    lines = []
+
+    def compare(i, j, kj, what):
+        a, sa, b, sb = mean[i, kb], std[i, kb], mean[j, kj], std[j, kj]
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return f"{what}: not comparable (non-finite errors)"
+        word = "beats" if a < b else "does not beat"
+        close = " (within the seed spread)" if abs(a - b) <= sa + sb else ""
+        return f"{word} {what} ({a:.3g} vs {b:.3g}){close}"
+
+    for i, init in enumerate(inits):
+        if init in ("random", "multitask"):
+            continue
+        parts = []
+        if steps[-1] != config.budget:
+            parts.append(compare(i, 0, len(steps) - 1, f"random init + {steps[-1]} steps"))
+        if "multitask" in inits:
+            parts.append(compare(i, inits.index("multitask"), kb, f"multi-task + {config.budget}"))
+        parts.append(compare(i, 0, kb, f"random init + {config.budget}"))
+        note = ""
+        if n_seeds[init] < n_total:
+            note = f" [{n_total - n_seeds[init]} of {n_total} seeds diverged in meta-training]"
+        lines.append(f"{LABELS[init]} + {config.budget} steps " + "; ".join(parts) + "." + note)
+    return lines
+
+
+def _fmt(stat: dict[str, float | None]) -> str:
+    if stat["mean"] is None:
+        return "non-finite"
+    if stat["std"] is None:
+        return f"{stat['mean']:.3g}"
+    return f"{stat['mean']:.3g} ± {stat['std']:.2g}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _speedup_text(s: dict[str, Any]) -> str:
+    if s["relation"] == "=":
+        return f"{s['value']:.3g}×"
+    if s["relation"] == ">":
+        return f"> {s['value']:.3g}×"
+    return s["relation"]
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """The main table (Markdown): method, steps, loss, residual, relative L2 error."""
+    total = len(results["seeds"])
+    rows = []
+    for r in results["table"]:
+        name = r["method"]
+        if r.get("seeds", total) < total:
+            name += f" ({r['seeds']}/{total} seeds: see diverged)"
+        rows.append(
+            [name, str(r["steps"]), _fmt(r["loss"]), _fmt(r["rms_residual"]), _fmt(r["rel_l2"])]
+        )
+    header = ["Method", "Steps", "PINN loss", "PDE residual (RMS)", "rel-L2 vs reference"]
+    return _md_table(header, rows)
+
+
+def steps_to_eps_table(results: dict[str, Any]) -> str:
+    """Steps to each target error, and the speed-up over random init (Markdown)."""
+    inits, eps = results["inits"], results["config"]["eps"]
+    cell = {(r["init"], r["eps"]): r for r in results["steps_to_eps"]}
+    rows = []
+    for init in inits:
+        row = [results["labels"][init]]
+        for e in eps:
+            r = cell[init, e]
+            k = f"> {results['steps'][-1]}" if r["steps"] is None else str(r["steps"])
+            row.append(k if init == "random" else f"{k} ({_speedup_text(r['speedup'])})")
+        rows.append(row)
+    return _md_table(["Initialisation"] + [f"ε = {e:g}" for e in eps], rows)
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """`results.md`: every table of a run, with the definitions."""
+    c = results["config"]
+    n_seeds, steps, labels = len(results["seeds"]), results["steps"], results["labels"]
+    nus = ", ".join(f"{nu:.4g}" for nu in results["test_nus"])
+    out = [
+        f"# metapinn results: {c['name']}",
+        "",
+        f"{len(c['methods'])} methods meta-trained for {c['meta_steps']} outer steps "
+        f"(K = {c['inner_steps']} inner {c['inner_optimizer']} steps at {c['inner_lr']:g}; "
+        f"outer Adam at {c['outer_lr']:g}; {c['tasks_per_step']} of "
+        f"{len(c['train_nus'])} training viscosities per step), from the random "
+        f"initialisation of each seed ({', '.join(map(str, results['seeds']))}). Each "
+        f"initialisation is then adapted with Adam at {c['eval_lr']:g} on the held-out "
+        f"viscosities nu = {nus}, on the same {c['n_interior']}/{c['n_initial']}/"
+        f"{c['n_boundary']}-per-side collocation points.",
+        "",
+        f"Values: mean ± sample standard deviation over {n_seeds} seed(s) of the average "
+        "over the held-out viscosities. *PINN loss*: the training objective on the "
+        "collocation points. *PDE residual*: RMS of the Burgers residual on the "
+        "256 × 101 reference grid. *rel-L2*: ‖u_PINN − u_ref‖₂ / ‖u_ref‖₂ on that grid, "
+        "against the reference solution.",
+        "",
+        f"## Results after {c['budget']} adaptation steps",
+        "",
+        results_table(results),
+        "",
+        "## Verdict (relative L2 error, means over seeds)",
+        "",
+        *[f"- {line}" for line in results["verdict"]],
+        "",
+        *_diverged_lines(results),
+        "## Steps to ε (speed-up over random init)",
+        "",
+        "The fewest recorded steps k whose seed-and-viscosity-averaged rel-L2 is ≤ ε "
+        f"(k is read only at {steps}); speed-up = random init's steps ÷ the method's.",
+        "",
+        steps_to_eps_table(results),
+        "",
+    ]
+    for name, title in (("rel_l2", "rel-L2 vs reference"), ("loss", "PINN loss"),
+                        ("rms_residual", "PDE residual (RMS)")):  # fmt: skip
+        rows = [
+            [labels[i]] + [_fmt(e[name]) for e in results["curves"][i]] for i in results["inits"]
+        ]
+        out += [f"## Few-shot curve: {title} after k steps", "",
+                _md_table(["Initialisation"] + [f"k={k}" for k in steps], rows), ""]  # fmt: skip
+    rows = [
+        [f"{labels[r['init']]} + {r['steps']}"] + [_fmt(s) for s in r["rel_l2"]]
+        for r in results["per_viscosity"]
+    ]
+    out += [
+        "## rel-L2 per held-out viscosity",
+        "",
+        _md_table(["Initialisation"] + [f"nu={nu:.4g}" for nu in results["test_nus"]], rows),
+        "",
+    ]
+    timing = results.get("timing")
+    if timing:
+        train = ", ".join(
+            f"{labels.get(m, m)} {s:.1f} s" for m, s in timing["training_seconds"].items()
+        )
+        out += [
+            "## Cost",
+            "",
+            f"Meta-training wall time (all seeds, compilation included): {train}. "
+            f"Evaluation: {timing['evaluation_seconds']:.1f} s.",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def _diverged_lines(results: dict[str, Any]) -> list[str]:
+    if not results.get("diverged"):
+        return []
+    lines = ["## Diverged meta-training runs", ""]
+    for d in results["diverged"]:
+        lines.append(
+            f"- {results['labels'][d['method']]}, seed {d['seed']}: non-finite loss at "
+            f"meta-step {d['step']} (tasks: {'; '.join(d['tasks']) or 'the update'}); "
+            "left out of that method's statistics."
+        )
+    return [*lines, ""]
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """What `metapinn reproduce` prints: the main table, steps to ε, the verdict."""
+    c = results["config"]
+    return "\n".join(
+        [
+            f"Few-shot results on {len(results['test_nus'])} held-out viscosities "
+            f"({len(results['seeds'])} seeds, mean ± std):",
+            "",
+            results_table(results),
+            "",
+            "Steps to ε (speed-up over random init):",
+            "",
+            steps_to_eps_table(results),
+            "",
+            f"Verdict at {c['budget']} steps (rel-L2):",
+            *[f"- {line}" for line in results["verdict"]],
+            "",
+            *_diverged_lines(results),
+        ]
+    ).rstrip()
