@@ -3,6 +3,11 @@
 import importlib.metadata
 
 from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from ._conditioned import (
+    ConditionedLoss as ConditionedLoss,
+    ConditionedPINN as ConditionedPINN,
+    LogScaledFeature as LogScaledFeature,
+)
 from ._evaluate import (
     FewShotTrace as FewShotTrace,
     FieldMetrics as FieldMetrics,
@@ -31,6 +36,12 @@ from ._meta._base import (
     AbstractMetaLearner as AbstractMetaLearner,
     MetaAux as MetaAux,
     adapt as adapt,
+)
+from ._meta._imaml import IMAML as IMAML, ProximalLoss as ProximalLoss
+from ._meta._learned_rates import (
+    MAMLPlusPlus as MAMLPlusPlus,
+    MetaParams as MetaParams,
+    MetaSGD as MetaSGD,
 )
 from ._meta._methods import (
     FOMAML as FOMAML,

@@ -19,6 +19,7 @@ import numpy as np
 from ._experiment import (
     EVALUATION_KEYS,
     QUICK,
+    WORKLOADS,
     ConfigError,
     ExperimentConfig,
     default_out_dir,
@@ -27,7 +28,10 @@ from ._experiment import (
     load_config,
     reproduce,
     train_runs,
+    workload,
 )
+from ._experiment._config import LABELS, TRANSFER
+from ._experiment._training import transfer_tasks
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
 from ._xla import configure_cpu
 
@@ -48,7 +52,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
             continue
         default = getattr(_DEFAULTS, f.name)
         kwargs: dict = {"default": None, "dest": f.name}
-        if typing.get_origin(f.type) is tuple:
+        if f.type is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction)
+            shown = "on" if default else "off"
+        elif typing.get_origin(f.type) is tuple:
             (item, _) = typing.get_args(f.type)
             kwargs.update(nargs="+", type=item, metavar=item.__name__.upper())
             shown = " ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in default)
@@ -59,6 +66,13 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--workload",
+        default=None,
+        choices=sorted(WORKLOADS),
+        help="the named workload whose settings are the defaults, overridden by flags "
+        "(DESIGN.md §3; default: W1, or the resumed run's)",
+    )
     parser.add_argument(
         "--config",
         type=pathlib.Path,
@@ -131,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default=None,
-        help="maml (second order), fomaml (first order), reptile, or multitask (default: "
-        "maml, or the resumed run's)",
+        help="the method: "
+        + ", ".join(k for k in LABELS if k != "random")
+        + " (default: maml, or the resumed run's)",
     )
     p.add_argument(
         "--seed",
@@ -183,7 +198,10 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     elif args.resume and (args.out / "config.json").exists():
         config = _stored_config(args.out)
     else:
-        config = ExperimentConfig()
+        config = workload(args.workload or "W1")
+    if args.workload is not None and (args.config is not None or args.resume):
+        base = "--config" if args.config is not None else "the resumed run"
+        raise ConfigError(f"--workload and {base} both give the settings; drop --workload")
     changes = dict(QUICK) if getattr(args, "quick", False) else {}
     changes.update(extra)
     changes.update(_overrides(args))
@@ -256,13 +274,18 @@ def _cmd_show(args: argparse.Namespace) -> int:
     config = _stored_config(args.run)
     print(f"{args.run}: no results yet. Training progress:")
     for method in config.methods:
+        steps = config.method_settings(method)["meta_steps"]
         for seed in config.seeds:
             folder = args.run / "train" / method / f"seed{seed}"
-            step = 0
-            if (folder / CHECKPOINT).exists():
-                with np.load(folder / CHECKPOINT, allow_pickle=False) as data:
-                    step = json.loads(str(data["__meta__"]))["step"]
-            print(f"  {method} seed {seed}: {step}/{config.meta_steps} meta-steps checkpointed")
+            folders = {"": folder}
+            if method == TRANSFER:
+                folders = {f" task {i}": folder / f"task{i}" for i in transfer_tasks(config)}
+            for what, f in folders.items():
+                step = 0
+                if (f / CHECKPOINT).exists():
+                    with np.load(f / CHECKPOINT, allow_pickle=False) as data:
+                        step = json.loads(str(data["__meta__"]))["step"]
+                print(f"  {method}{what} seed {seed}: {step}/{steps} meta-steps checkpointed")
     return 0
 
 

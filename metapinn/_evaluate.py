@@ -125,13 +125,16 @@ def few_shot(
     *,
     steps: Sequence[int],
     optimizer: optax.GradientTransformation,
+    per_task_inits: bool = False,
 ) -> FewShotTrace:
     """[`metapinn.adapt_recording`][] for every initialisation on every task, under one
     `jit` (vmapped over both).
 
     **Arguments:**
 
-    - `inits`: stacked initialisations, every leaf with a leading axis `I`.
+    - `inits`: stacked initialisations, every leaf with a leading axis `I`; with
+      `per_task_inits`, axes `(I, N)`: `inits[i, n]` adapts to task `n` only (e.g. a
+      PINN trained on the training task nearest to each held-out one).
     - `tasks`: stacked held-out tasks, every leaf with a leading axis `N` (e.g.
       `BurgersTask(test_nus)`).
     - the rest as for [`metapinn.adapt_recording`][]; the same `batch` serves all.
@@ -142,7 +145,8 @@ def few_shot(
     def one(p, task):
         return adapt_recording(p, static, loss_fn, task, batch, steps=steps, optimizer=optimizer)
 
-    return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))(inits, tasks)
+    inner = jax.vmap(one, in_axes=(0 if per_task_inits else None, 0))
+    return jax.vmap(inner, in_axes=(0, None))(inits, tasks)
 
 
 class FieldMetrics(eqx.Module):

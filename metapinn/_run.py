@@ -135,15 +135,16 @@ PointSampler = Callable[[PRNGKeyArray], PyTree]
 
 @eqx.filter_jit
 def _sample_step_points(
-    sample: PointSampler, key: PRNGKeyArray, step: Int[Array, ""], b: int
+    sample: PointSampler, key: PRNGKeyArray, step: Int[Array, ""]
 ) -> tuple[PyTree, PyTree]:
-    """Support and query points for each of the `b` tasks of outer step `step`, drawn
-    independently from `fold_in(key, step)`: a pure function of `(key, step)`, so a
-    resumed run draws the points an uninterrupted one would."""
-    keys = jr.split(jr.fold_in(key, step), 2 * b)
-    support = jax.vmap(sample)(keys[:b])
-    query = jax.vmap(sample)(keys[b:])
-    return support, query
+    """Support and query points of outer step `step`, drawn independently from
+    `fold_in(key, step)` and shared by that step's tasks: a pure function of
+    `(key, step)`, so a resumed run draws the points an uninterrupted one would.
+
+    Shared, not per task: with the parameters shared too (multi-task training), the
+    network's jet is then the same for every task and is computed once."""
+    k_support, k_query = jr.split(jr.fold_in(key, step))
+    return sample(k_support), sample(k_query)
 
 
 def _all_finite(tree: PyTree) -> bool:
@@ -220,10 +221,11 @@ def meta_train(
 
     - `tasks_per_step`: tasks per outer step, drawn without replacement from
       `fold_in(key, step)`; `None` (or `N`) uses all tasks, in order, every step.
-    - `sample_points`: re-sample the points every step instead: each task of a step
-      gets its own support and query points, `sample_points(k)` for independent keys
-      `k` split from `fold_in(key', step)` (`key'` derived from `key`, apart from the
-      task sampling), so a resumed run draws the same points as an uninterrupted one.
+    - `sample_points`: re-sample the points every step instead: the support and the
+      query points of a step are `sample_points(k)` for two independent keys `k` split
+      from `fold_in(key', step)` (`key'` derived from `key`, apart from the task
+      sampling), shared by the step's tasks; a resumed run draws the same points as
+      an uninterrupted one.
     - `mesh`: split each step's task batch over a device mesh
       ([`metapinn.task_mesh`][]; see [`metapinn.meta_step`][]).
     - `run_dir`: the folder for `checkpoint.npz` and `metrics.jsonl`; `None` keeps
@@ -330,7 +332,7 @@ def meta_train(
             batch_tasks = _take(tasks, index)
             if sample_points is not None:
                 step_support, step_query = _sample_step_points(
-                    sample_points, points_key, jnp.asarray(step), b
+                    sample_points, points_key, jnp.asarray(step)
                 )
             else:
                 step_support = _take(support, index) if per_task_support else support

@@ -171,3 +171,50 @@ def test_adapt_recording_rejects_bad_steps(getkey):
                 params, static, loss_fn, mp.BurgersTask(0.03), batch,
                 steps=steps, optimizer=optax.sgd(0.1),
             )  # fmt: skip
+
+
+def _sampler(n_interior=12):
+    pde = mp.Burgers()
+
+    def sample(key):
+        batch = mp.sample_collocation(key, pde, n_interior, 6, 3)
+        return jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), batch)
+
+    return sample
+
+
+def test_resampled_points_resume_identically_and_change_every_step(tmp_path, getkey):
+    params, static, loss_fn, _ = _float32_problem(getkey())
+    nus = [0.02, 0.03, 0.04]
+    sample = _sampler()
+    kwargs = dict(sample_points=sample, checkpoint_every=2)
+    whole = _train(params, static, loss_fn, None, nus, run_dir=tmp_path / "a", **kwargs)
+    with pytest.raises(mp.RunInterrupted):
+        _train(params, static, loss_fn, None, nus, run_dir=tmp_path / "b", stop_after=3, **kwargs)
+    resumed = _train(params, static, loss_fn, None, nus, run_dir=tmp_path / "b", resume=True,
+                     **kwargs)  # fmt: skip
+    assert resumed.start_step == 2
+    assert tree_allclose(resumed.params, whole.params, rtol=0, atol=0)
+    np.testing.assert_array_equal(resumed.meta_loss, whole.meta_loss)
+    # Fixed points give a different run: the points really are re-sampled.
+    fixed = _train(params, static, loss_fn, sample(jr.key(0)), nus)
+    assert not np.allclose(fixed.meta_loss[1:], whole.meta_loss[1:])
+
+
+def test_resampled_support_and_query_are_independent_and_fresh():
+    from metapinn._run import _sample_step_points
+
+    support0, query0 = _sample_step_points(_sampler(), jr.key(1), jnp.asarray(0))
+    support1, _ = _sample_step_points(_sampler(), jr.key(1), jnp.asarray(1))
+    again, _ = _sample_step_points(_sampler(), jr.key(1), jnp.asarray(0))
+    assert not np.allclose(support0.interior, query0.interior)
+    assert not np.allclose(support0.interior, support1.interior)
+    np.testing.assert_array_equal(support0.interior, again.interior)
+
+
+def test_points_and_sampler_are_exclusive(getkey):
+    params, static, loss_fn, batch = _float32_problem(getkey())
+    with pytest.raises(ValueError, match="not both"):
+        _train(params, static, loss_fn, batch, [0.02, 0.03], sample_points=_sampler())
+    with pytest.raises(ValueError, match="sample_points"):
+        _train(params, static, loss_fn, None, [0.02, 0.03])

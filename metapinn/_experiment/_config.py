@@ -18,19 +18,47 @@ _W1_ALL = np.linspace(0.005, 0.05, 12)
 W1_TRAIN_NUS = tuple(float(v) for v in _W1_ALL[::2])
 W1_TEST_NUS = tuple(float(v) for v in _W1_ALL[1::2][:4])
 
-LABELS = {
-    "random": "Random init",
+LEARNER_LABELS = {
     "maml": "MAML",
     "fomaml": "First-order MAML",
     "reptile": "Reptile",
     "multitask": "Multi-task",
+    "metasgd": "Meta-SGD",
+    "mamlpp": "MAML++",
+    "imaml": "iMAML",
 }
+CONDITIONED = "cond-"
+"""Prefix of a method on the parameter-conditioned network: `cond-multitask` is the
+conditioned PINN trained on the training tasks, `cond-reptile` a meta-learned
+initialisation of it, and so on for every learner."""
+TRANSFER = "transfer"
+"""A single-task PINN trained on the training task nearest each held-out one."""
+LABELS = {
+    "random": "Random init",
+    **LEARNER_LABELS,
+    **{CONDITIONED + k: f"Conditioned + {v}" for k, v in LEARNER_LABELS.items()},
+    CONDITIONED + "multitask": "Conditioned PINN",
+    TRANSFER: "Transfer (nearest task)",
+}
+"""Every method an experiment can run, with its label in tables and plots."""
+ADAPT_SPECS = ("all", "last-layer")
+"""Which parameters an inner loop adapts: all, or only the output layer (ANIL)."""
+OVERRIDE_KEYS = {
+    "inner_steps": int,
+    "inner_optimizer": str,
+    "inner_lr": float,
+    "outer_lr": float,
+    "meta_steps": int,
+    "adapt": str,
+    "init": str,
+}
+"""Settings one method may set for itself: `overrides = ["reptile.inner_steps=20"]`."""
 RESIDUAL_STRIDE = 2
 """The RMS residual is taken on every `RESIDUAL_STRIDE`-th point of the reference grid
 in x and in t (128 x 51 of the 256 x 101 points): it needs second derivatives."""
 DIVERGED = "diverged.json"
 """Written into a run's folder when its meta-training stopped on a non-finite loss."""
-EVALUATION_KEYS = ("test_nus", "eval_steps", "eval_lr", "budget", "eps")
+EVALUATION_KEYS = ("test_nus", "eval_steps", "eval_lr", "eval_warmup", "budget", "eps")
 """Settings that only change the evaluation, not the meta-training."""
 
 
@@ -65,7 +93,7 @@ class ExperimentConfig:
     test_nus: tuple[float, ...] = _field(W1_TEST_NUS, "held-out viscosities for evaluation")
     methods: tuple[str, ...] = _field(
         ("maml", "fomaml", "reptile", "multitask"),
-        "meta-learning methods: maml, fomaml, reptile, multitask",
+        "methods to train: " + ", ".join(k for k in LABELS if k != "random"),
     )
     inner_steps: int = _field(5, "inner-loop steps K (not used by multitask)")
     inner_optimizer: str = _field("sgd", "inner-loop optimiser: sgd or adam")
@@ -75,11 +103,30 @@ class ExperimentConfig:
     tasks_per_step: int = _field(6, "training tasks per outer step")
     seeds: tuple[int, ...] = _field((0, 1, 2), "seeds of the random initialisation")
     checkpoint_every: int = _field(100, "write a checkpoint every this many outer steps")
+    resample: bool = _field(
+        False,
+        "re-sample the collocation points every meta-step (support and query drawn "
+        "independently, shared by the step's tasks); off: one fixed draw from points_seed. "
+        "Adaptation always uses the fixed draw",
+    )
+    adapt: str = _field("all", "which parameters the inner loop adapts: all or last-layer")
+    init: str = _field(
+        "random",
+        "where meta-training starts: random, another method of the run (its trained "
+        "initialisation), or a run folder holding a trained one",
+    )
+    overrides: tuple[str, ...] = _field(
+        (),
+        "per-method settings METHOD.KEY=VALUE, KEY one of " + ", ".join(OVERRIDE_KEYS),
+    )
     eval_steps: tuple[int, ...] = _field(
         (0, 10, 20, 50, 100, 200, 500, 1000),
         "adaptation step counts k at which the few-shot curve is read",
     )
     eval_lr: float = _field(1e-3, "Adam learning rate of the few-shot adaptation")
+    eval_warmup: int = _field(
+        0, "steps of linear learning-rate warm-up of the few-shot Adam (0: constant eval_lr)"
+    )
     budget: int = _field(100, "the few-shot budget k of the results table (one of eval_steps)")
     eps: tuple[float, ...] = _field(
         (0.8, 0.6, 0.5, 0.4), "relative-L2 targets for the 'steps to eps' table"
@@ -107,15 +154,21 @@ class ExperimentConfig:
             for nu in values:
                 if not (math.isfinite(nu) and nu > 0):
                     _fail(key, nu, "every viscosity nu must be finite and > 0")
+        known = sorted(k for k in LABELS if k != "random")
         if not self.methods:
-            _fail("methods", self.methods, f"choose one or more of {sorted(METHODS)}")
+            _fail("methods", self.methods, f"choose one or more of {known}")
         for m in self.methods:
-            if m not in METHODS:
-                _fail("methods", m, f"unknown method; choose from {sorted(METHODS)}")
+            if m not in LABELS or m == "random" or _learner_name(m) not in METHODS:
+                _fail("methods", m, f"unknown method; choose from {known}")
         if len(set(self.methods)) != len(self.methods):
             _fail("methods", self.methods, "a method is listed twice")
-        if self.inner_optimizer not in ("sgd", "adam"):
-            _fail("inner_optimizer", self.inner_optimizer, "choose sgd or adam")
+        _at_least("eval_warmup", self.eval_warmup, 0)
+        for method in self.methods:
+            self._check_method(method)
+        for item in self.overrides:
+            method, _, _ = _parse_override(item)
+            if method not in LABELS or method == "random":
+                _fail("overrides", item, f"unknown method {method!r}; choose from {known}")
         for key in ("inner_lr", "outer_lr", "eval_lr"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
@@ -145,6 +198,56 @@ class ExperimentConfig:
         for e in self.eps:
             if not (math.isfinite(e) and e > 0):
                 _fail("eps", e, "a target must be finite and > 0")
+
+    def method_settings(self, method: str) -> dict[str, Any]:
+        """The settings of `method`: the run-wide ones with its `overrides` applied.
+
+        **Returns:** a dict with the keys of `OVERRIDE_KEYS`."""
+        settings = {k: getattr(self, k) for k in OVERRIDE_KEYS}
+        for item in self.overrides:
+            m, key, value = _parse_override(item)
+            if m == method:
+                settings[key] = value
+        if _learner_name(method) == "multitask" or method == TRANSFER:
+            settings["inner_steps"] = 0
+        return settings
+
+    def _check_method(self, method: str) -> None:
+        s = self.method_settings(method)
+        where = f"{method}'s " if any(o.startswith(method + ".") for o in self.overrides) else ""
+        for key in ("inner_steps", "meta_steps"):
+            if s[key] < 0:
+                _fail(where + key, s[key], "must be an integer >= 0")
+        if s["inner_optimizer"] not in ("sgd", "adam"):
+            _fail(where + "inner_optimizer", s["inner_optimizer"], "choose sgd or adam")
+        if _learner_name(method) in ("metasgd", "mamlpp") and s["inner_optimizer"] != "sgd":
+            _fail(
+                where + "inner_optimizer",
+                s["inner_optimizer"],
+                f"{method} learns its own inner rule from SGD; inner_lr is its initial rate",
+            )
+        for key in ("inner_lr", "outer_lr"):
+            if not (math.isfinite(s[key]) and s[key] > 0):
+                _fail(where + key, s[key], "a learning rate must be finite and > 0")
+        if s["adapt"] not in ADAPT_SPECS:
+            _fail(where + "adapt", s["adapt"], f"choose one of {ADAPT_SPECS}")
+        init = s["init"]
+        if init != "random" and init in LABELS:
+            if init == method:
+                _fail(where + "init", init, "a method cannot start from itself")
+            if init not in self.methods:
+                _fail(
+                    where + "init",
+                    init,
+                    f"{init!r} is not one of the methods {self.methods}: train both in one "
+                    f"run, or start from a finished run's with init=RUN_FOLDER:{init}",
+                )
+            if init.startswith(CONDITIONED) != method.startswith(CONDITIONED):
+                _fail(where + "init", init, f"{method} and {init} train different networks")
+            if init == TRANSFER or method == TRANSFER:
+                _fail(where + "init", init, "transfer trains one network per held-out task")
+            if self.method_settings(init)["init"] == method:
+                _fail(where + "init", init, f"{method} and {init} start from each other")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
@@ -200,7 +303,35 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
         if not isinstance(value, str):
             _fail(key, value, "expected a string")
         return value
+    if kind is bool:
+        if not isinstance(value, (bool, np.bool_)):
+            _fail(key, value, "expected true or false")
+        return bool(value)
     raise TypeError(f"unsupported config field type {kind!r}")  # pragma: no cover
+
+
+def _learner_name(method: str) -> str:
+    """The learner a method trains with (`cond-reptile` -> `reptile`)."""
+    if method == TRANSFER:
+        return "multitask"
+    return method.removeprefix(CONDITIONED)
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    """`"reptile.inner_steps=20"` -> `("reptile", "inner_steps", 20)`, checked."""
+    head, sep, value = item.partition("=")
+    method, dot, key = head.strip().rpartition(".")
+    if not (sep and dot and method and key):
+        _fail("overrides", item, "write METHOD.KEY=VALUE, e.g. reptile.inner_steps=20")
+    if key not in OVERRIDE_KEYS:
+        _fail("overrides", item, f"unknown key {key!r}; choose from {list(OVERRIDE_KEYS)}")
+    kind = OVERRIDE_KEYS[key]
+    value = value.strip()
+    try:
+        parsed = kind(value) if kind is not int else int(value)
+    except ValueError:
+        _fail("overrides", item, f"{key} takes a {kind.__name__}")
+    return method, key, parsed
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -218,6 +349,41 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         return ExperimentConfig.from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+W3 = {
+    "name": "W3",
+    "width": 64,
+    "depth": 4,
+    "n_interior": 2000,
+    "n_initial": 250,
+    "n_boundary": 125,
+    "resample": True,
+    "methods": ("multitask", "reptile", "cond-multitask", "transfer"),
+    "overrides": (
+        "reptile.init=multitask",
+        "reptile.meta_steps=100",
+        "reptile.inner_steps=10",
+        "reptile.inner_optimizer=adam",
+        "reptile.inner_lr=0.001",
+    ),
+    "meta_steps": 1000,
+    "eps": (0.1, 0.05, 0.02, 0.01),
+}
+"""Workload W3 (DESIGN.md §3): the 12,737-parameter PINN, 2000/250/125-per-side points
+re-sampled every meta-step, the W1 viscosities; its methods and budgets."""
+
+WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W3": W3}
+"""The named workloads, as changes to the defaults (which are W1)."""
+
+
+def workload(name: str, **changes: Any) -> "ExperimentConfig":
+    """The configuration of a named workload (`W1`, `W3`), with `changes` applied.
+
+    **Raises:** [`metapinn.ConfigError`][] for an unknown workload or a bad change."""
+    if name not in WORKLOADS:
+        raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
+    return ExperimentConfig.from_dict({**WORKLOADS[name], **changes})
 
 
 QUICK = {

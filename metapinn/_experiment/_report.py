@@ -6,7 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from ._config import LABELS, ExperimentConfig
+from ._config import (
+    CONDITIONED,
+    LABELS,
+    OVERRIDE_KEYS,
+    TRANSFER,
+    ExperimentConfig,
+    _learner_name,
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,14 +180,22 @@ def _verdict(
         close = " (within the seed spread)" if abs(a - b) <= sa + sb else ""
         return f"{word} {what} ({a:.3g} vs {b:.3g}){close}"
 
+    baselines = ("random", "multitask", CONDITIONED + "multitask", TRANSFER)
     for i, init in enumerate(inits):
-        if init in ("random", "multitask"):
+        if init in baselines:
             continue
         parts = []
         if steps[-1] != config.budget:
             parts.append(compare(i, 0, len(steps) - 1, f"random init + {steps[-1]} steps"))
         if "multitask" in inits:
             parts.append(compare(i, inits.index("multitask"), kb, f"multi-task + {config.budget}"))
+        if CONDITIONED + "multitask" in inits:
+            j = inits.index(CONDITIONED + "multitask")
+            if steps[0] == 0:
+                parts.append(compare(i, j, 0, "the conditioned PINN zero-shot"))
+            parts.append(compare(i, j, kb, f"the conditioned PINN + {config.budget}"))
+        if TRANSFER in inits:
+            parts.append(compare(i, inits.index(TRANSFER), kb, f"transfer + {config.budget}"))
         parts.append(compare(i, 0, kb, f"random init + {config.budget}"))
         note = ""
         if n_seeds[init] < n_total:
@@ -226,6 +241,81 @@ def results_table(results: dict[str, Any]) -> str:
     return _md_table(header, rows)
 
 
+def error_at_table(results: dict[str, Any]) -> str:
+    """rel-L2 of every initialisation with no adaptation, after the budget and after the
+    longest adaptation (Markdown)."""
+    steps = results["steps"]
+    picks = [k for k in dict.fromkeys((steps[0], results["config"]["budget"], steps[-1]))]
+    rows = []
+    for init in results["inits"]:
+        curve = {e["steps"]: e for e in results["curves"][init]}
+        rows.append([results["labels"][init]] + [_fmt(curve[k]["rel_l2"]) for k in picks])
+    return _md_table(["Initialisation"] + [f"rel-L2, k = {k}" for k in picks], rows)
+
+
+def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """After how many new tasks each trained initialisation has paid for its training
+    in wall-clock: training seconds per seed (its warm-start source's included) ÷ the
+    adaptation seconds it saves per task against random init, to each ε.
+
+    **Returns:** rows `{init, eps, steps, random_steps, saved_seconds, training_seconds,
+    tasks}`; `tasks` is `None` where nothing is saved (or the method never gets there),
+    and a lower bound (`"relation": ">"`) where random init never gets there."""
+    timing = results.get("timing") or {}
+    step_seconds = timing.get("adaptation_step_seconds")
+    train = timing.get("training_seconds") or {}
+    if not step_seconds or not train:
+        return []
+    config = ExperimentConfig.from_dict(results["config"])
+    n_seeds = len(results["seeds"])
+    k_max = results["steps"][-1]
+
+    def per_seed(init: str) -> float:
+        own = train.get(init, 0.0) / n_seeds
+        source = config.method_settings(init)["init"]
+        return own + (per_seed(source) if source in train else 0.0)
+
+    cell = {(r["init"], r["eps"]): r["steps"] for r in results["steps_to_eps"]}
+    rows = []
+    for eps in config.eps:
+        k_random = cell["random", eps]
+        for init in results["inits"][1:]:
+            k = cell[init, eps]
+            row = {"init": init, "eps": eps, "steps": k, "random_steps": k_random,
+                   "training_seconds": round(per_seed(init), 2), "saved_seconds": None,
+                   "tasks": None, "relation": "="}  # fmt: skip
+            if k is not None:
+                saved = ((k_max if k_random is None else k_random) - k) * step_seconds
+                if saved > 0:
+                    row["saved_seconds"] = saved
+                    row["tasks"] = row["training_seconds"] / saved
+                    row["relation"] = "<" if k_random is None else "="
+            rows.append(row)
+    return rows
+
+
+def amortisation_table(results: dict[str, Any]) -> str:
+    """The amortisation rows as Markdown: tasks after which training has paid off."""
+    rows = amortisation(results)
+    if not rows:
+        return ""
+    eps = list(dict.fromkeys(r["eps"] for r in rows))
+    inits = list(dict.fromkeys(r["init"] for r in rows))
+    cell = {(r["init"], r["eps"]): r for r in rows}
+    body = []
+    for init in inits:
+        line = [results["labels"][init], f"{cell[init, eps[0]]['training_seconds']:.0f} s"]
+        for e in eps:
+            r = cell[init, e]
+            if r["tasks"] is None:
+                line.append("never" if r["steps"] is None else "no saving")
+            else:
+                line.append(("< " if r["relation"] == "<" else "") + f"{r['tasks']:.3g}")
+        body.append(line)
+    header = ["Initialisation", "training per seed"] + [f"tasks to pay off, ε = {e:g}" for e in eps]
+    return _md_table(header, body)
+
+
 def steps_to_eps_table(results: dict[str, Any]) -> str:
     """Steps to each target error, and the speed-up over random init (Markdown)."""
     inits, eps = results["inits"], results["config"]["eps"]
@@ -253,11 +343,14 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"(K = {c['inner_steps']} inner {c['inner_optimizer']} steps at {c['inner_lr']:g}; "
         f"outer Adam at {c['outer_lr']:g}; {c['tasks_per_step']} of "
         f"{len(c['train_nus'])} training viscosities per step), from the random "
-        f"initialisation of each seed ({', '.join(map(str, results['seeds']))}). Each "
-        f"initialisation is then adapted with Adam at {c['eval_lr']:g} on the held-out "
-        f"viscosities nu = {nus}, on the same {c['n_interior']}/{c['n_initial']}/"
-        f"{c['n_boundary']}-per-side collocation points.",
+        f"initialisation of each seed ({', '.join(map(str, results['seeds']))}), unless "
+        "a method's own settings below say otherwise. Each initialisation is then "
+        f"adapted with {schedule_text(c)} on the held-out viscosities nu = {nus}, on "
+        f"the same {c['n_interior']}/{c['n_initial']}/{c['n_boundary']}-per-side "
+        "collocation points (one fixed draw). Meta-training points: "
+        + ("re-sampled every meta-step." if c.get("resample") else "that same fixed draw."),
         "",
+        *_method_lines(results),
         f"Values: mean ± sample standard deviation over {n_seeds} seed(s) of the average "
         "over the held-out viscosities. *PINN loss*: the training objective on the "
         "collocation points. *PDE residual*: RMS of the Burgers residual on the "
@@ -273,6 +366,10 @@ def to_markdown(results: dict[str, Any]) -> str:
         *[f"- {line}" for line in results["verdict"]],
         "",
         *_diverged_lines(results),
+        "## rel-L2 before adaptation, at the budget and at the longest adaptation",
+        "",
+        error_at_table(results),
+        "",
         "## Steps to ε (speed-up over random init)",
         "",
         "The fewest recorded steps k whose seed-and-viscosity-averaged rel-L2 is ≤ ε "
@@ -281,6 +378,22 @@ def to_markdown(results: dict[str, Any]) -> str:
         steps_to_eps_table(results),
         "",
     ]
+    table = amortisation_table(results)
+    if table:
+        seconds = results["timing"]["adaptation_step_seconds"]
+        out += [
+            "## Amortisation",
+            "",
+            "After how many new tasks a trained initialisation has paid for its training "
+            "in wall-clock: training time per seed (compilation and any warm-start "
+            "source's training included) ÷ the adaptation time it saves per task, to "
+            f"each ε, against random init (one adaptation step: {1e3 * seconds:.3g} ms, "
+            "measured in this run). '<': random init never got there, so the saving is "
+            "larger than counted.",
+            "",
+            table,
+            "",
+        ]
     for name, title in (("rel_l2", "rel-L2 vs reference"), ("loss", "PINN loss"),
                         ("rms_residual", "PDE residual (RMS)")):  # fmt: skip
         rows = [
@@ -313,6 +426,32 @@ def to_markdown(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def schedule_text(c: dict[str, Any]) -> str:
+    """The adaptation schedule in words."""
+    if c.get("eval_warmup", 0) > 1:
+        return (
+            f"Adam at {c['eval_lr']:g} after a {c['eval_warmup']}-step linear warm-up from a "
+            "fresh state"
+        )
+    return f"Adam at {c['eval_lr']:g} from a fresh state"
+
+
+def _method_lines(results: dict[str, Any]) -> list[str]:
+    """One line per method whose settings differ from the run-wide ones."""
+    config = ExperimentConfig.from_dict(results["config"])
+    base = {k: getattr(config, k) for k in OVERRIDE_KEYS}
+    lines = []
+    for m in config.methods:
+        own = config.method_settings(m)
+        diff = {k: v for k, v in own.items() if base.get(k) != v and k != "inner_steps"}
+        if own["inner_steps"] != base["inner_steps"] and _learner_name(m) != "multitask":
+            diff["inner_steps"] = own["inner_steps"]
+        if diff:
+            text = ", ".join(f"{k} = {v}" for k, v in diff.items())
+            lines.append(f"- {LABELS[m]}: {text}.")
+    return ["Methods' own settings:", "", *lines, ""] if lines else []
+
+
 def _diverged_lines(results: dict[str, Any]) -> list[str]:
     if not results.get("diverged"):
         return []
@@ -336,10 +475,17 @@ def format_summary(results: dict[str, Any]) -> str:
             "",
             results_table(results),
             "",
+            error_at_table(results),
+            "",
             "Steps to ε (speed-up over random init):",
             "",
             steps_to_eps_table(results),
             "",
+            *(
+                ["Tasks after which training has paid off:", "", t, ""]
+                if (t := amortisation_table(results))
+                else []
+            ),
             f"Verdict at {c['budget']} steps (rel-L2):",
             *[f"- {line}" for line in results["verdict"]],
             "",

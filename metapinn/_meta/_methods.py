@@ -137,16 +137,28 @@ class MultiTask(AbstractMetaLearner):
         return query_loss, MetaAux(query_loss, query_loss[None][:0])
 
 
-METHODS: dict[str, type[AbstractMetaLearner]] = {
-    "maml": MAML,
-    "fomaml": FOMAML,
-    "reptile": Reptile,
-    "multitask": MultiTask,
-}
+def _registry() -> dict[str, type[AbstractMetaLearner]]:
+    from ._imaml import IMAML
+    from ._learned_rates import MAMLPlusPlus, MetaSGD
+
+    return {
+        "maml": MAML,
+        "fomaml": FOMAML,
+        "reptile": Reptile,
+        "multitask": MultiTask,
+        "metasgd": MetaSGD,
+        "mamlpp": MAMLPlusPlus,
+        "imaml": IMAML,
+    }
+
+
+METHODS: dict[str, type[AbstractMetaLearner]] = _registry()
+"""Every learner by name, as [`metapinn.make_learner`][] and the command line know them."""
 
 
 def make_learner(method: str, **settings) -> AbstractMetaLearner:
-    """Build a learner by name: one of `maml`, `fomaml`, `reptile`, `multitask`.
+    """Build a learner by name: one of `maml`, `fomaml`, `reptile`, `multitask`,
+    `metasgd`, `mamlpp`, `imaml`.
 
     **Raises:** `ValueError` naming an unknown method.
     """

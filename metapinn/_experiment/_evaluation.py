@@ -1,0 +1,343 @@
+"""Few-shot evaluation of every initialisation of a run against the reference.
+
+Every initialisation gets the same adaptation (the config's one schedule, on the same
+fixed collocation points, read at `eval_steps`) on every held-out task. They fall in
+three groups, each one vmapped scan: the plain network's (random init and every plain
+method), the conditioned network's (adapted with the conditioned loss: all of its
+parameters, its input features fixed by the task), and the transfer baseline's (one
+initialisation per held-out task). Conditioned networks are then bound to their task,
+so every field is measured by the same code on the plain network.
+"""
+
+import concurrent.futures
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checkpoint import atomic_write, write_json, write_text
+from .._evaluate import adapt_recording, few_shot, field_metrics, pinn_field
+from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_viscosity
+from .._reference import cached_reference_solution, grid_points, standard_grid
+from .._run import METRICS
+from ._config import DIVERGED, LABELS, RESIDUAL_STRIDE, TRANSFER, ExperimentConfig
+from ._problem import (
+    build_problem,
+    eval_optimizer,
+    initialisation,
+    is_conditioned,
+    nearest_training_tasks,
+)
+from ._report import summarise, to_markdown
+from ._training import load_final, run_dir, transfer_tasks
+
+
+def reference_fields(
+    nus: tuple[float, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The reference solutions for `nus` on the standard grid (float64), from the disk
+    cache of [`metapinn.cached_reference_solution`][] when they are there. Computing
+    one needs `jax_enable_x64` (the `metapinn` command turns it on at start-up).
+
+    **Returns:** `(x, t, points, u)` with `u[b, i, j] = u(x[j], t[i]; nus[b])` and
+    `points` the grid as `(len(t) * len(x), 2)` rows `(x, t)` in the same order.
+    """
+    x, t = (np.asarray(a, dtype=np.float64) for a in standard_grid())
+    u = cached_reference_solution(np.asarray(nus, dtype=np.float64), x, t)
+    points = np.asarray(grid_points(x, t, dtype=jnp.zeros(()).dtype), dtype=np.float64)
+    return x, t, points, np.asarray(u, dtype=np.float64)
+
+
+def _read_training_curve(folder: pathlib.Path, steps: int) -> np.ndarray:
+    """Mean query loss per step, NaN-padded to `steps` (a diverged run stops early)."""
+    rows = [json.loads(line) for line in (folder / METRICS).read_text().splitlines() if line]
+    curve = np.full(steps, np.nan)
+    curve[: len(rows)] = [np.mean(r["query_loss"]) for r in rows[:steps]]
+    return curve
+
+
+def _stack(trees: list) -> Any:
+    return jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
+
+
+def _diverged_marker(config, out_dir, method, seed) -> pathlib.Path | None:
+    """The `diverged.json` of `method`'s run for `seed` (any of a transfer baseline's
+    runs), or `None`."""
+    folders = [run_dir(out_dir, method, seed)]
+    if method == TRANSFER:
+        folders = [run_dir(out_dir, method, seed, i) for i in transfer_tasks(config)]
+    return next((f / DIVERGED for f in folders if (f / DIVERGED).exists()), None)
+
+
+def _initialisations(config: ExperimentConfig, out_dir: pathlib.Path, inits: tuple[str, ...]):
+    """Every initialisation, per seed, and the diverged runs: `{init: [params per
+    seed]}` (a transfer entry has a leading axis over the held-out tasks)."""
+    found: dict[str, list] = {i: [] for i in inits}
+    diverged = []
+    for seed in config.seeds:
+        random, _, _ = initialisation(config, seed)
+        conditioned, _, _ = initialisation(config, seed, "cond-multitask")
+        for init in inits:
+            like = conditioned if is_conditioned(init) else random
+            marker = None if init == "random" else _diverged_marker(config, out_dir, init, seed)
+            if init == "random":
+                params = random
+            elif marker is not None:
+                # No initialisation came out of this run; the random one stands in for
+                # it in the vmapped evaluation, and its numbers are dropped.
+                diverged.append({"method": init, "seed": seed, **json.loads(marker.read_text())})
+                params = like
+            elif init == TRANSFER:
+                trained = {
+                    i: load_final(config, out_dir, TRANSFER, seed, random, i)
+                    for i in transfer_tasks(config)
+                }
+                params = _stack([trained[i] for i in nearest_training_tasks(config)])
+            else:
+                params = load_final(config, out_dir, init, seed, like)
+            if init == TRANSFER and marker is not None:
+                params = _stack([params] * len(config.test_nus))
+            found[init].append(params)
+    return found, diverged
+
+
+def _adapt_group(config, problem, names, found, static, loss_fn, per_task=False):
+    """One vmapped few-shot scan for the initialisations `names` of one network; the
+    traces' leading axes are `(S * len(names), N)`, seed-major."""
+    stacked = [found[name][s] for s in range(len(config.seeds)) for name in names]
+    return few_shot(
+        _stack(stacked),
+        static,
+        loss_fn,
+        problem.test_tasks,
+        problem.points,
+        steps=config.eval_steps,
+        optimizer=eval_optimizer(config),
+        per_task_inits=per_task,
+    )
+
+
+def _bound(params, static, loss_fn, tasks, n_tasks: int):
+    """Conditioned parameters with axes `(M, N, K, ...)` bound to their task `n`:
+    the plain network's parameters, same axes."""
+
+    def bind(p, task):
+        pinn = loss_fn.bind(eqx.combine(p, static), task)
+        return eqx.filter(pinn, eqx.is_inexact_array)
+
+    over_k = jax.vmap(bind, in_axes=(0, None))
+    over_n = jax.vmap(over_k, in_axes=(0, 0))
+    return eqx.filter_jit(jax.vmap(over_n, in_axes=(0, None)))(params, tasks)
+
+
+def seconds_per_adaptation_step(config: ExperimentConfig, problem, static, loss_fn, params):
+    """Wall-clock seconds of one adaptation step of one task (compiled first, then
+    the best of two 100-step runs): the cost that a better initialisation saves."""
+    steps = 100
+    run = eqx.filter_jit(
+        lambda p: adapt_recording(
+            p, static, loss_fn, jax.tree_util.tree_map(lambda x: x[0], problem.test_tasks),
+            problem.points, steps=(steps,), optimizer=eval_optimizer(config),
+        ).losses
+    )  # fmt: skip
+    jax.block_until_ready(run(params))
+    best = np.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(params))
+        best = min(best, time.perf_counter() - t0)
+    return best / steps
+
+
+def evaluate_runs(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    *,
+    log: Callable[[str], None] = print,
+    plots: bool = True,
+    reference: concurrent.futures.Future | None = None,
+) -> dict[str, Any]:
+    """Few-shot evaluation of the trained initialisations in `out_dir` and of the
+    random ones, against the reference; writes `results.json`, `results.md` and
+    `plots/` there.
+
+    Every initialisation gets the same adaptation: the config's schedule (Adam at
+    `eval_lr`, after `eval_warmup` warm-up steps) on the same collocation points,
+    read at `eval_steps`, on every held-out viscosity.
+
+    `reference`, if given, is a future of [`metapinn.reference_fields`][] for
+    `config.test_nus` (see [`metapinn.reproduce`][]).
+
+    **Returns:** the results (as in `results.json`).
+
+    A meta-training run that diverged (see [`metapinn.train_runs`][]) has no
+    initialisation: its seed is left out of that method's statistics and flagged.
+
+    **Raises:** `FileNotFoundError` if a run is missing; [`metapinn.ConfigError`][] if
+    one is unfinished or was trained with other settings.
+    """
+    out_dir = pathlib.Path(out_dir)
+    t0 = time.perf_counter()
+    problem = build_problem(config)
+    inits = ("random",) + tuple(config.methods)
+    found, diverged = _initialisations(config, out_dir, inits)
+    _, static, _ = initialisation(config, config.seeds[0])
+    _, cond_static, _ = initialisation(config, config.seeds[0], "cond-multitask")
+    groups = {
+        "plain": [i for i in inits if not is_conditioned(i) and i != TRANSFER],
+        "conditioned": [i for i in inits if is_conditioned(i)],
+        "transfer": [i for i in inits if i == TRANSFER],
+    }
+    log(
+        f"adapting {len(inits)} initialisations x {len(config.seeds)} seeds on "
+        f"{len(config.test_nus)} held-out viscosities for {config.eval_steps[-1]} Adam steps"
+    )
+    n_s, n_n, n_k = len(config.seeds), len(config.test_nus), len(config.eval_steps)
+    params_of, losses_of = {}, {}
+    for group, names in groups.items():
+        if not names:
+            continue
+        method = "cond-multitask" if group == "conditioned" else "random"
+        loss_fn = problem.loss(method)
+        trace = _adapt_group(
+            config, problem, names, found, cond_static if group == "conditioned" else static,
+            loss_fn, per_task=group == "transfer",
+        )  # fmt: skip
+        params = trace.params
+        if group == "conditioned":
+            params = _bound(params, cond_static, loss_fn, problem.test_tasks, n_n)
+        for j, name in enumerate(names):
+            pick = np.arange(n_s) * len(names) + j  # seed-major stacking
+            params_of[name] = jax.tree_util.tree_map(lambda a, p=pick: a[p], params)
+            losses_of[name] = np.asarray(trace.losses)[pick]
+    if reference is None:
+        x, t, grid, u_ref = reference_fields(config.test_nus)
+    else:
+        x, t, grid, u_ref = reference.result()
+    n_i = len(inits)
+    all_params = _stack([params_of[i] for i in inits])  # (I, S, N, K, ...)
+    flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[4:]), all_params)
+    task_index = np.broadcast_to(np.arange(n_n)[None, None, :, None], (n_i, n_s, n_n, n_k))
+    dtype = jnp.dtype(config.dtype)
+    grid = np.asarray(grid).reshape(len(t), len(x), 2)
+    metrics = field_metrics(
+        flat,
+        static,
+        problem.pde,
+        problem.test_tasks,
+        jnp.asarray(task_index.reshape(-1), dtype=jnp.int32),
+        jnp.asarray(grid.reshape(-1, 2), dtype=dtype),
+        jnp.asarray(u_ref.reshape(n_n, -1)),  # float64 when x64 is on
+        jnp.asarray(grid[::RESIDUAL_STRIDE, ::RESIDUAL_STRIDE].reshape(-1, 2), dtype=dtype),
+    )
+
+    def arrange(a):  # (I*S*N*K,) -> (I, S, N, K), a writable copy
+        return np.array(a, dtype=np.float64).reshape(n_i, n_s, n_n, n_k).copy()
+
+    per_run = {
+        "loss": np.stack([losses_of[i] for i in inits]).astype(np.float64),
+        "rms_residual": arrange(metrics.rms_residual),
+        "rel_l2": arrange(metrics.rel_l2),
+        "max_abs": arrange(metrics.max_abs),
+    }
+    valid = np.ones((n_i, n_s), dtype=bool)
+    for d in diverged:
+        valid[inits.index(d["method"]), config.seeds.index(d["seed"])] = False
+    for values in per_run.values():
+        values[~valid] = np.nan
+    for name, values in per_run.items():
+        if not np.all(np.isfinite(values[valid])):
+            log(f"warning: some {name} values are not finite (an adaptation diverged)")
+    eval_seconds = time.perf_counter() - t0
+    step_seconds = seconds_per_adaptation_step(
+        config, problem, static, problem.loss("random"), found["random"][0]
+    )
+    results = summarise(config, inits, per_run, valid=valid, diverged=diverged)
+    results["timing"] = {
+        "evaluation_seconds": round(eval_seconds, 2),
+        "training_seconds": _training_seconds(config, out_dir),
+        "adaptation_step_seconds": step_seconds,
+    }
+    write_json(out_dir / "results.json", results)
+    write_text(out_dir / "results.md", to_markdown(results))
+    if plots:
+        _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, grid, u_ref)
+    return results
+
+
+def _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, grid, u_ref):
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    curves = {}
+    for m in config.methods:
+        if m == TRANSFER:
+            continue
+        steps = config.method_settings(m)["meta_steps"]
+        folders = [run_dir(out_dir, m, s) for s in config.seeds]
+        curves[m] = np.stack([_read_training_curve(f, steps) for f in folders])
+    labels = [LABELS[i] for i in inits]
+    if curves:
+        _save(plot_meta_training(curves, {m: LABELS[m] for m in curves}), plot_dir, "meta_training")
+    _save(plot_few_shot(config.eval_steps, per_run, labels), plot_dir, "few_shot")
+    _save(
+        plot_per_viscosity(config.test_nus, per_run["rel_l2"], labels, config.eval_steps,
+                           config.budget),
+        plot_dir,
+        "per_viscosity",
+    )  # fmt: skip
+    # Fields for the first seed and the first held-out viscosity, at the budget.
+    kb = config.eval_steps.index(config.budget)
+    dtype = jnp.dtype(config.dtype)
+    points = jnp.asarray(grid.reshape(-1, 2), dtype=dtype)
+    fields = {}
+    for i, init in enumerate(inits):
+        if not valid[i, 0]:
+            continue
+        p = jax.tree_util.tree_map(lambda a, i=i: a[i, 0, 0, kb], all_params)
+        fields[f"{LABELS[init]} + {config.budget} steps"] = pinn_field(p, static, points)
+    if config.eval_steps[-1] != config.budget:
+        p = jax.tree_util.tree_map(lambda a: a[0, 0, 0, -1], all_params)
+        fields[f"{LABELS['random']} + {config.eval_steps[-1]} steps"] = pinn_field(
+            p, static, points
+        )
+    fields = {k: np.asarray(v, dtype=np.float64).reshape(len(t), len(x)) for k, v in fields.items()}
+    _save(
+        plot_fields(x, t, u_ref[0], fields, config.test_nus[0], seed=config.seeds[0]),
+        plot_dir,
+        "fields",
+    )
+
+
+def _save(fig, folder: pathlib.Path, name: str) -> None:
+    atomic_write(folder / f"{name}.png", lambda f: fig.savefig(f, format="png", dpi=110), True)
+
+
+def _training_seconds(config: ExperimentConfig, out_dir: pathlib.Path) -> dict[str, float]:
+    """Meta-training wall time per method, summed over its seeds (and a transfer
+    baseline's tasks), from the metrics files (their `seconds` column restarts from
+    zero when a run is resumed)."""
+    totals = {}
+    for m in config.methods:
+        total = 0.0
+        for s in config.seeds:
+            folders = [run_dir(out_dir, m, s)]
+            if m == TRANSFER:
+                folders = [run_dir(out_dir, m, s, i) for i in transfer_tasks(config)]
+            for folder in folders:
+                lines = (folder / METRICS).read_text().splitlines()
+                previous = 0.0
+                for line in lines:
+                    seconds = json.loads(line)["seconds"]
+                    if seconds < previous:  # a resumed segment starts
+                        total += previous
+                    previous = seconds
+                total += previous
+        totals[m] = round(total, 2)
+    return totals

@@ -1,0 +1,216 @@
+"""What an experiment's methods are made of: the family and its points, the two networks
+(plain and parameter-conditioned), each method's loss and learner, the optimisers.
+
+Every method is a learner on one of two networks: the plain PINN `u(x, t)`, or the
+parameter-conditioned PINN `u(x, t, c(ν))` ([`metapinn.ConditionedPINN`][]), whose
+loss binds each task's features before the PINN loss. `cond-multitask` (multi-task
+training of the conditioned network) is the conditioned-PINN baseline; `transfer` is
+multi-task training of the plain network on one training task.
+"""
+
+import functools
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import optax
+
+from .._conditioned import ConditionedLoss, ConditionedPINN, LogScaledFeature
+from .._loss import AbstractLoss, PINNLoss
+from .._meta._base import AbstractMetaLearner
+from .._meta._methods import make_learner
+from .._pde._burgers import Burgers, BurgersTask
+from .._pinn import MLPPINN
+from .._sampling import CollocationBatch, sample_collocation
+from ._config import CONDITIONED, TRANSFER, ConfigError, ExperimentConfig, _learner_name
+
+
+class Problem(eqx.Module):
+    """The fixed ingredients of an experiment, built from its config."""
+
+    pde: Burgers
+    points: CollocationBatch
+    """The fixed draw: every method's points when `resample` is off, and every
+    adaptation's points."""
+    train_tasks: BurgersTask
+    test_tasks: BurgersTask
+    features: LogScaledFeature
+    """The conditioned network's input: log ν scaled to [-1, 1] over the training range."""
+
+    def loss(self, method: str) -> AbstractLoss:
+        """The loss `method` trains and adapts with."""
+        plain = PINNLoss(self.pde)
+        return ConditionedLoss(plain, self.features) if is_conditioned(method) else plain
+
+
+def is_conditioned(method: str) -> bool:
+    """Whether `method` trains the parameter-conditioned network."""
+    return method.startswith(CONDITIONED)
+
+
+def build_problem(config: ExperimentConfig) -> Problem:
+    """The Burgers family, the fixed collocation points (drawn once from `points_seed`),
+    the training and held-out tasks (in `config.dtype`) and the conditioning features."""
+    dtype = jnp.dtype(config.dtype)
+    if jnp.zeros((), dtype).dtype != dtype:
+        raise ConfigError(
+            f"config value dtype={config.dtype!r} needs jax_enable_x64 (set it at start-up, "
+            'e.g. jax.config.update("jax_enable_x64", True))'
+        )
+    pde = Burgers()
+    points = _points(
+        jr.key(config.points_seed), pde, config.n_interior, config.n_initial, config.n_boundary
+    )
+    points = jax.tree_util.tree_map(lambda x: x.astype(dtype), points)
+    low, high = min(config.train_nus), max(config.train_nus)
+    if high == low:  # one training viscosity: a unit interval around it
+        low, high = low / 2, high * 2
+    return Problem(
+        pde=pde,
+        points=points,
+        train_tasks=BurgersTask(jnp.asarray(config.train_nus, dtype=dtype)),
+        test_tasks=BurgersTask(jnp.asarray(config.test_nus, dtype=dtype)),
+        features=LogScaledFeature(low, high),
+    )
+
+
+class PointSampler(eqx.Module):
+    """One task's re-sampled points, `sampler(key)`, in the training dtype."""
+
+    pde: Burgers
+    n_interior: int = eqx.field(static=True)
+    n_initial: int = eqx.field(static=True)
+    n_boundary: int = eqx.field(static=True)
+    dtype: str = eqx.field(static=True)
+
+    def __call__(self, key) -> CollocationBatch:
+        batch = sample_collocation(key, self.pde, self.n_interior, self.n_initial, self.n_boundary)
+        return jax.tree_util.tree_map(lambda x: x.astype(self.dtype), batch)
+
+
+def point_sampler(config: ExperimentConfig, problem: Problem) -> PointSampler | None:
+    """The per-step sampler of `meta_train` when the config re-samples, else `None`."""
+    if not config.resample:
+        return None
+    return PointSampler(
+        problem.pde, config.n_interior, config.n_initial, config.n_boundary, config.dtype
+    )
+
+
+# Jitted so that each is one compilation rather than one per operation.
+_points = eqx.filter_jit(sample_collocation)
+_pinn = eqx.filter_jit(MLPPINN)
+_conditioned_pinn = eqx.filter_jit(ConditionedPINN)
+
+
+def initialisation(config: ExperimentConfig, seed: int, method: str = "random"):
+    """The random initialisation of `seed` for `method`'s network, shared by every
+    method on that network (the conditioned network has its own, from the same key).
+
+    **Returns:** `(params, static, key)`; `key` drives the run's task sampling.
+    """
+    init_key, run_key = jr.split(jr.key(seed))
+    dtype = jnp.dtype(config.dtype)
+    if is_conditioned(method):
+        net = _conditioned_pinn(1, config.width, config.depth, dtype=dtype, key=init_key)
+    else:
+        net = _pinn(config.width, config.depth, dtype=dtype, key=init_key)
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    return params, static, run_key
+
+
+@functools.cache
+def adam(lr: float, eps_root: float = 0.0) -> optax.GradientTransformation:
+    """One Adam object per setting, so that jitted functions taking it as a static
+    argument compile once. `eps_root > 0` keeps it differentiable (for MAML)."""
+    return optax.adam(lr, eps_root=eps_root)
+
+
+@functools.cache
+def warmup_adam(lr: float, warmup: int) -> optax.GradientTransformation:
+    """Adam whose rate rises linearly from `lr / warmup` to `lr` over the first `warmup`
+    steps, then stays at `lr` (plain Adam at `lr` for `warmup <= 1`). A fresh Adam state
+    has no second-moment history, so its first steps are as long as the rate allows:
+    from a good initialisation, a short warm-up keeps them from undoing it."""
+    if warmup <= 1:
+        return adam(lr)
+    # Step k (from 0) runs at lr * (k + 1) / warmup until it reaches lr.
+    schedule = optax.linear_schedule(lr / warmup, lr, warmup - 1)
+    return optax.adam(schedule)
+
+
+def eval_optimizer(config: ExperimentConfig) -> optax.GradientTransformation:
+    """The one adaptation schedule every initialisation gets."""
+    return warmup_adam(config.eval_lr, config.eval_warmup)
+
+
+def adapt_spec(params: Any, adapt: str) -> Any:
+    """The filter of the leaves an inner loop adapts: `None` (all) or the output layer
+    only (`last-layer`, as in ANIL: Raghu et al. 2020)."""
+    if adapt == "all":
+        return None
+    if adapt == "last-layer":
+        spec = jax.tree_util.tree_map(lambda _: False, params)
+        return eqx.tree_at(lambda p: p.layers[-1], spec, True)
+    raise ConfigError(f"config value adapt={adapt!r} is invalid: choose all or last-layer")
+
+
+def make_method(config: ExperimentConfig, method: str, params: Any = None) -> AbstractMetaLearner:
+    """The learner of `method` with its settings (`params`, the network's parameters,
+    shapes the `adapt` filter)."""
+    name = _learner_name(method)
+    s = config.method_settings(method)
+    if name == "multitask":
+        return make_learner(name)
+    if s["inner_optimizer"] == "sgd":
+        inner: optax.GradientTransformation | float = s["inner_lr"]
+    elif s["inner_optimizer"] == "adam":
+        inner = adam(s["inner_lr"], 1e-16)
+    else:  # pragma: no cover - the config has checked it
+        raise ConfigError(f"unknown inner optimiser {s['inner_optimizer']!r}")
+    spec = None if params is None else adapt_spec(params, s["adapt"])
+    return make_learner(name, inner_steps=s["inner_steps"], inner_optimizer=inner, adapt_spec=spec)
+
+
+def nearest_training_tasks(config: ExperimentConfig) -> tuple[int, ...]:
+    """For each held-out viscosity, the index of the training one nearest to it in
+    log ν (the one a transfer baseline trains on; ties go to the smaller)."""
+    return tuple(
+        min(
+            range(len(config.train_nus)),
+            key=lambda i, nu=nu: (abs(math.log(config.train_nus[i] / nu)), i),
+        )
+        for nu in config.test_nus
+    )
+
+
+_TRAINING_KEYS = (
+    "width", "depth", "dtype", "n_interior", "n_initial", "n_boundary", "points_seed",
+    "train_nus", "tasks_per_step", "checkpoint_every", "resample",
+)  # fmt: skip
+
+
+def run_settings(
+    config: ExperimentConfig, method: str, seed: int, task: int | None = None
+) -> dict[str, Any]:
+    """What one training run depends on (stored in, and checked against, its
+    checkpoint): the run-wide training settings and the method's own. A transfer run
+    names its one training task."""
+    data = config.to_dict()
+    settings = {k: data[k] for k in _TRAINING_KEYS}
+    own = config.method_settings(method)
+    if own["inner_steps"] == 0:
+        for k in ("inner_steps", "inner_optimizer", "inner_lr", "adapt"):
+            own.pop(k)
+    if not config.resample:
+        settings.pop("resample")  # W1 checkpoints from before the setting stay valid
+    out = {"method": method, "seed": seed, **settings, **own}
+    if task is not None:
+        out["task"] = task
+        out["tasks_per_step"] = 1
+    if method == TRANSFER:
+        out.pop("init", None)
+    return out

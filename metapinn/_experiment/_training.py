@@ -1,0 +1,276 @@
+"""Meta-training every method of an experiment for every seed, in one run folder.
+
+Each (method, seed) is one resumable [`metapinn.meta_train`][] run in
+`train/<method>/seed<s>/`; a transfer run trains one plain PINN per needed training
+task, in `train/transfer/seed<s>/task<i>/`. A method whose `init` names another
+method starts from that method's trained initialisation of the same seed (a warm
+start), so methods train in an order that puts every source first.
+"""
+
+import json
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from .._checkpoint import write_json
+from .._run import (
+    CHECKPOINT,
+    RESUMABLE_KEYS,
+    MetaTrainResult,
+    NonFiniteLossError,
+    load_initialisation,
+    meta_train,
+)
+from ._config import (
+    DIVERGED,
+    EVALUATION_KEYS,
+    LABELS,
+    TRANSFER,
+    ConfigError,
+    ExperimentConfig,
+)
+from ._problem import (
+    adam,
+    build_problem,
+    initialisation,
+    make_method,
+    nearest_training_tasks,
+    point_sampler,
+    run_settings,
+)
+
+
+def run_dir(
+    out_dir: str | os.PathLike, method: str, seed: int, task: int | None = None
+) -> pathlib.Path:
+    """The folder of one training run (`task`: a transfer run's training task)."""
+    folder = pathlib.Path(out_dir) / "train" / method / f"seed{seed}"
+    return folder if task is None else folder / f"task{task}"
+
+
+def training_order(config: ExperimentConfig) -> tuple[str, ...]:
+    """The methods, each after the method it starts from (the config has ruled out
+    cycles of two; longer chains are ordered here, and a cycle is an error)."""
+    order: list[str] = []
+
+    def visit(method: str, path: tuple[str, ...]) -> None:
+        if method in order:
+            return
+        if method in path:
+            raise ConfigError(f"the methods' init settings form a cycle: {' -> '.join(path)}")
+        source = config.method_settings(method)["init"]
+        if source in config.methods:
+            visit(source, (*path, method))
+        order.append(method)
+
+    for m in config.methods:
+        visit(m, ())
+    return tuple(order)
+
+
+def transfer_tasks(config: ExperimentConfig) -> tuple[int, ...]:
+    """The training tasks the transfer baseline trains on (one PINN each)."""
+    return tuple(sorted(set(nearest_training_tasks(config))))
+
+
+def _start_run_folder(config: ExperimentConfig, out_dir: pathlib.Path, resume: bool) -> None:
+    path = out_dir / "config.json"
+    if path.exists():
+        if not resume:
+            raise FileExistsError(
+                f"{out_dir} already holds a run: continue it with --resume, or choose "
+                "another output folder"
+            )
+        stored = ExperimentConfig.from_dict(json.loads(path.read_text())).to_dict()
+        given = config.to_dict()
+        # Per-method settings are checked run by run against each checkpoint.
+        allowed = set(RESUMABLE_KEYS) | set(EVALUATION_KEYS) | {"overrides"}
+        bad = sorted(k for k in given if k not in allowed and stored[k] != given[k])
+        if bad:
+            raise ConfigError(
+                f"cannot resume {out_dir} with different settings: "
+                + ", ".join(f"{k} (stored {stored[k]!r}, given {given[k]!r})" for k in bad)
+            )
+    write_json(path, config.to_dict())
+
+
+def load_final(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    method: str,
+    seed: int,
+    params: Any,
+    task: int | None = None,
+) -> Any:
+    """The trained initialisation of `method` for `seed` in `out_dir` (`params`: the
+    random one, for structure), after checking that its run finished with the
+    config's settings.
+
+    **Raises:** `FileNotFoundError` if the run is missing; [`metapinn.ConfigError`][]
+    if it is unfinished or was trained with other settings.
+    """
+    folder = run_dir(out_dir, method, seed, task)
+    if not (folder / CHECKPOINT).exists():
+        raise FileNotFoundError(
+            f"no checkpoint for {method} seed {seed} in {folder}: train it first "
+            "(metapinn train, or metapinn reproduce)"
+        )
+    settings = run_settings(config, method, seed, task)
+    learner = make_method(config, method, params)
+    params, meta = load_initialisation(folder, params, adam(settings["outer_lr"]), learner)
+    if meta["step"] != settings["meta_steps"]:
+        raise ConfigError(
+            f"the {method} seed {seed} run in {folder} stopped at meta-step {meta['step']} "
+            f"of {settings['meta_steps']}; finish it with --resume first"
+        )
+    stored = meta.get("config") or {}
+    bad = sorted(k for k in settings if k != "checkpoint_every" and stored.get(k) != settings[k])
+    if bad:
+        raise ConfigError(f"the checkpoint in {folder} was trained with other {', '.join(bad)}")
+    return params
+
+
+def starting_point(
+    config: ExperimentConfig, out_dir: pathlib.Path, method: str, seed: int, params: Any
+) -> Any:
+    """Where `method` starts for `seed`: the random `params`, another method's trained
+    initialisation (`init = METHOD`), or the one in a run folder (`init = DIR` holding
+    a `checkpoint.npz` of the same network, or `DIR:METHOD` for that method's run of
+    this seed in the run folder `DIR`).
+
+    **Raises:** [`metapinn.ConfigError`][] if the source is missing or not finished.
+    """
+    source = config.method_settings(method)["init"]
+    if source == "random":
+        return params
+    if source in config.methods:
+        if (run_dir(out_dir, source, seed) / DIVERGED).exists():
+            raise ConfigError(f"{method} starts from {source}, whose seed {seed} diverged")
+        return load_final(config, out_dir, source, seed, params)
+    folder, _, other = source.rpartition(":") if ":" in source else (source, "", "")
+    folder = pathlib.Path(folder)
+    if other:
+        stored = folder / "config.json"
+        if not stored.exists():
+            raise ConfigError(f"init={source!r}: {folder} is not a run folder (no config.json)")
+        other_config = ExperimentConfig.from_dict(json.loads(stored.read_text()))
+        if other not in other_config.methods:
+            raise ConfigError(f"init={source!r}: that run has no method {other!r}")
+        return load_final(other_config, folder, other, seed, params)
+    if not (folder / CHECKPOINT).exists():
+        raise ConfigError(
+            f"init={source!r} is neither a method of this run ({', '.join(config.methods)}) "
+            f"nor a folder holding a {CHECKPOINT}"
+        )
+    loaded, _ = load_initialisation(
+        folder, params, adam(config.method_settings(method)["outer_lr"])
+    )
+    return loaded
+
+
+def train_runs(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    log: Callable[[str], None] = print,
+    keep_going: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict[tuple[str, int], MetaTrainResult | None]:
+    """Meta-train every method of `config` for every seed, writing into `out_dir`.
+
+    **Arguments:**
+
+    - `config`: the experiment.
+    - `out_dir`: the run folder; `config.json` is written there.
+    - `resume`: continue the runs found in `out_dir` (finished ones are only loaded).
+    - `progress`: progress bars.
+    - `stop_after`: stop (with [`metapinn.RunInterrupted`][]) after this many
+      outer steps of the first run that trains, as if killed; for testing.
+    - `log`: where one-line messages go.
+    - `keep_going`: when a run's loss turns non-finite, record it (`diverged.json` in
+      its folder, beside its last good checkpoint) and go on with the other runs,
+      instead of raising. Its result is then `None`; the evaluation reports it.
+    - `mesh`: split each meta-step's task batch over these devices (see
+      [`metapinn.meta_step`][]).
+
+    **Returns:** `{(method, seed): MetaTrainResult or None}` (a transfer run's key is
+    `("transfer:<task>", seed)`).
+
+    **Raises:** `FileExistsError` if `out_dir` holds a run and `resume` is false;
+    [`metapinn.NonFiniteLossError`][] from the first run that diverges, unless
+    `keep_going`.
+    """
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _start_run_folder(config, out_dir, resume)
+    problem = build_problem(config)
+    sampler = point_sampler(config, problem)
+    results: dict[tuple[str, int], MetaTrainResult | None] = {}
+    for method in training_order(config):
+        settings = config.method_settings(method)
+        loss_fn = problem.loss(method)
+        for seed in config.seeds:
+            params, static, key = initialisation(config, seed, method)
+            learner = make_method(config, method, params)
+            tasks = [None] if method != TRANSFER else list(transfer_tasks(config))
+            for task in tasks:
+                folder = run_dir(out_dir, method, seed, task)
+                if task is None:
+                    start = starting_point(config, out_dir, method, seed, params)
+                    train_tasks, per_step = problem.train_tasks, config.tasks_per_step
+                else:
+                    start = params
+                    train_tasks = jax.tree_util.tree_map(lambda x, i=task: x[i : i + 1],
+                                                         problem.train_tasks)  # fmt: skip
+                    per_step = 1
+                name = method if task is None else f"{method}:{task}"
+                try:
+                    result = meta_train(
+                        learner,
+                        start,
+                        static,
+                        loss_fn,
+                        train_tasks,
+                        None if sampler is not None else problem.points,
+                        steps=settings["meta_steps"],
+                        optimizer=adam(settings["outer_lr"]),
+                        key=key,
+                        tasks_per_step=per_step,
+                        sample_points=sampler,
+                        mesh=mesh if per_step % (1 if mesh is None else mesh.size) == 0 else None,
+                        run_dir=folder,
+                        checkpoint_every=config.checkpoint_every,
+                        resume=resume,
+                        config=run_settings(config, method, seed, task),
+                        progress=progress,
+                        description=f"{name} seed {seed}",
+                        stop_after=stop_after,
+                    )
+                except NonFiniteLossError as error:
+                    if not keep_going:
+                        raise
+                    write_json(
+                        folder / DIVERGED,
+                        {"step": error.step, "tasks": error.tasks, "message": str(error),
+                         "checkpoint_step": error.checkpoint_step},
+                    )  # fmt: skip
+                    log(f"{LABELS[method]}, seed {seed}: DIVERGED. {error}")
+                    results[name, seed] = None
+                    continue
+                (folder / DIVERGED).unlink(missing_ok=True)  # stale, from other settings
+                trained = settings["meta_steps"] - result.start_step
+                if trained:
+                    log(
+                        f"{LABELS[method]}{'' if task is None else f' (task {task})'}, seed "
+                        f"{seed}: {trained} meta-steps in {result.seconds:.1f} s, final "
+                        f"query loss {np.mean(result.query_loss[-1]):.4g}"
+                    )
+                results[name, seed] = result
+    return results

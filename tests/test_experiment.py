@@ -1,0 +1,208 @@
+"""The experiment beyond W1, at tiny sizes: re-sampled points, the conditioned PINN,
+the transfer baseline, warm starts, ANIL, the warm-up schedule, the named workloads
+and their configuration errors."""
+
+import json
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+import metapinn as mp
+from metapinn._cli import main
+from metapinn._experiment import workload
+from metapinn._experiment._problem import (
+    adapt_spec,
+    initialisation,
+    make_method,
+    nearest_training_tasks,
+)
+from metapinn._experiment._training import load_final, training_order
+
+from .helpers import tree_allclose
+
+
+TINY_W3 = {
+    "name": "tinyw3",
+    "width": 8,
+    "depth": 2,
+    "n_interior": 16,
+    "n_initial": 8,
+    "n_boundary": 4,
+    "resample": True,
+    "train_nus": [0.02, 0.03, 0.04],
+    "test_nus": [0.04, 0.05],
+    "methods": ["multitask", "reptile", "cond-multitask", "cond-reptile", "transfer"],
+    "overrides": [
+        "reptile.init=multitask",
+        "reptile.adapt=last-layer",
+        "reptile.meta_steps=3",
+        "cond-reptile.init=cond-multitask",
+        "cond-reptile.inner_optimizer=adam",
+        "transfer.meta_steps=4",
+    ],
+    "inner_steps": 2,
+    "meta_steps": 5,
+    "tasks_per_step": 2,
+    "seeds": [0, 1],
+    "checkpoint_every": 2,
+    "eval_steps": [0, 2, 5],
+    "eval_warmup": 3,
+    "budget": 2,
+    "eps": [0.95, 0.5],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reference_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("METAPINN_CACHE", str(tmp_path_factory.mktemp("reference-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "w3"
+    config = mp.ExperimentConfig.from_dict(TINY_W3)
+    results = mp.reproduce(config, out, progress=False, log=lambda _: None)
+    return config, out, results
+
+
+def test_every_initialisation_is_evaluated(tiny_run):
+    config, out, results = tiny_run
+    assert results["inits"] == ["random", *TINY_W3["methods"]]
+    rel = np.asarray(results["per_run"]["rel_l2"], dtype=float)
+    assert rel.shape == (6, 2, 2, 3)
+    assert np.all(np.isfinite(rel))
+    labels = {r["method"] for r in results["table"]}
+    assert {"Conditioned PINN", "Transfer (nearest task)", "Conditioned + Reptile"} <= labels
+    # One transfer PINN per training task nearest a held-out one (0.04 and 0.05 -> 0.04).
+    assert nearest_training_tasks(config) == (2, 2)
+    assert sorted(p.name for p in (out / "train" / "transfer" / "seed0").iterdir()) == ["task2"]
+    assert "adaptation_step_seconds" in results["timing"]
+    assert (out / "results.md").exists() and (out / "plots" / "few_shot.png").exists()
+
+
+def test_warm_start_begins_at_the_source_and_anil_adapts_the_last_layer(tiny_run):
+    config, out, _ = tiny_run
+    assert training_order(config).index("multitask") < training_order(config).index("reptile")
+    params, _, _ = initialisation(config, 0)
+    source = load_final(config, out, "multitask", 0, params)
+    trained = load_final(config, out, "reptile", 0, params)
+    # Reptile trained for 3 outer Adam steps at 1e-3 from multi-task's result: every
+    # entry within about 3e-3 of it (an Adam step can exceed its rate a little when the
+    # gradient's size varies), and far from the random initialisation.
+    for a, b, r in zip(
+        jax.tree_util.tree_leaves(trained),
+        jax.tree_util.tree_leaves(source),
+        jax.tree_util.tree_leaves(params),
+        strict=True,
+    ):
+        assert float(np.max(np.abs(a - b))) <= 3.3e-3
+        assert not np.allclose(b, r)
+    learner = make_method(config, "reptile", params)
+    spec = jax.tree_util.tree_leaves(learner.adapt_spec)
+    assert spec == [False] * (len(spec) - 1) + [True]
+    # Reptile's meta-gradient θ - φ_K is zero on frozen leaves: they did not move.
+    for a, b in zip(trained.layers[:-1], source.layers[:-1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_warm_start_from_another_run_folder(tiny_run, tmp_path):
+    config, out, _ = tiny_run
+    single = config.replace(
+        methods=["fomaml"], seeds=[0], overrides=[f"fomaml.init={out}:multitask"], meta_steps=2
+    )
+    mp.train_runs(single, tmp_path, progress=False, log=lambda _: None)
+    params, _, _ = initialisation(config, 0)
+    source = load_final(config, out, "multitask", 0, params)
+    first = json.loads((tmp_path / "train/fomaml/seed0/metrics.jsonl").read_text().splitlines()[0])
+    assert first["step"] == 0
+    # A 2-step run from the source stays within about 2 Adam steps of it.
+    trained = load_final(single, tmp_path, "fomaml", 0, params)
+    assert tree_allclose(trained, source, rtol=0, atol=2.2e-3)
+    # ... and 5 multi-task Adam steps (about 5e-3 on some entry) from the random one.
+    assert not tree_allclose(trained, params, rtol=0, atol=3.5e-3)
+
+
+def test_warmup_schedule_rises_linearly():
+    from metapinn._experiment._problem import warmup_adam
+
+    opt = warmup_adam(0.01, 4)
+    params = {"w": np.zeros(3, np.float32)}
+    state = opt.init(params)
+    steps = []
+    for _ in range(6):
+        with jax.numpy_dtype_promotion("standard"):  # optax's schedules mix Python floats
+            updates, state = opt.update({"w": np.ones(3, np.float32)}, state, params)
+        steps.append(float(-updates["w"][0]))
+    # Adam's first normalised steps are ±1 times the rate: 0.0025, 0.005, ..., 0.01.
+    np.testing.assert_allclose(steps, [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01], rtol=1e-5)
+    assert warmup_adam(0.01, 0) is warmup_adam(0.01, 0)
+
+
+def test_named_workloads():
+    w3 = workload("W3")
+    assert (w3.width, w3.depth, w3.n_interior, w3.n_initial, w3.n_boundary) == (
+        64,
+        4,
+        2000,
+        250,
+        125,
+    )
+    assert w3.resample and w3.train_nus == mp.ExperimentConfig().train_nus
+    pinn = mp.MLPPINN(w3.width, w3.depth, key=jax.random.key(0))
+    n = sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(pinn, eqx.is_inexact_array)))
+    assert n == 12_737
+    assert workload("W1") == mp.ExperimentConfig()
+    with pytest.raises(mp.ConfigError, match="unknown workload 'W9'"):
+        workload("W9")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"overrides": ["reptile.inner_stepz=3"]}, "unknown key 'inner_stepz'"),
+        ({"overrides": ["reptile-inner_steps=3"]}, "METHOD.KEY=VALUE"),
+        ({"overrides": ["reptile.inner_steps=three"]}, "inner_steps takes a int"),
+        ({"overrides": ["nope.inner_steps=3"]}, "unknown method 'nope'"),
+        ({"overrides": ["reptile.inner_steps=-3"]}, "reptile's inner_steps=-3"),
+        ({"adapt": "first-layer"}, "adapt='first-layer'"),
+        ({"overrides": ["reptile.init=reptile"]}, "cannot start from itself"),
+        ({"overrides": ["reptile.init=maml"]}, "'maml' is not one of the methods"),
+        ({"overrides": ["reptile.init=multitask", "multitask.init=reptile"]}, "each other"),
+        ({"overrides": ["cond-reptile.init=multitask"]}, "different networks"),
+        ({"methods": ["reptile", "cond-magic"]}, "methods='cond-magic'"),
+    ],
+)
+def test_bad_method_settings_are_named(changes, message):
+    base = {**TINY_W3, "methods": ["multitask", "reptile", "cond-reptile"], "overrides": []}
+    with pytest.raises(mp.ConfigError, match=message.replace("(", r"\(")):
+        mp.ExperimentConfig.from_dict({**base, **changes})
+
+
+def test_bad_init_folder_is_named(tmp_path):
+    config = mp.ExperimentConfig.from_dict(
+        {**TINY_W3, "methods": ["fomaml"], "overrides": [f"fomaml.init={tmp_path}"]}
+    )
+    with pytest.raises(mp.ConfigError, match="neither a method of this run"):
+        mp.train_runs(config, tmp_path / "run", progress=False, log=lambda _: None)
+
+
+def test_adapt_spec_names():
+    params, _, _ = initialisation(mp.ExperimentConfig.from_dict(TINY_W3), 0)
+    assert adapt_spec(params, "all") is None
+    with pytest.raises(mp.ConfigError, match="adapt='middle'"):
+        adapt_spec(params, "middle")
+
+
+def test_workload_flag_and_its_conflicts(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--workload", "W7"])
+    assert "invalid choice: 'W7'" in capsys.readouterr().err
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(TINY_W3))
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--workload", "W3", "--config", str(config), "--out", str(tmp_path)])
+    assert "drop --workload" in capsys.readouterr().err
