@@ -26,11 +26,12 @@ from ._experiment import (
     evaluate_runs,
     format_summary,
     load_config,
+    quick,
     reproduce,
     train_runs,
     workload,
 )
-from ._experiment._config import LABELS, TRANSFER
+from ._experiment._config import METHOD_NAMES, TRANSFER
 from ._experiment._training import transfer_tasks
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
 from ._xla import configure_cpu
@@ -145,9 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default=None,
-        help="the method: "
-        + ", ".join(k for k in LABELS if k != "random")
-        + " (default: maml, or the resumed run's)",
+        help="the method: " + ", ".join(METHOD_NAMES) + " (default: maml, or the resumed run's)",
     )
     p.add_argument(
         "--seed",
@@ -193,17 +192,19 @@ def _stored_config(folder: pathlib.Path) -> ExperimentConfig:
 def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
+    stored = args.resume and (args.out / "config.json").exists()
+    if args.workload is not None and (args.config is not None or stored):
+        base = "--config" if args.config is not None else "the resumed run's config.json"
+        raise ConfigError(f"--workload and {base} both give the settings; drop --workload")
     if args.config is not None:
         config = load_config(args.config)
-    elif args.resume and (args.out / "config.json").exists():
+    elif stored:
         config = _stored_config(args.out)
     else:
         config = workload(args.workload or "W1")
-    if args.workload is not None and (args.config is not None or args.resume):
-        base = "--config" if args.config is not None else "the resumed run"
-        raise ConfigError(f"--workload and {base} both give the settings; drop --workload")
-    changes = dict(QUICK) if getattr(args, "quick", False) else {}
-    changes.update(extra)
+    if getattr(args, "quick", False):
+        config = quick(config)
+    changes = dict(extra)
     changes.update(_overrides(args))
     return config.replace(**changes) if changes else config
 

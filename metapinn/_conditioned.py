@@ -6,7 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jax.typing import DTypeLike
@@ -14,7 +13,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._custom_types import Points, Scalar, Values
 from ._loss import AbstractLoss
-from ._pinn import MLPPINN
+from ._pinn import MLPPINN, glorot_layers
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -79,16 +78,7 @@ class ConditionedPINN(eqx.Module):
         _check_positive_int("n_conditions", n_conditions)
         _check_positive_int("width", width)
         _check_positive_int("depth", depth)
-        dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
-        sizes = [2 + n_conditions] + [width] * depth + [1]
-        keys = jr.split(key, len(sizes) - 1)
-        glorot = jax.nn.initializers.glorot_normal(in_axis=1, out_axis=0)
-        self.layers = tuple(
-            jnp.concatenate(
-                [glorot(k, (fan_out, fan_in), dtype), jnp.zeros((fan_out, 1), dtype)], 1
-            )
-            for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
-        )
+        self.layers = glorot_layers([2 + n_conditions] + [width] * depth + [1], dtype, key)
         self.activation = activation
 
     @property

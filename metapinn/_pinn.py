@@ -110,6 +110,21 @@ def activation_derivatives(
     return (h, s, d, -2 * s * (1 - 3 * h * h))[: order + 1]
 
 
+def glorot_layers(
+    sizes: list[int], dtype: DTypeLike | None, key: PRNGKeyArray
+) -> tuple[Array, ...]:
+    """Layers `[W | b]` for the layer sizes `sizes` (inputs first): Glorot-normal
+    weights over each layer's fan-in and fan-out, zero biases, in `dtype` (JAX's
+    default float if `None`)."""
+    dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
+    keys = jr.split(key, len(sizes) - 1)
+    glorot = jax.nn.initializers.glorot_normal(in_axis=1, out_axis=0)
+    return tuple(
+        jnp.concatenate([glorot(k, (fan_out, fan_in), dtype), jnp.zeros((fan_out, 1), dtype)], 1)
+        for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
+    )
+
+
 class _HiddenLayer(eqx.Module):
     """What the pullback of one hidden layer keeps from the forward pass."""
 
@@ -176,16 +191,7 @@ class MLPPINN(AbstractPINN):
             raise ValueError(f"width must be a positive integer, got {width!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"depth must be a positive integer, got {depth!r}")
-        dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
-        sizes = [2] + [width] * depth + [1]
-        keys = jr.split(key, len(sizes) - 1)
-        glorot = jax.nn.initializers.glorot_normal(in_axis=1, out_axis=0)
-        self.layers = tuple(
-            jnp.concatenate(
-                [glorot(k, (fan_out, fan_in), dtype), jnp.zeros((fan_out, 1), dtype)], 1
-            )
-            for k, fan_in, fan_out in zip(keys, sizes[:-1], sizes[1:], strict=True)
-        )
+        self.layers = glorot_layers([2] + [width] * depth + [1], dtype, key)
         self.activation = activation
 
     @property

@@ -190,6 +190,7 @@ def meta_train(
     tasks_per_step: int | None = None,
     sample_points: PointSampler | None = None,
     mesh: Mesh | None = None,
+    tasks_at_once: int | None = None,
     run_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
@@ -228,6 +229,8 @@ def meta_train(
       an uninterrupted one.
     - `mesh`: split each step's task batch over a device mesh
       ([`metapinn.task_mesh`][]; see [`metapinn.meta_step`][]).
+    - `tasks_at_once`: map each step's tasks in groups of this size, one after
+      another, instead of all at once (see [`metapinn.meta_objective`][]).
     - `run_dir`: the folder for `checkpoint.npz` and `metrics.jsonl`; `None` keeps
       everything in memory (no checkpoints, no resume).
     - `checkpoint_every`: write a checkpoint every this many steps, and at the end.
@@ -339,7 +342,7 @@ def meta_train(
                 step_query = _take(query, index) if per_task_query else query
             new_params, new_opt_state, info = meta_step(
                 learner.at_step(step, steps), params, static, opt_state, optimizer, loss_fn,
-                batch_tasks, step_support, step_query, mesh=mesh,
+                batch_tasks, step_support, step_query, mesh=mesh, tasks_at_once=tasks_at_once,
             )  # fmt: skip
             loss = float(info.meta_loss)
             q = np.asarray(info.query_loss, dtype=np.float64)

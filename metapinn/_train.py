@@ -71,14 +71,27 @@ def meta_objective(
     tasks: PyTree,
     support: PyTree,
     query: PyTree,
+    *,
+    tasks_at_once: int | None = None,
 ) -> tuple[Scalar, MetaStepInfo]:
     r"""The mean over the task batch of `learner`'s per-task meta-objective.
 
     Its gradient in `params` is the meta-gradient, $\frac1B \sum_b g_b$. Tasks are
-    mapped with `jax.vmap`, so the task axis can be sharded across devices and the
-    mean becomes an all-reduce.
+    mapped with `jax.vmap` (`tasks_at_once=None`), so the task axis can be sharded
+    across devices and the mean becomes an all-reduce; an integer `tasks_at_once`
+    maps them with `jax.lax.map` instead, that many at a time (vmapped within; at most
+    the whole batch), one group after another: less memory, and on XLA:CPU often
+    faster, because a batched matrix product over per-task inputs can run slower there
+    than the products one by one.
+
+    **Raises:** `ValueError` for a `tasks_at_once` that is not a positive integer or
+    does not divide the task batch.
     """
     size = task_batch_size(tasks, support, query)
+    if tasks_at_once is not None and (
+        isinstance(tasks_at_once, bool) or not isinstance(tasks_at_once, int) or tasks_at_once < 1
+    ):
+        raise ValueError(f"tasks_at_once must be a positive integer or None, got {tasks_at_once!r}")
     if learner.inner_steps > 0:
         # Each task adapts its own copy of the parameters, so the inner loop's carry is
         # per task anyway; giving the copies a task axis up front spares `vmap` a second
@@ -86,18 +99,40 @@ def meta_objective(
         # broadcast sums the tasks' meta-gradients as before. With no inner loop the
         # parameters stay shared, so the network's backward pass runs once for the batch.
         params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (size, *x.shape)), params)
-    per_task = jax.vmap(
-        learner.meta_loss,
-        in_axes=(
-            0 if learner.inner_steps > 0 else None,
-            None,
-            None,
-            0,
-            _points_axis(support),
-            _points_axis(query),
-        ),
+    in_axes = (
+        0 if learner.inner_steps > 0 else None,
+        None,
+        None,
+        0,
+        _points_axis(support),
+        _points_axis(query),
     )
-    objectives, aux = per_task(params, static, loss_fn, tasks, support, query)
+    args = (params, static, loss_fn, tasks, support, query)
+    if tasks_at_once is None:
+        objectives, aux = jax.vmap(learner.meta_loss, in_axes=in_axes)(*args)
+    else:
+        mapped = tuple(a for a, axis in zip(args, in_axes, strict=True) if axis == 0)
+
+        group = min(tasks_at_once, size)
+        if size % group:
+            raise ValueError(
+                f"a task batch of {size} does not split into groups of tasks_at_once={group}"
+            )
+
+        def one(xs):
+            it = iter(xs)
+            full = [next(it) if axis == 0 else a for a, axis in zip(args, in_axes, strict=True)]
+            return jax.vmap(learner.meta_loss, in_axes=in_axes)(*full)
+
+        # Groups of `group` tasks, one after another (explicit reshapes: lax.map's own
+        # batching cannot reshape the zero-size support losses of a learner with K = 0).
+        grouped = jax.tree_util.tree_map(
+            lambda x: x.reshape(size // group, group, *x.shape[1:]), mapped
+        )
+        objectives, aux = jax.lax.map(one, grouped)
+        objectives, aux = jax.tree_util.tree_map(
+            lambda x: x.reshape(size, *x.shape[2:]), (objectives, aux)
+        )
     mean = jnp.mean(objectives)
     if isinstance(loss_fn, AbstractLoss):
         mean = checked(loss_fn, tasks, mean)  # once for the batch, outside every loop
@@ -136,6 +171,7 @@ def _meta_gradient(
     support: PyTree,
     query: PyTree,
     tasks_to_check: PyTree,
+    tasks_at_once: int | None = None,
 ) -> tuple[Params, MetaStepInfo]:
     """The meta-gradient and diagnostics, with the task checks made once: the per-task
     checks inside the learner are held back while tracing (XLA would drop them with an
@@ -143,14 +179,18 @@ def _meta_gradient(
     use of the step depends on."""
     with task_checks_suspended():
         grad_fn = jax.grad(meta_objective, argnums=1, has_aux=True)
-        grads, info = grad_fn(learner, params, static, loss_fn, tasks, support, query)
+        grads, info = grad_fn(
+            learner, params, static, loss_fn, tasks, support, query, tasks_at_once=tasks_at_once
+        )
     if isinstance(loss_fn, AbstractLoss):
         grads, mean = checked(loss_fn, tasks_to_check, (grads, info.meta_loss))
         info = MetaStepInfo(mean, info.query_loss, info.support_losses)
     return grads, info
 
 
-def _sharded_meta_gradient(mesh: Mesh, learner, params, static, loss_fn, tasks, support, query):
+def _sharded_meta_gradient(
+    mesh: Mesh, learner, params, static, loss_fn, tasks, support, query, tasks_at_once=None
+):
     """`_meta_gradient` with the task batch split over the devices of a 1-D `mesh`:
     each device takes the meta-gradient of the mean over its own tasks, and the
     devices average those (equal shares, so the mean over all tasks)."""
@@ -171,7 +211,7 @@ def _sharded_meta_gradient(mesh: Mesh, learner, params, static, loss_fn, tasks, 
         # (gathered) batch instead, ahead of the pmean, so they all stop together.
         every_task = jax.lax.all_gather(tasks, axis, tiled=True)
         grads, info = _meta_gradient(
-            learner, params, static, loss_fn, tasks, support, query, every_task
+            learner, params, static, loss_fn, tasks, support, query, every_task, tasks_at_once
         )
         grads = jax.lax.pmean(grads, axis)
         mean = jax.lax.pmean(info.meta_loss, axis)
@@ -207,6 +247,7 @@ def meta_step(
     query: PyTree | None = None,
     *,
     mesh: Mesh | None = None,
+    tasks_at_once: int | None = None,
 ) -> tuple[Params, optax.OptState, MetaStepInfo]:
     """One outer step of meta-learning, compiled once per run under `eqx.filter_jit`.
 
@@ -224,6 +265,9 @@ def meta_step(
       device adapts its own tasks and the meta-gradients are averaged across devices.
       `None` (default) leaves placement to JIT: inputs sharded along the task axis
       are then split by XLA's partitioner, which compiles more slowly.
+    - `tasks_at_once`: `None` (default) vmaps over the (device's) tasks; an integer
+      maps over them in groups of that size, one after another (see
+      [`metapinn.meta_objective`][]).
 
     **Returns:** `(params, opt_state, info)`, with per-task losses in `info`.
 
@@ -235,10 +279,12 @@ def meta_step(
     if query is None:
         query = support
     if mesh is None:
-        grads, info = _meta_gradient(learner, params, static, loss_fn, tasks, support, query, tasks)
+        grads, info = _meta_gradient(
+            learner, params, static, loss_fn, tasks, support, query, tasks, tasks_at_once
+        )
     else:
         grads, info = _sharded_meta_gradient(
-            mesh, learner, params, static, loss_fn, tasks, support, query
+            mesh, learner, params, static, loss_fn, tasks, support, query, tasks_at_once
         )
     updates, opt_state = optimizer_update(optimizer, grads, opt_state, params)
     params = optax.apply_updates(params, updates)

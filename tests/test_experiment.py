@@ -11,7 +11,7 @@ import pytest
 
 import metapinn as mp
 from metapinn._cli import main
-from metapinn._experiment import workload
+from metapinn._experiment import format_summary, workload
 from metapinn._experiment._problem import (
     adapt_spec,
     initialisation,
@@ -33,7 +33,7 @@ TINY_W3 = {
     "resample": True,
     "train_nus": [0.02, 0.03, 0.04],
     "test_nus": [0.04, 0.05],
-    "methods": ["multitask", "reptile", "cond-multitask", "cond-reptile", "transfer"],
+    "methods": ["multitask", "reptile", "metasgd", "cond-multitask", "cond-reptile", "transfer"],
     "overrides": [
         "reptile.init=multitask",
         "reptile.adapt=last-layer",
@@ -41,6 +41,7 @@ TINY_W3 = {
         "cond-reptile.init=cond-multitask",
         "cond-reptile.inner_optimizer=adam",
         "transfer.meta_steps=4",
+        "metasgd.meta_steps=2",
     ],
     "inner_steps": 2,
     "meta_steps": 5,
@@ -71,12 +72,20 @@ def tiny_run(tmp_path_factory):
 
 def test_every_initialisation_is_evaluated(tiny_run):
     config, out, results = tiny_run
-    assert results["inits"] == ["random", *TINY_W3["methods"]]
+    # Every method, then the extra row of Meta-SGD's learned inner rule.
+    assert results["inits"] == ["random", *TINY_W3["methods"], "metasgd+rule"]
     rel = np.asarray(results["per_run"]["rel_l2"], dtype=float)
-    assert rel.shape == (6, 2, 2, 3)
+    assert rel.shape == (8, 2, 2, 3)
     assert np.all(np.isfinite(rel))
     labels = {r["method"] for r in results["table"]}
     assert {"Conditioned PINN", "Transfer (nearest task)", "Conditioned + Reptile"} <= labels
+    assert "Meta-SGD, its learned rule" in labels
+    # At k = 0 the learned rule's row is Meta-SGD's own initialisation, unadapted.
+    np.testing.assert_allclose(rel[-1, :, :, 0], rel[3, :, :, 0], rtol=1e-6)
+    # Its curve differs from the common schedule's (another optimiser).
+    assert not np.allclose(rel[-1, :, :, 1:], rel[3, :, :, 1:])
+    # The schedule is a warm-up, so the plain-Adam comparison is there too.
+    assert set(results["plain_adam"]["rel_l2"]) == set(results["inits"]) - {"metasgd+rule"}
     # One transfer PINN per training task nearest a held-out one (0.04 and 0.05 -> 0.04).
     assert nearest_training_tasks(config) == (2, 2)
     assert sorted(p.name for p in (out / "train" / "transfer" / "seed0").iterdir()) == ["task2"]
@@ -206,3 +215,25 @@ def test_workload_flag_and_its_conflicts(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["reproduce", "--workload", "W3", "--config", str(config), "--out", str(tmp_path)])
     assert "drop --workload" in capsys.readouterr().err
+
+
+def test_a_diverged_warm_start_source_stops_only_its_dependents(tmp_path):
+    """Multi-task training meets nu = 3e38 and overflows; Reptile, warm-started from
+    it, is reported as not trained; the conditioned PINN still trains."""
+    config = mp.ExperimentConfig.from_dict(
+        {
+            **TINY_W3,
+            "train_nus": [0.02, 0.03, 3e38],
+            "seeds": [0],
+            "methods": ["multitask", "reptile", "cond-multitask"],
+            "overrides": ["reptile.init=multitask"],
+        }
+    )
+    results = mp.reproduce(config, tmp_path, progress=False, log=lambda _: None, plots=False)
+    diverged = {d["method"]: d for d in results["diverged"]}
+    assert set(diverged) >= {"multitask", "reptile"}
+    assert diverged["reptile"]["source"] == "multitask"
+    assert "warm-start source multitask diverged" in format_summary(results)
+    rel = np.asarray(results["per_run"]["rel_l2"], dtype=float)
+    assert np.isnan(rel[1]).all() and np.isnan(rel[2]).all()
+    assert np.isfinite(rel[0]).all()

@@ -99,7 +99,13 @@ def test_with_no_inner_steps_all_gradients_are_the_plain_gradient(getkey):
     query = mp.sample_collocation(getkey(), mp.Burgers(), 24, 8, 4)
     task = mp.BurgersTask(NU)
     plain = jax.grad(lambda p: loss_fn(eqx.combine(p, static), task, query))(params)
-    for learner in (mp.MAML(inner_steps=0), mp.FOMAML(inner_steps=0), mp.MultiTask()):
+    learners = (
+        mp.MAML(inner_steps=0),
+        mp.FOMAML(inner_steps=0),
+        mp.MultiTask(),
+        mp.MultiTask(own_gradient=True),
+    )
+    for learner in learners:
         grad, _ = learner.meta_gradient(params, static, loss_fn, task, support, query)
         assert tree_allclose(grad, plain)
 
@@ -299,3 +305,36 @@ def test_bad_settings_are_rejected():
     with pytest.raises(TypeError, match="inner_optimizer.*'adam'"):
         mp.FOMAML(inner_optimizer="adam")
     assert isinstance(mp.make_learner("reptile", inner_steps=3), mp.Reptile)
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [*small_learners(), mp.MultiTask(own_gradient=True)],
+    ids=lambda x: type(x).__name__ + ("-own" if getattr(x, "own_gradient", False) else ""),
+)
+def test_tasks_in_groups_give_the_vmapped_step(getkey, learner):
+    """`tasks_at_once` maps the tasks in groups, one after another: the same step."""
+    params, static, loss_fn, support = small_problem(getkey())
+    query = mp.sample_collocation(getkey(), mp.Burgers(), 24, 8, 4)
+    tasks = mp.BurgersTask(jnp.array([0.01, 0.02, 0.03, 0.04]))
+    opt = optax.sgd(0.1)
+    state = opt.init(params)
+    steps = [
+        mp.meta_step(
+            learner, params, static, state, opt, loss_fn, tasks, support, query, tasks_at_once=n
+        )  # fmt: skip
+        for n in (None, 1, 2, 4)
+    ]
+    for other in steps[1:]:
+        assert tree_allclose(other[0], steps[0][0], rtol=1e-10, atol=1e-12)
+        assert tree_allclose(other[2], steps[0][2], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 3])
+def test_bad_task_groups_are_rejected(getkey, bad):
+    params, static, loss_fn, support = small_problem(getkey())
+    tasks = mp.BurgersTask(jnp.array([0.01, 0.02, 0.03, 0.04]))
+    opt = optax.sgd(0.1)
+    with pytest.raises(ValueError, match="tasks_at_once"):
+        mp.meta_step(mp.Reptile(inner_steps=1), params, static, opt.init(params), opt, loss_fn,
+                     tasks, support, tasks_at_once=bad)  # fmt: skip

@@ -40,7 +40,20 @@ LABELS = {
     CONDITIONED + "multitask": "Conditioned PINN",
     TRANSFER: "Transfer (nearest task)",
 }
-"""Every method an experiment can run, with its label in tables and plots."""
+"""Every method an experiment can run, with its label in tables and plots (and the
+extra rows of the learned inner rules)."""
+RULE = "+rule"
+"""Suffix of the extra evaluation row of a method with a learned inner rule (Meta-SGD,
+MAML++): its initialisation adapted with that rule instead of the common schedule."""
+LABELS.update(
+    {
+        m + RULE: f"{LABELS[m]}, its learned rule"
+        for m in list(LABELS)
+        if m.removeprefix(CONDITIONED) in ("metasgd", "mamlpp")
+    }
+)
+METHOD_NAMES = tuple(k for k in LABELS if k != "random" and not k.endswith(RULE))
+"""Every method a run can train."""
 ADAPT_SPECS = ("all", "last-layer")
 """Which parameters an inner loop adapts: all, or only the output layer (ANIL)."""
 OVERRIDE_KEYS = {
@@ -93,7 +106,7 @@ class ExperimentConfig:
     test_nus: tuple[float, ...] = _field(W1_TEST_NUS, "held-out viscosities for evaluation")
     methods: tuple[str, ...] = _field(
         ("maml", "fomaml", "reptile", "multitask"),
-        "methods to train: " + ", ".join(k for k in LABELS if k != "random"),
+        "methods to train: " + ", ".join(METHOD_NAMES),
     )
     inner_steps: int = _field(5, "inner-loop steps K (not used by multitask)")
     inner_optimizer: str = _field("sgd", "inner-loop optimiser: sgd or adam")
@@ -154,21 +167,39 @@ class ExperimentConfig:
             for nu in values:
                 if not (math.isfinite(nu) and nu > 0):
                     _fail(key, nu, "every viscosity nu must be finite and > 0")
-        known = sorted(k for k in LABELS if k != "random")
+        known = sorted(METHOD_NAMES)
         if not self.methods:
             _fail("methods", self.methods, f"choose one or more of {known}")
         for m in self.methods:
-            if m not in LABELS or m == "random" or _learner_name(m) not in METHODS:
+            if m not in METHOD_NAMES or _learner_name(m) not in METHODS:
                 _fail("methods", m, f"unknown method; choose from {known}")
         if len(set(self.methods)) != len(self.methods):
             _fail("methods", self.methods, "a method is listed twice")
         _at_least("eval_warmup", self.eval_warmup, 0)
-        for method in self.methods:
-            self._check_method(method)
+        named = []
         for item in self.overrides:
-            method, _, _ = _parse_override(item)
-            if method not in LABELS or method == "random":
+            method, key, _ = _parse_override(item)
+            if method not in METHOD_NAMES:
                 _fail("overrides", item, f"unknown method {method!r}; choose from {known}")
+            no_loop = _learner_name(method) == "multitask"
+            if no_loop and key in ("inner_steps", "inner_optimizer", "inner_lr", "adapt"):
+                _fail("overrides", item, f"{method} has no inner loop")
+            if method == TRANSFER and key == "init":
+                _fail("overrides", item, "transfer trains from the random initialisation")
+            named.append(method)
+        for method in dict.fromkeys([*self.methods, *named]):
+            self._check_method(method)
+        for method in self.methods:
+            chain = [method]
+            while (source := self.method_settings(chain[-1])["init"]) in self.methods:
+                if source in chain:
+                    _fail(
+                        "overrides",
+                        list(self.overrides),
+                        "the methods' init settings form a cycle: "
+                        + " -> ".join([*chain[chain.index(source) :], source]),
+                    )
+                chain.append(source)
         for key in ("inner_lr", "outer_lr", "eval_lr"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
@@ -231,7 +262,14 @@ class ExperimentConfig:
                 _fail(where + key, s[key], "a learning rate must be finite and > 0")
         if s["adapt"] not in ADAPT_SPECS:
             _fail(where + "adapt", s["adapt"], f"choose one of {ADAPT_SPECS}")
+        learner = _learner_name(method)
+        if learner == "imaml" and s["adapt"] != "all":
+            _fail(where + "adapt", s["adapt"], "iMAML adapts every parameter (adapt=all)")
+        if learner in ("mamlpp", "imaml") and s["inner_steps"] < 1:
+            _fail(where + "inner_steps", s["inner_steps"], f"{method} needs an inner loop (>= 1)")
         init = s["init"]
+        if method not in self.methods:
+            return  # its settings are checked; what it starts from matters in a run with it
         if init != "random" and init in LABELS:
             if init == method:
                 _fail(where + "init", init, "a method cannot start from itself")
@@ -246,7 +284,7 @@ class ExperimentConfig:
                 _fail(where + "init", init, f"{method} and {init} train different networks")
             if init == TRANSFER or method == TRANSFER:
                 _fail(where + "init", init, "transfer trains one network per held-out task")
-            if self.method_settings(init)["init"] == method:
+            if init in self.methods and self.method_settings(init)["init"] == method:
                 _fail(where + "init", init, f"{method} and {init} start from each other")
 
     @classmethod
@@ -359,17 +397,26 @@ W3 = {
     "n_initial": 250,
     "n_boundary": 125,
     "resample": True,
-    "methods": ("multitask", "reptile", "cond-multitask", "transfer"),
-    "overrides": (
-        "reptile.init=multitask",
-        "reptile.meta_steps=100",
-        "reptile.inner_steps=10",
-        "reptile.inner_optimizer=adam",
-        "reptile.inner_lr=0.001",
+    "methods": (
+        "multitask", "reptile", "maml", "metasgd", "cond-multitask", "cond-reptile", "transfer",
     ),
     "meta_steps": 1000,
+    "inner_steps": 5,
+    "inner_lr": 0.01,
+    "overrides": (
+        "multitask.meta_steps=2000",
+        "cond-multitask.meta_steps=2000",
+        "reptile.init=multitask", "reptile.meta_steps=200", "reptile.inner_steps=10",
+        "reptile.inner_optimizer=adam", "reptile.inner_lr=0.001",
+        "maml.init=multitask", "maml.meta_steps=100",
+        "metasgd.init=multitask", "metasgd.meta_steps=100",
+        "cond-reptile.init=cond-multitask", "cond-reptile.meta_steps=100",
+        "cond-reptile.inner_steps=10", "cond-reptile.inner_optimizer=adam",
+        "cond-reptile.inner_lr=0.001",
+    ),
+    "eval_warmup": 20,
     "eps": (0.1, 0.05, 0.02, 0.01),
-}
+}  # fmt: skip
 """Workload W3 (DESIGN.md §3): the 12,737-parameter PINN, 2000/250/125-per-side points
 re-sampled every meta-step, the W1 viscosities; its methods and budgets."""
 
@@ -397,5 +444,6 @@ QUICK = {
 
 
 def quick(config: ExperimentConfig) -> ExperimentConfig:
-    """`config` shrunk to a smoke run (see `QUICK`)."""
-    return config.replace(**QUICK)
+    """`config` shrunk to a smoke run (see `QUICK`); methods' own `meta_steps` go too."""
+    overrides = [o for o in config.overrides if _parse_override(o)[1] != "meta_steps"]
+    return config.replace(**QUICK, overrides=overrides)

@@ -26,16 +26,19 @@ from .._checkpoint import atomic_write, write_json, write_text
 from .._evaluate import adapt_recording, few_shot, field_metrics, pinn_field
 from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_viscosity
 from .._reference import cached_reference_solution, grid_points, standard_grid
-from .._run import METRICS
-from ._config import DIVERGED, LABELS, RESIDUAL_STRIDE, TRANSFER, ExperimentConfig
+from .._run import METRICS, load_meta_params
+from ._config import DIVERGED, LABELS, RESIDUAL_STRIDE, RULE, TRANSFER, ExperimentConfig
 from ._problem import (
+    adam,
     build_problem,
     eval_optimizer,
+    has_learned_rule,
     initialisation,
     is_conditioned,
+    make_method,
     nearest_training_tasks,
 )
-from ._report import summarise, to_markdown
+from ._report import plain_adam_summary, summarise, to_markdown
 from ._training import load_final, run_dir, transfer_tasks
 
 
@@ -56,8 +59,14 @@ def reference_fields(
 
 
 def _read_training_curve(folder: pathlib.Path, steps: int) -> np.ndarray:
-    """Mean query loss per step, NaN-padded to `steps` (a diverged run stops early)."""
-    rows = [json.loads(line) for line in (folder / METRICS).read_text().splitlines() if line]
+    """Mean query loss per step, NaN-padded to `steps` (a diverged run stops early; one
+    whose warm-start source diverged never started)."""
+    path = folder / METRICS
+    rows = (
+        [json.loads(line) for line in path.read_text().splitlines() if line]
+        if path.exists()
+        else []
+    )
     curve = np.full(steps, np.nan)
     curve[: len(rows)] = [np.mean(r["query_loss"]) for r in rows[:steps]]
     return curve
@@ -108,7 +117,7 @@ def _initialisations(config: ExperimentConfig, out_dir: pathlib.Path, inits: tup
     return found, diverged
 
 
-def _adapt_group(config, problem, names, found, static, loss_fn, per_task=False):
+def _adapt_group(config, problem, names, found, static, loss_fn, steps, optimizer, per_task):
     """One vmapped few-shot scan for the initialisations `names` of one network; the
     traces' leading axes are `(S * len(names), N)`, seed-major."""
     stacked = [found[name][s] for s in range(len(config.seeds)) for name in names]
@@ -118,10 +127,124 @@ def _adapt_group(config, problem, names, found, static, loss_fn, per_task=False)
         loss_fn,
         problem.test_tasks,
         problem.points,
-        steps=config.eval_steps,
-        optimizer=eval_optimizer(config),
+        steps=steps,
+        optimizer=optimizer,
         per_task_inits=per_task,
     )
+
+
+def _adapt_all(config, problem, inits, found, statics, steps, optimizer):
+    """Every initialisation adapted to every held-out task, a scan per network.
+
+    **Returns:** `(params, losses)`: the plain network's parameters after each of
+    `steps`, axes `(I, S, N, len(steps), ...)` (conditioned networks bound to their
+    task), and the PINN losses `(I, S, N, len(steps))`."""
+    static, cond_static = statics
+    groups = {
+        "plain": [i for i in inits if not is_conditioned(i) and i != TRANSFER],
+        "conditioned": [i for i in inits if is_conditioned(i)],
+        "transfer": [i for i in inits if i == TRANSFER],
+    }
+    n_s, n_n = len(config.seeds), len(config.test_nus)
+    params_of, losses_of = {}, {}
+    for group, names in groups.items():
+        if not names:
+            continue
+        loss_fn = problem.loss("cond-multitask" if group == "conditioned" else "random")
+        own_static = cond_static if group == "conditioned" else static
+        trace = _adapt_group(
+            config, problem, names, found, own_static, loss_fn, steps, optimizer,
+            group == "transfer",
+        )  # fmt: skip
+        params = trace.params
+        if group == "conditioned":
+            params = _bound(params, cond_static, loss_fn, problem.test_tasks, n_n)
+        for j, name in enumerate(names):
+            pick = np.arange(n_s) * len(names) + j  # seed-major stacking
+            params_of[name] = jax.tree_util.tree_map(lambda a, p=pick: a[p], params)
+            losses_of[name] = np.asarray(trace.losses)[pick]
+    params = _stack([params_of[i] for i in inits])
+    losses = np.stack([losses_of[i] for i in inits]).astype(np.float64)
+    return params, losses
+
+
+def _measure(config, problem, static, all_params, grid, u_ref):
+    """Field metrics of parameters with axes `(I, S, N, K, ...)` on the reference grid.
+
+    **Returns:** `{name: (I, S, N, K) array}` for rel-L2, max error and RMS residual."""
+    shape = jax.tree_util.tree_leaves(all_params)[0].shape[:4]
+    n_n = shape[2]
+    flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[4:]), all_params)
+    task_index = np.broadcast_to(np.arange(n_n)[None, None, :, None], shape)
+    dtype = jnp.dtype(config.dtype)
+    metrics = field_metrics(
+        flat,
+        static,
+        problem.pde,
+        problem.test_tasks,
+        jnp.asarray(task_index.reshape(-1), dtype=jnp.int32),
+        jnp.asarray(grid.reshape(-1, 2), dtype=dtype),
+        jnp.asarray(u_ref.reshape(n_n, -1)),  # float64 when x64 is on
+        jnp.asarray(grid[::RESIDUAL_STRIDE, ::RESIDUAL_STRIDE].reshape(-1, 2), dtype=dtype),
+    )
+
+    def arrange(a):  # (I*S*N*K,) -> (I, S, N, K), a writable copy
+        return np.array(a, dtype=np.float64).reshape(shape).copy()
+
+    return {
+        "rms_residual": arrange(metrics.rms_residual),
+        "rel_l2": arrange(metrics.rel_l2),
+        "max_abs": arrange(metrics.max_abs),
+    }
+
+
+def _adapt_with_learned_rules(config, problem, out_dir, rules, found, diverged, statics):
+    """Each learned-rule method's initialisation adapted with its own learned inner
+    rule (`learned_optimizer` of its trained meta-parameters) instead of the common
+    schedule, one scan per seed.
+
+    **Returns:** `(params, losses)` with axes `(len(rules), S, N, K, ...)` and
+    `(len(rules), S, N, K)`, as `_adapt_all`'s."""
+    failed = {(d["method"], d["seed"]) for d in diverged}
+    params_out, losses_out = [], []
+    for method in rules:
+        conditioned = is_conditioned(method)
+        static = statics[1] if conditioned else statics[0]
+        loss_fn = problem.loss(method)
+        per_seed_params, per_seed_losses = [], []
+        for s, seed in enumerate(config.seeds):
+            like = found[method][s]
+            learner = make_method(config, method, like)
+            if (method, seed) in failed:
+                optimizer = adam(PLAIN_ADAM_LR)  # a stand-in: its numbers are dropped
+            else:
+                settings = config.method_settings(method)
+                meta, _ = load_meta_params(
+                    run_dir(out_dir, method, seed), learner, like, adam(settings["outer_lr"])
+                )
+                optimizer = learner.learned_optimizer(meta)
+            trace = few_shot(
+                jax.tree_util.tree_map(lambda x: x[None], like),
+                static,
+                loss_fn,
+                problem.test_tasks,
+                problem.points,
+                steps=config.eval_steps,
+                optimizer=optimizer,
+            )
+            params = trace.params
+            if conditioned:
+                params = _bound(params, static, loss_fn, problem.test_tasks, len(config.test_nus))
+            per_seed_params.append(jax.tree_util.tree_map(lambda a: a[0], params))
+            per_seed_losses.append(np.asarray(trace.losses)[0])
+        params_out.append(_stack(per_seed_params))
+        losses_out.append(np.stack(per_seed_losses))
+    return _stack(params_out), np.stack(losses_out).astype(np.float64)
+
+
+PLAIN_ADAM_LR = 1e-3
+"""The W1 adaptation (plain Adam at this rate from a fresh state), also reported when
+the run's schedule differs, for comparability."""
 
 
 def _bound(params, static, loss_fn, tasks, n_tasks: int):
@@ -190,66 +313,39 @@ def evaluate_runs(
     found, diverged = _initialisations(config, out_dir, inits)
     _, static, _ = initialisation(config, config.seeds[0])
     _, cond_static, _ = initialisation(config, config.seeds[0], "cond-multitask")
-    groups = {
-        "plain": [i for i in inits if not is_conditioned(i) and i != TRANSFER],
-        "conditioned": [i for i in inits if is_conditioned(i)],
-        "transfer": [i for i in inits if i == TRANSFER],
-    }
+    statics = (static, cond_static)
     log(
         f"adapting {len(inits)} initialisations x {len(config.seeds)} seeds on "
         f"{len(config.test_nus)} held-out viscosities for {config.eval_steps[-1]} Adam steps"
     )
-    n_s, n_n, n_k = len(config.seeds), len(config.test_nus), len(config.eval_steps)
-    params_of, losses_of = {}, {}
-    for group, names in groups.items():
-        if not names:
-            continue
-        method = "cond-multitask" if group == "conditioned" else "random"
-        loss_fn = problem.loss(method)
-        trace = _adapt_group(
-            config, problem, names, found, cond_static if group == "conditioned" else static,
-            loss_fn, per_task=group == "transfer",
-        )  # fmt: skip
-        params = trace.params
-        if group == "conditioned":
-            params = _bound(params, cond_static, loss_fn, problem.test_tasks, n_n)
-        for j, name in enumerate(names):
-            pick = np.arange(n_s) * len(names) + j  # seed-major stacking
-            params_of[name] = jax.tree_util.tree_map(lambda a, p=pick: a[p], params)
-            losses_of[name] = np.asarray(trace.losses)[pick]
+    all_params, losses = _adapt_all(
+        config, problem, inits, found, statics, config.eval_steps, eval_optimizer(config)
+    )
     if reference is None:
         x, t, grid, u_ref = reference_fields(config.test_nus)
     else:
         x, t, grid, u_ref = reference.result()
-    n_i = len(inits)
-    all_params = _stack([params_of[i] for i in inits])  # (I, S, N, K, ...)
-    flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[4:]), all_params)
-    task_index = np.broadcast_to(np.arange(n_n)[None, None, :, None], (n_i, n_s, n_n, n_k))
-    dtype = jnp.dtype(config.dtype)
     grid = np.asarray(grid).reshape(len(t), len(x), 2)
-    metrics = field_metrics(
-        flat,
-        static,
-        problem.pde,
-        problem.test_tasks,
-        jnp.asarray(task_index.reshape(-1), dtype=jnp.int32),
-        jnp.asarray(grid.reshape(-1, 2), dtype=dtype),
-        jnp.asarray(u_ref.reshape(n_n, -1)),  # float64 when x64 is on
-        jnp.asarray(grid[::RESIDUAL_STRIDE, ::RESIDUAL_STRIDE].reshape(-1, 2), dtype=dtype),
-    )
-
-    def arrange(a):  # (I*S*N*K,) -> (I, S, N, K), a writable copy
-        return np.array(a, dtype=np.float64).reshape(n_i, n_s, n_n, n_k).copy()
-
-    per_run = {
-        "loss": np.stack([losses_of[i] for i in inits]).astype(np.float64),
-        "rms_residual": arrange(metrics.rms_residual),
-        "rel_l2": arrange(metrics.rel_l2),
-        "max_abs": arrange(metrics.max_abs),
-    }
+    trained_inits = inits
+    rules = [m for m in config.methods if has_learned_rule(m)]
+    if rules:
+        # Extra rows, never instead: each learned inner rule adapting its own init.
+        log(f"adapting with the learned inner rules of {', '.join(rules)}")
+        rule_params, rule_losses = _adapt_with_learned_rules(
+            config, problem, out_dir, rules, found, diverged, statics
+        )
+        all_params = jax.tree_util.tree_map(
+            lambda a, b: jnp.concatenate([a, b]), all_params, rule_params
+        )
+        losses = np.concatenate([losses, rule_losses])
+        inits = inits + tuple(m + RULE for m in rules)
+        rule_failed = [(d["method"] + RULE, d["seed"]) for d in diverged if d["method"] in rules]
+    per_run = {"loss": losses, **_measure(config, problem, static, all_params, grid, u_ref)}
+    n_i, n_s = len(inits), len(config.seeds)
     valid = np.ones((n_i, n_s), dtype=bool)
-    for d in diverged:
-        valid[inits.index(d["method"]), config.seeds.index(d["seed"])] = False
+    failed = [(d["method"], d["seed"]) for d in diverged] + (rule_failed if rules else [])
+    for method, seed in failed:
+        valid[inits.index(method), config.seeds.index(seed)] = False
     for values in per_run.values():
         values[~valid] = np.nan
     for name, values in per_run.items():
@@ -260,6 +356,17 @@ def evaluate_runs(
         config, problem, static, problem.loss("random"), found["random"][0]
     )
     results = summarise(config, inits, per_run, valid=valid, diverged=diverged)
+    if (config.eval_lr, max(config.eval_warmup, 1)) != (PLAIN_ADAM_LR, 1):
+        # Every initialisation (a learned rule's row is its method's initialisation).
+        plain_params, _ = _adapt_all(
+            config, problem, trained_inits, found, statics, (config.budget,), adam(PLAIN_ADAM_LR)
+        )
+        rel = _measure(config, problem, static, plain_params, grid, u_ref)["rel_l2"]
+        own_valid = valid[: len(trained_inits)]
+        rel[~own_valid] = np.nan
+        results["plain_adam"] = plain_adam_summary(
+            config, trained_inits, rel[..., 0], own_valid, PLAIN_ADAM_LR
+        )
     results["timing"] = {
         "evaluation_seconds": round(eval_seconds, 2),
         "training_seconds": _training_seconds(config, out_dir),
@@ -331,6 +438,8 @@ def _training_seconds(config: ExperimentConfig, out_dir: pathlib.Path) -> dict[s
             if m == TRANSFER:
                 folders = [run_dir(out_dir, m, s, i) for i in transfer_tasks(config)]
             for folder in folders:
+                if not (folder / METRICS).exists():
+                    continue  # never trained (its warm-start source diverged)
                 lines = (folder / METRICS).read_text().splitlines()
                 previous = 0.0
                 for line in lines:

@@ -2,8 +2,9 @@
 for every seed, adapt every initialisation to the held-out tasks, measure it against
 the reference, and hand the measurements to the report.
 
-1. Meta-train each method for each seed, every method starting from the same random
-   initialisation of that seed, for the same number of outer steps.
+1. Meta-train each method for each seed, from the random initialisation of that seed
+   (one for the plain network, one for the conditioned one) or, for a warm start, from
+   another method's result for that seed.
 2. Adapt every initialisation (and the random one) to each held-out task with the
    same schedule, in one scan per run, reading it at the step counts `eval_steps`.
 3. Measure the PINN loss, the RMS PDE residual and the relative L2 error against the

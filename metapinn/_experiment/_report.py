@@ -10,6 +10,7 @@ from ._config import (
     CONDITIONED,
     LABELS,
     OVERRIDE_KEYS,
+    RULE,
     TRANSFER,
     ExperimentConfig,
     _learner_name,
@@ -145,12 +146,45 @@ def summarise(
         "verdict": _verdict(config, inits, stats["rel_l2"], n_seeds, n_s),
         "seeds_used": n_seeds,
         "diverged": [
-            {k: d[k] for k in ("method", "seed", "step", "tasks", "checkpoint_step")}
+            {k: d.get(k) for k in ("method", "seed", "step", "tasks", "checkpoint_step", "source")}
             for d in diverged
         ],
         "per_run": {name: _json_array(a) for name, a in per_run.items()},
         "per_run_axes": ["init", "seed", "test_nu", "steps"],
     }
+
+
+def plain_adam_summary(
+    config: ExperimentConfig, inits, rel: np.ndarray, valid: np.ndarray, lr: float
+) -> dict[str, Any]:
+    """rel-L2 after the budget with plain Adam at 1e-3 (the W1 adaptation), `rel`
+    `(I, S, N)`: the mean over seeds, ± their spread, of the mean over tasks."""
+    per_seed = rel.mean(axis=2)
+    return {
+        "steps": config.budget,
+        "lr": lr,
+        "rel_l2": {
+            init: _stat(*(float(v[0]) for v in _mean_std(per_seed[i, valid[i]][:, None])))
+            for i, init in enumerate(inits)
+        },
+    }
+
+
+def plain_adam_table(results: dict[str, Any]) -> str:
+    """The plain-Adam comparison (Markdown), or "" if the run's schedule is plain Adam."""
+    plain = results.get("plain_adam")
+    if not plain:
+        return ""
+    kb = results["config"]["budget"]
+    rows = []
+    for init in results["inits"]:
+        if init not in plain["rel_l2"]:
+            continue  # a learned rule's row: its initialisation is its method's
+        scheduled = next(e for e in results["curves"][init] if e["steps"] == kb)["rel_l2"]
+        rows.append([results["labels"][init], _fmt(scheduled), _fmt(plain["rel_l2"][init])])
+    header = ["Initialisation", f"rel-L2, {kb} steps, this run's schedule",
+              f"rel-L2, {kb} steps, plain Adam at {plain['lr']:g}"]  # fmt: skip
+    return _md_table(header, rows)
 
 
 def _json_array(a: np.ndarray) -> list:
@@ -260,7 +294,10 @@ def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     **Returns:** rows `{init, eps, steps, random_steps, saved_seconds, training_seconds,
     tasks}`; `tasks` is `None` where nothing is saved (or the method never gets there),
-    and a lower bound (`"relation": ">"`) where random init never gets there."""
+    and an upper bound (`"relation": "<"`) where random init never gets there (it saves
+    more than counted). One adaptation step costs the plain network's measured time
+    for every row (the conditioned network's is within a few per cent: one more input
+    column)."""
     timing = results.get("timing") or {}
     step_seconds = timing.get("adaptation_step_seconds")
     train = timing.get("training_seconds") or {}
@@ -271,6 +308,7 @@ def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
     k_max = results["steps"][-1]
 
     def per_seed(init: str) -> float:
+        init = init.removesuffix(RULE)  # a learned rule's row: its method's training
         own = train.get(init, 0.0) / n_seeds
         source = config.method_settings(init)["init"]
         return own + (per_seed(source) if source in train else 0.0)
@@ -378,6 +416,17 @@ def to_markdown(results: dict[str, Any]) -> str:
         steps_to_eps_table(results),
         "",
     ]
+    table = plain_adam_table(results)
+    if table:
+        out += [
+            "## The same budget with plain Adam (the W1 adaptation)",
+            "",
+            f"{schedule_text(c)} is this run's schedule; plain Adam at 1e-3 from a fresh "
+            "state, for comparability with W1, overshoots from a good start.",
+            "",
+            table,
+            "",
+        ]
     table = amortisation_table(results)
     if table:
         seconds = results["timing"]["adaptation_step_seconds"]
@@ -457,10 +506,16 @@ def _diverged_lines(results: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Diverged meta-training runs", ""]
     for d in results["diverged"]:
+        if d.get("source"):
+            what = f"not trained, as its warm-start source {d['source']} diverged"
+        else:
+            what = (
+                f"non-finite loss at meta-step {d['step']} (tasks: "
+                f"{'; '.join(d['tasks']) or 'the update'})"
+            )
         lines.append(
-            f"- {results['labels'][d['method']]}, seed {d['seed']}: non-finite loss at "
-            f"meta-step {d['step']} (tasks: {'; '.join(d['tasks']) or 'the update'}); "
-            "left out of that method's statistics."
+            f"- {results['labels'][d['method']]}, seed {d['seed']}: {what}; left out of that "
+            "method's statistics."
         )
     return [*lines, ""]
 

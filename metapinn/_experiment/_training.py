@@ -41,6 +41,7 @@ from ._problem import (
     nearest_training_tasks,
     point_sampler,
     run_settings,
+    tasks_at_once,
 )
 
 
@@ -130,7 +131,10 @@ def load_final(
     stored = meta.get("config") or {}
     bad = sorted(k for k in settings if k != "checkpoint_every" and stored.get(k) != settings[k])
     if bad:
-        raise ConfigError(f"the checkpoint in {folder} was trained with other {', '.join(bad)}")
+        raise ConfigError(
+            f"the checkpoint in {folder} was trained with other settings: "
+            + ", ".join(f"{k} (stored {stored.get(k)!r}, now {settings[k]!r})" for k in bad)
+        )
     return params
 
 
@@ -222,6 +226,27 @@ def train_runs(
             tasks = [None] if method != TRANSFER else list(transfer_tasks(config))
             for task in tasks:
                 folder = run_dir(out_dir, method, seed, task)
+                source = settings["init"]
+                if (
+                    task is None
+                    and source in config.methods
+                    and keep_going
+                    and (run_dir(out_dir, source, seed) / DIVERGED).exists()
+                ):
+                    message = f"not trained: its warm-start source {source} diverged"
+                    write_json(
+                        folder / DIVERGED,
+                        {
+                            "step": 0,
+                            "tasks": [],
+                            "message": message,
+                            "checkpoint_step": None,
+                            "source": source,
+                        },  # fmt: skip
+                    )
+                    log(f"{LABELS[method]}, seed {seed}: {message}")
+                    results[method, seed] = None
+                    continue
                 if task is None:
                     start = starting_point(config, out_dir, method, seed, params)
                     train_tasks, per_step = problem.train_tasks, config.tasks_per_step
@@ -245,6 +270,7 @@ def train_runs(
                         tasks_per_step=per_step,
                         sample_points=sampler,
                         mesh=mesh if per_step % (1 if mesh is None else mesh.size) == 0 else None,
+                        tasks_at_once=tasks_at_once(config, method),
                         run_dir=folder,
                         checkpoint_every=config.checkpoint_every,
                         resume=resume,

@@ -84,6 +84,19 @@ def _inner_gradients(grads: PyTree, first_order: bool) -> PyTree:
     return jax.lax.stop_gradient(grads) if first_order else grads
 
 
+def _apply_rates(update, rates: Rates, grads: PyTree) -> PyTree:
+    """`update(rate, g)` leaf by leaf; a leaf without a rate (`None`: frozen by the
+    learner's `adapt_spec`) does not move. Inside `adapt` such leaves are already
+    split off; a caller adapting every leaf with the learned rule (e.g. a few-shot
+    evaluation) passes gradients for them too."""
+    return jtu.tree_map(
+        lambda r, g: None if g is None else (jnp.zeros_like(g) if r is None else update(r, g)),
+        rates,
+        grads,
+        is_leaf=lambda x: x is None,
+    )
+
+
 def _scale_by_rates(rates: Rates, *, first_order: bool = False) -> optax.GradientTransformation:
     r"""The Meta-SGD inner update $u = -\alpha \odot g$, with `rates` $\alpha$ shaped
     like the adapting parameters (`None` where they are frozen).
@@ -98,7 +111,7 @@ def _scale_by_rates(rates: Rates, *, first_order: bool = False) -> optax.Gradien
     def update_fn(updates, state, params=None):
         del params
         grads = _inner_gradients(updates, first_order)
-        return jtu.tree_map(lambda r, g: -r * g, rates, grads), state
+        return _apply_rates(lambda r, g: -r * g, rates, grads), state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -131,7 +144,7 @@ def _scale_by_step_rates(
             k = jnp.minimum(state.count, r.shape[0] - 1)
             return -r[k] * g
 
-        return jtu.tree_map(step, rates, grads), _StepCount(state.count + 1)
+        return _apply_rates(step, rates, grads), _StepCount(state.count + 1)
 
     return optax.GradientTransformation(init_fn, update_fn)
 

@@ -112,6 +112,14 @@ class MultiTask(AbstractMetaLearner):
     """
 
     inner_steps: int = eqx.field(static=True, default=0)
+    own_gradient: bool = eqx.field(static=True, default=False)
+    """Differentiate each task's loss by the loss's own gradient (for a
+    [`metapinn.PINNLoss`][], the hand-written adjoint) instead of plain reverse mode.
+    Plain reverse mode (the default) lets JAX sum the tasks' cotangents and run the
+    network's backward pass once when every task sees the same network on the same
+    points; where tasks do not share the network's jet (a parameter-conditioned PINN,
+    or per-task points) there is one backward pass per task anyway, and the loss's
+    own gradient is faster (W3 conditioned PINN, 6 tasks: about 1.8x)."""
 
     def __check_init__(self):
         if self.inner_steps != 0:
@@ -130,10 +138,13 @@ class MultiTask(AbstractMetaLearner):
         query: PyTree,
     ) -> tuple[Scalar, MetaAux]:
         del support
-        # Plain reverse mode here, not the loss's own gradient: every task shares the
-        # parameters, so JAX sums the tasks' cotangents before the network's backward
-        # pass and runs that pass once for the whole batch.
-        query_loss = loss_fn(eqx.combine(params, static), task, query)
+        # By default plain reverse mode, not the loss's own gradient: every task shares
+        # the parameters, so JAX sums the tasks' cotangents before the network's
+        # backward pass and runs that pass once for the whole batch (see own_gradient).
+        if self.own_gradient:
+            query_loss = loss_with_gradient(loss_fn, params, static, task, query)
+        else:
+            query_loss = loss_fn(eqx.combine(params, static), task, query)
         return query_loss, MetaAux(query_loss, query_loss[None][:0])
 
 
