@@ -1,7 +1,9 @@
-"""Speed of one meta-step on workload W1 (DESIGN.md §3), by the speed protocol (§4).
+"""Speed of one meta-step on workload W1 or W3 (DESIGN.md §3), by the speed protocol (§4).
 
-For second-order MAML, first-order MAML, Reptile, multi-task pre-training and a
-100-step Adam adaptation this measures: the *cold* compile time, i.e. the first
+For each case (W1, the default: second-order MAML, first-order MAML, Reptile,
+multi-task pre-training and a 100-step Adam adaptation; W3: those and Reptile with a
+K = 10 Adam inner loop, Meta-SGD, iMAML and the conditioned PINN's multi-task step;
+see `CASES`) this measures: the *cold* compile time, i.e. the first
 `.lower()` (JAX tracing and lowering) plus `.compile()` (XLA) of the step in a fresh
 process, before anything else is traced, repeated in `--compile-runs` fresh processes
 (median, min and max reported, with the median split into its JAX and XLA parts); the
@@ -14,11 +16,19 @@ compile caches don't leak between cases).
 
 Each case runs with the XLA:CPU flags of `metapinn.configure_cpu` (fast compiles;
 `--plain-xla` leaves them out). With `--devices N`, the meta-learner cases also run
-with the task axis sharded over N host devices, one per core (DESIGN.md §7).
+with the task axis sharded over N host devices, one per core (DESIGN.md §7). With
+`--tasks-at-once vmap 1`, each meta-learner case runs once vmapped over its tasks and
+once mapped over them one at a time (`meta_step(..., tasks_at_once=1)`), as separate
+rows; by default a case runs as the main job runs it (vmapped, except the
+conditioned PINN's multi-task step, one task at a time).
+
+W3 uses one fixed draw of support points and one of query points for every timed
+step (the main job re-samples both every step, in a separate small jitted call).
 
 Run from the repository root:
 
-    python benchmarks/meta_step.py [--steps 30] [--compile-runs 5] [--devices 1 2]
+    python benchmarks/meta_step.py [--workload W1|W3] [--cases ...] [--steps 30]
+        [--compile-runs 5] [--devices 1 2] [--tasks-at-once vmap 1 ...]
         [--plain-xla] [--out FILE.json]
 """
 
@@ -34,32 +44,103 @@ import sys
 import time
 
 
-CASES = ("maml", "fomaml", "reptile", "multitask", "adapt100")
+W1_CASES = ("maml", "fomaml", "reptile", "multitask", "adapt100")
+W3_CASES = (
+    "maml",
+    "fomaml",
+    "reptile",
+    "reptile-adam10",
+    "multitask",
+    "metasgd",
+    "imaml",
+    "cond-multitask",
+    "adapt100",
+)
+CASES = tuple(dict.fromkeys(W1_CASES + W3_CASES))
+DEFAULT_CASES = {"W1": W1_CASES, "W3": W3_CASES}
 
-# W1 (DESIGN.md §3).
-WIDTH, DEPTH = 32, 2
-N_INTERIOR, N_INITIAL, N_BOUNDARY = 200, 50, 20
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """The network and point counts of a workload (DESIGN.md §3)."""
+
+    width: int
+    depth: int
+    n_interior: int
+    n_initial: int
+    n_boundary: int  # per boundary (x = -1 and x = 1)
+
+
+WORKLOADS = {
+    # W1: 2 -> 32 -> 32 -> 1 (1,185 parameters), 200 / 50 / 20 per boundary.
+    "W1": Workload(32, 2, 200, 50, 20),
+    # W3: 2 -> 64 -> 64 -> 64 -> 64 -> 1 (12,737 parameters), 2000 / 250 / 125 per boundary.
+    "W3": Workload(64, 4, 2000, 250, 125),
+}
+# Shared by W1 and W3: 6 tasks (the training viscosities), K = 5 SGD steps at 0.01,
+# outer Adam at 1e-3.
 TASKS, INNER_STEPS, INNER_LR, OUTER_LR = 6, 5, 0.01, 1e-3
 ADAPT_STEPS = 100
+# Reptile as the W3 experiment trains it: K = 10 Adam steps at 1e-3.
+REPTILE_ADAM_STEPS, REPTILE_ADAM_LR = 10, 1e-3
+# iMAML's default CG settings (checked against `metapinn.IMAML` in `run_case`).
+IMAML_CG_STEPS = 5
+# How each case maps over its tasks by default, as the main job runs it (`None`:
+# vmapped): the conditioned network's jet differs per task, so one at a time.
+DEFAULT_TASKS_AT_ONCE = {"cond-multitask": 1}
 
 
-def analytic_flops(case: str) -> float:
-    """Matmul FLOPs of one step of `case` on W1, counted as DESIGN.md §4 prescribes.
+def gradient_flops(workload: str = "W1") -> float:
+    """Matmul FLOPs of one gradient of the PINN loss of `workload` (DESIGN.md §4).
 
     One loss evaluation pushes the value through the network at all
     `n_int + n_ic + n_bc` points and three more streams (`u_x, u_t, u_xx`) at the
-    interior points: `F = 2 · Σ fan_in·fan_out · (4 n_int + n_ic + 2 n_bc)`. A
-    gradient costs `3F` (forward + two matmuls back per layer); differentiating
-    back through one inner gradient step of second-order MAML costs `6F` more.
+    interior points: `F = 2 · Σ fan_in·fan_out · (4 n_int + n_ic + 2 n_bc)`, with
+    `Σ fan_in·fan_out = 2w + (D - 1)w² + w` for D hidden layers of width w. A gradient
+    costs `3F` (forward + two matmuls back per layer). W1: F = 1.99 MFLOP, gradient
+    5.98 MFLOP. W3: Σ = 12,480 and 8,500 columns, so F = 0.212 GFLOP (the jet forward)
+    and the gradient 0.637 GFLOP (DESIGN.md rounds it to 0.62 = 0.21 + 0.41).
     """
-    fan = 2 * WIDTH + (DEPTH - 1) * WIDTH * WIDTH + WIDTH
-    f = 2 * fan * (4 * N_INTERIOR + N_INITIAL + 2 * N_BOUNDARY)
-    grad = 3 * f
+    w = WORKLOADS[workload]
+    fan = 2 * w.width + (w.depth - 1) * w.width * w.width + w.width
+    f = 2 * fan * (4 * w.n_interior + w.n_initial + 2 * w.n_boundary)
+    return 3 * f
+
+
+def analytic_flops(case: str, workload: str = "W1") -> float:
+    """Matmul FLOPs of one step of `case` on `workload`, counted as DESIGN.md §4
+    prescribes, in gradients `G` of the PINN loss (`gradient_flops`); elementwise
+    work (optimiser updates, activations, the rates of Meta-SGD) is left out.
+
+    Per task, with K inner steps:
+
+    - `maml` (second order, SGD): K inner gradients + the query gradient, and
+      differentiating back through each inner gradient step is a Hessian-vector
+      product, ≈ 2G (forward mode over the gradient): `(K + 1)G + 2KG = (3K + 1)G`.
+    - `metasgd`: as `maml` (the learned rates add only elementwise products).
+    - `fomaml`: `(K + 1)G`, nothing differentiated back through the loop.
+    - `reptile`, `reptile-adam10`: `KG` (K = 5 SGD, K = 10 Adam); the query loss,
+      evaluated at φ_K for monitoring only, is a forward pass (G/3) not counted.
+    - `imaml`: K proximal inner gradients + the query gradient + the CG solve's
+      Hessian-vector products, at most `cg_steps + 1` (the initial residual and one
+      per step) of ≈ 2G each: `(K + 1)G + 2(cg_steps + 1)G`.
+    - `multitask`, `cond-multitask`: `G` (the conditioned network's condition only
+      shifts the first layer's bias, W flops). With shared points plain multi-task
+      computes the network's jet once for all tasks, so `6G` overstates its floor.
+
+    and `adapt100` is `100G` (one task). The meta-learner cases are × 6 tasks.
+    """
+    grad = gradient_flops(workload)
+    k = INNER_STEPS
     per_task = {
-        "maml": (INNER_STEPS + 1) * grad + INNER_STEPS * 2 * grad,
-        "fomaml": (INNER_STEPS + 1) * grad,
-        "reptile": INNER_STEPS * grad,
+        "maml": (3 * k + 1) * grad,
+        "metasgd": (3 * k + 1) * grad,
+        "fomaml": (k + 1) * grad,
+        "reptile": k * grad,
+        "reptile-adam10": REPTILE_ADAM_STEPS * grad,
+        "imaml": (k + 1) * grad + 2 * (IMAML_CG_STEPS + 1) * grad,
         "multitask": grad,
+        "cond-multitask": grad,
     }
     if case == "adapt100":
         return ADAPT_STEPS * grad
@@ -89,10 +170,44 @@ def _xla_flops(compiled) -> float:
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def run_case(case: str, steps: int, devices: int = 1, compile_only: bool = False) -> dict:
-    """Compile and time one case in this process; with `devices > 1`, the task axis
-    of the meta-step is sharded over that many (host) devices. The first thing traced
-    is the timed step, so its compile time is a cold one; `compile_only` stops there."""
+def _learner(case: str):
+    """The meta-learner of `case`, with the settings the main job trains it with."""
+    import optax
+
+    import metapinn as mp
+
+    if case in ("multitask", "cond-multitask"):
+        # The conditioned network's jet differs per task: the loss's own gradient.
+        return mp.MultiTask(own_gradient=case == "cond-multitask")
+    if case == "reptile-adam10":
+        # As the W3 experiment's `reptile.inner_optimizer=adam` (eps_root as there).
+        inner = optax.adam(REPTILE_ADAM_LR, eps_root=1e-16)
+        return mp.Reptile(inner_steps=REPTILE_ADAM_STEPS, inner_optimizer=inner)
+    learner = mp.make_learner(case, inner_steps=INNER_STEPS, inner_optimizer=INNER_LR)
+    if case == "imaml" and learner.cg_steps != IMAML_CG_STEPS:
+        raise AssertionError(f"analytic_flops assumes cg_steps={IMAML_CG_STEPS}")
+    return learner
+
+
+def case_label(case: str, devices: int = 1, tasks_at_once: int | None = None) -> str:
+    """`maml`, `maml/2dev`, `cond-multitask/map1` (`lax.map` over groups of 1 task)."""
+    label = case if devices == 1 else f"{case}/{devices}dev"
+    return label if tasks_at_once is None else f"{label}/map{tasks_at_once}"
+
+
+def run_case(
+    case: str,
+    steps: int,
+    devices: int = 1,
+    compile_only: bool = False,
+    workload: str = "W1",
+    tasks_at_once: int | None = None,
+) -> dict:
+    """Compile and time one case of `workload` in this process; with `devices > 1`,
+    the task axis of the meta-step is sharded over that many (host) devices, and with
+    an integer `tasks_at_once` the tasks (of each device) are mapped over in groups of
+    that size (`meta_step(..., tasks_at_once=...)`). The first thing traced is the
+    timed step, so its compile time is a cold one; `compile_only` stops there."""
     import equinox as eqx
     import jax
     import jax.numpy as jnp
@@ -101,12 +216,23 @@ def run_case(case: str, steps: int, devices: int = 1, compile_only: bool = False
 
     import metapinn as mp
 
-    pinn = mp.MLPPINN(WIDTH, DEPTH, dtype=jnp.float32, key=jr.key(0))
-    params, static = eqx.partition(pinn, eqx.is_inexact_array)
+    w = WORKLOADS[workload]
     pde = mp.Burgers()
     loss_fn = mp.PINNLoss(pde)
-    batch = mp.sample_collocation(jr.key(1), pde, N_INTERIOR, N_INITIAL, N_BOUNDARY)
+    if case == "cond-multitask":
+        net = mp.ConditionedPINN(1, w.width, w.depth, dtype=jnp.float32, key=jr.key(0))
+        loss_fn = mp.ConditionedLoss(loss_fn, mp.LogScaledFeature(0.005, 0.05))
+    else:
+        net = mp.MLPPINN(w.width, w.depth, dtype=jnp.float32, key=jr.key(0))
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    batch = mp.sample_collocation(jr.key(1), pde, w.n_interior, w.n_initial, w.n_boundary)
+    # W1 reuses the support points as the query points (as its main job does); W3
+    # draws the query points independently, once (the main job re-samples both).
+    query = None
+    if workload != "W1":
+        query = mp.sample_collocation(jr.key(2), pde, w.n_interior, w.n_initial, w.n_boundary)
     nus = jnp.linspace(0.005, 0.05, 12, dtype=jnp.float32)
+    xla_note = None
 
     if case == "adapt100":
         optimizer = optax.adam(OUTER_LR)
@@ -137,50 +263,72 @@ def run_case(case: str, steps: int, devices: int = 1, compile_only: bool = False
 
         advance = lambda out, args: (out, *args[1:])  # noqa: E731
     else:
-        if case == "multitask":
-            learner = mp.MultiTask()
-        else:
-            learner = mp.make_learner(case, inner_steps=INNER_STEPS, inner_optimizer=INNER_LR)
+        learner = _learner(case)
         optimizer = optax.adam(OUTER_LR)
         tasks = mp.BurgersTask(nus[::2])
+        # Meta-SGD trains its rates with the initialisation: a `MetaParams`.
+        meta_params = learner.init_meta_params(params)
 
         # Tasks and points are arguments, not closed-over constants: a constant loses
         # its sharding, and with it the split of the task axis over devices.
         mesh = mp.task_mesh(devices) if devices > 1 else None
+        if TASKS % devices:
+            raise ValueError(f"{TASKS} tasks do not split over {devices} devices")
 
-        def step_fn(p, state, tasks, batch):
-            return mp.meta_step(
-                learner, p, static, state, optimizer, loss_fn, tasks, batch, mesh=mesh
-            )
+        def make(learner, at_once):
+            def step(p, state, tasks, batch, query):
+                return mp.meta_step(
+                    learner,
+                    p,
+                    static,
+                    state,
+                    optimizer,
+                    loss_fn,
+                    tasks,
+                    batch,
+                    query,
+                    mesh=mesh,
+                    tasks_at_once=at_once,
+                )
 
-        step_fn = eqx.filter_jit(step_fn)
-        args = (params, optimizer.init(params))
+            return eqx.filter_jit(step)
+
+        step_fn = make(learner, tasks_at_once)
+        args = (meta_params, optimizer.init(meta_params))
         if devices > 1:
             # The task axis split over the devices by `meta_step(..., mesh=...)`
             # (DESIGN.md §7); the inputs are placed so, everything else replicated.
             from jax.sharding import NamedSharding, PartitionSpec
 
-            if TASKS % devices:
-                raise ValueError(f"{TASKS} tasks do not split over {devices} devices")
             tasks = jax.device_put(tasks, NamedSharding(mesh, PartitionSpec("tasks")))
             replicated = NamedSharding(mesh, PartitionSpec())
-            batch = jax.device_put(batch, replicated)
+            batch, query = jax.device_put((batch, query), replicated)
             args = jax.device_put(args, replicated)
-        args = (*args, tasks, batch)
+        args = (*args, tasks, batch, query)
         # XLA counts a loop body once, so count FLOPs on a fully unrolled copy. Unroll
         # by the step count, not `True`: True == 1 and hash(True) == hash(1), so a
         # learner with `inner_unroll=True` shares JIT cache entries with the default
         # `inner_unroll=1`, and the timed step below would run the unrolled program.
         unrolled = dataclasses.replace(learner, inner_unroll=max(learner.inner_steps, 2))
+        # `lax.map` over groups of tasks is a loop too, which cannot be unrolled from
+        # here: count a batch of one group per device (one trip) and scale by the
+        # number of groups (the outer update, elementwise, is scaled with it).
+        per_device = TASKS // devices
+        group = per_device if tasks_at_once is None else min(tasks_at_once, per_device)
+        groups = per_device // group
+        if case == "imaml":
+            xla_note = (
+                "CG is a lax.while_loop (lineax), counted once: at most "
+                f"{IMAML_CG_STEPS - 1} of its {IMAML_CG_STEPS + 1} Hessian-vector "
+                "products are missing from the XLA count"
+            )
 
         def count_flops():
-            @eqx.filter_jit
-            def count_fn(p, state, tasks, batch):
-                return mp.meta_step(
-                    unrolled, p, static, state, optimizer, loss_fn, tasks, batch, mesh=mesh
-                )
-
-            return _xla_flops(count_fn.lower(*args).compile().compiled)
+            count_args = list(args)
+            if groups > 1:
+                count_args[2] = jax.tree_util.tree_map(lambda x: x[: group * devices], tasks)
+            count_fn = make(unrolled, tasks_at_once)
+            return _xla_flops(count_fn.lower(*count_args).compile().compiled) * groups
 
         advance = lambda out, args: (out[0], out[1], *args[2:])  # noqa: E731
 
@@ -209,15 +357,18 @@ def run_case(case: str, steps: int, devices: int = 1, compile_only: bool = False
         args = advance(out, args)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "case": case if devices == 1 else f"{case}/{devices}dev",
+        "case": case_label(case, devices, tasks_at_once),
+        "workload": workload,
         "devices": devices,
+        "tasks_at_once": tasks_at_once,
         **timing,
         "median_ms": 1e3 * statistics.median(times),
         "min_ms": 1e3 * min(times),
         "max_ms": 1e3 * max(times),
         "steps_timed": steps,
-        "analytic_mflop": analytic_flops(case) / 1e6,
+        "analytic_mflop": analytic_flops(case, workload) / 1e6,
         "xla_mflop": xla / 1e6,
+        "xla_note": xla_note,
         "peak_rss_mib": rss_kib / 1024,
     }
 
@@ -231,39 +382,81 @@ def _child(command: list[str], env: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _table(rows: list[dict], ceiling: float) -> str:
+def _table(rows: list[dict], ceiling: float, workload: str, steps: int) -> str:
+    width = max([16] + [len(r["case"]) for r in rows])
     head = (
-        f"{'case':<16} {'compile s':>9} {'min–max s':>11} {'JAX+XLA s':>10} "
+        f"{'case':<{width}} {'compile s':>9} {'min–max s':>11} {'JAX+XLA s':>10} "
         f"{'median ms':>10} {'min–max ms':>15} "
         f"{'analytic MF':>11} {'XLA MF':>8} {'GFLOP/s':>8} {'floor ms':>8} "
         f"{'×floor':>7} {'RSS MiB':>8}"
     )
-    lines = [head, "-" * len(head)]
+    lines = [f"workload {workload}", head, "-" * len(head)]
+    notes = []
     for r in rows:
+        mark = ""
+        if r.get("xla_note"):
+            notes.append(f"* {r['case']}: {r['xla_note']}")
+            mark = "*"
         lines.append(
-            f"{r['case']:<16} {r['compile_s']:>9.2f} "
+            f"{r['case']:<{width}} {r['compile_s']:>9.2f} "
             f"{r['compile_min_s']:>5.2f}–{r['compile_max_s']:<5.2f} "
             f"{r['trace_lower_s']:>4.2f}+{r['xla_compile_s']:<5.2f} {r['median_ms']:>10.2f} "
             f"{r['min_ms']:>7.2f}–{r['max_ms']:<7.2f} {r['analytic_mflop']:>11.1f} "
-            f"{r['xla_mflop']:>8.1f} {r['achieved_gflops']:>8.1f} {r['floor_ms']:>8.2f} "
-            f"{r['times_floor']:>7.1f} {r['peak_rss_mib']:>8.0f}"
+            f"{r['xla_mflop']:>7.1f}{mark or ' '} {r['achieved_gflops']:>8.1f} "
+            f"{r['floor_ms']:>8.2f} {r['times_floor']:>7.1f} {r['peak_rss_mib']:>8.0f}"
         )
     lines.append(f"ceiling: 2048³ float32 matmul at {ceiling / 1e9:.1f} GFLOP/s (same run)")
     lines.append(
         "compile: cold, median over fresh processes (min–max); JAX+XLA: the median's "
         "tracing+lowering and XLA compile parts"
     )
+    lines.append(
+        "/Ndev: task axis sharded over N host devices; /mapN: tasks mapped in groups of N "
+        "(meta_step(..., tasks_at_once=N)), else vmapped"
+    )
+    lines += notes
+    if steps < 20:
+        lines.append(f"only {steps} timed steps: a smoke test, not the speed protocol (>= 20)")
     return "\n".join(lines)
+
+
+def _tasks_at_once(value: str) -> int | None:
+    """`--tasks-at-once` values: `vmap` (None) or a positive integer."""
+    if value == "vmap":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected 'vmap' or a positive integer, got {value!r}")
+    return number
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per case (>= 20)")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="W1",
+        help="the network and points (DESIGN.md §3); W1 by default",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=30,
+        help="timed steps per case (>= 20 by the protocol; fewer only for a smoke test)",
+    )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=CASES,
+        help=f"default: W1 {' '.join(W1_CASES)}; W3 {' '.join(W3_CASES)}",
+    )
     parser.add_argument(
         "--out",
-        default=os.path.join("benchmarks", "results", "meta_step.json"),
-        help="where to write the JSON results",
+        help="where to write the JSON results (default benchmarks/results/meta_step.json "
+        "for W1, meta_step_w3.json for W3)",
     )
     parser.add_argument(
         "--devices",
@@ -272,6 +465,16 @@ def main(argv: list[str] | None = None) -> int:
         default=[1],
         help="host device counts to run the meta-learner cases on (task axis sharded), "
         "e.g. --devices 1 2",
+    )
+    parser.add_argument(
+        "--tasks-at-once",
+        type=_tasks_at_once,
+        nargs="+",
+        metavar="{vmap,N}",
+        help="how the meta-learner cases map over their tasks, each value its own rows: "
+        "vmap, or N for meta_step(..., tasks_at_once=N), groups of N one after another; "
+        "e.g. --tasks-at-once vmap 1. Default: as the main job (vmap, except "
+        "cond-multitask: 1)",
     )
     parser.add_argument(
         "--plain-xla",
@@ -288,22 +491,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=CASES, help=argparse.SUPPRESS)
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.steps < 20:
-        parser.error(f"--steps must be >= 20 by the speed protocol, got {args.steps}")
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
     if args.compile_runs < 1:
         parser.error(f"--compile-runs must be >= 1, got {args.compile_runs}")
 
     if args.only:  # child process: one case, JSON on stdout
-        print(json.dumps(run_case(args.only, args.steps, args.devices[0], args.compile_only)))
+        at_once = args.tasks_at_once[0] if args.tasks_at_once else None
+        row = run_case(
+            args.only, args.steps, args.devices[0], args.compile_only, args.workload, at_once
+        )
+        print(json.dumps(row))
         return 0
+
+    if args.steps < 20:
+        print(
+            f"warning: {args.steps} timed steps is below the speed protocol's 20; "
+            "use it for smoke tests only",
+            file=sys.stderr,
+        )
+    cases = args.cases or list(DEFAULT_CASES[args.workload])
+    out = args.out or os.path.join(
+        "benchmarks",
+        "results",
+        "meta_step.json" if args.workload == "W1" else f"meta_step_{args.workload.lower()}.json",
+    )
+    for n in args.devices:
+        if n < 1 or TASKS % n:
+            parser.error(f"--devices: {TASKS} tasks do not split evenly over {n} devices")
+
+    def modes(case: str, n: int) -> list[int | None]:
+        if case == "adapt100":
+            return [None]
+        if args.tasks_at_once is None:
+            return [DEFAULT_TASKS_AT_ONCE.get(case)]
+        for at in args.tasks_at_once:
+            if at is not None and (TASKS // n) % min(at, TASKS // n):
+                parser.error(
+                    f"--tasks-at-once {at}: {TASKS // n} tasks per device do not split "
+                    f"into groups of {at}"
+                )
+        return list(dict.fromkeys(args.tasks_at_once))
 
     from metapinn import cpu_xla_flags
 
     ceiling = matmul_ceiling()
     rows = []
-    runs = [(case, 1) for case in args.cases if 1 in args.devices]
-    runs += [(case, n) for n in args.devices if n > 1 for case in args.cases if case != "adapt100"]
-    for case, n in runs:
+    runs = [(case, 1) for case in cases if 1 in args.devices]
+    runs += [(case, n) for n in args.devices if n > 1 for case in cases if case != "adapt100"]
+    runs = [(case, n, at) for case, n in runs for at in modes(case, n)]
+    for case, n, at in runs:
         env = dict(os.environ)
         flags = env.get("XLA_FLAGS", "")
         if args.plain_xla:
@@ -313,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
             flags = cpu_xla_flags(flags, host_devices=n if n > 1 else None)
         env["XLA_FLAGS"] = flags
         command = [sys.executable, __file__, "--only", case, "--steps", str(args.steps)]
-        command += ["--devices", str(n)]
+        command += ["--devices", str(n), "--workload", args.workload]
+        command += ["--tasks-at-once", "vmap" if at is None else str(at)]
         row = _child(command, env)
         compiles = [row] + [
             _child([*command, "--compile-only"], env) for _ in range(args.compile_runs - 1)
@@ -337,11 +575,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
 
-    print(_table(rows, ceiling))
+    print(_table(rows, ceiling, args.workload, args.steps))
     import jax
 
+    w = WORKLOADS[args.workload]
     result = {
-        "workload": "W1",
+        "workload": args.workload,
+        "network": {"width": w.width, "depth": w.depth},
+        "points": {
+            "interior": w.n_interior,
+            "initial": w.n_initial,
+            "per_boundary": w.n_boundary,
+            "query": "the support points" if args.workload == "W1" else "one independent draw",
+        },
+        "tasks": TASKS,
+        "gradient_mflop": gradient_flops(args.workload) / 1e6,
+        "steps_below_protocol": args.steps < 20,
         "ceiling_gflops": ceiling / 1e9,
         "device": str(jax.devices()[0]),
         "cpu_count": os.cpu_count(),
@@ -350,12 +599,12 @@ def main(argv: list[str] | None = None) -> int:
         "xla_flags_plain": args.plain_xla,
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
-    print(f"wrote {args.out}")
+    os.replace(tmp, out)
+    print(f"wrote {out}")
     return 0
 
 
