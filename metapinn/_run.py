@@ -432,10 +432,14 @@ def load_meta_params(
 
     **Returns:** `(meta_params, meta)` where `meta["step"]` is the step it was saved at.
     """
-    meta_params = learner.init_meta_params(params)
+    return _load_params(run_dir, learner.init_meta_params(params), optimizer)
+
+
+def _load_params(run_dir, like_params: PyTree, optimizer) -> tuple[PyTree, dict[str, Any]]:
+    """The `params` of a checkpoint written by `meta_train`, read into `like_params`."""
     like = {
-        "params": meta_params,
-        "opt_state": optimizer.init(meta_params),
+        "params": like_params,
+        "opt_state": optimizer.init(like_params),
         "key": jr.key_data(jr.key(0)),
     }
     state, meta = load_checkpoint(pathlib.Path(run_dir) / CHECKPOINT, like)
@@ -457,12 +461,6 @@ def load_initialisation(
     **Returns:** `(params, meta)` where `meta["step"]` is the step it was saved at.
     """
     if learner is None:
-        like = {
-            "params": params,
-            "opt_state": optimizer.init(params),
-            "key": jr.key_data(jr.key(0)),
-        }
-        state, meta = load_checkpoint(pathlib.Path(run_dir) / CHECKPOINT, like)
-        return state["params"], meta
+        return _load_params(run_dir, params, optimizer)
     meta_params, meta = load_meta_params(run_dir, learner, params, optimizer)
     return learner.initialisation(meta_params), meta

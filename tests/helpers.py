@@ -34,3 +34,14 @@ def small_learners() -> list:
         mp.Reptile(inner_steps=2, inner_optimizer=0.01),
         mp.MultiTask(),
     ]
+
+
+class Quadratic(eqx.Module):
+    """`½ (θ − center)ᵀ matrix (θ − center)`: a task whose loss has a known Hessian."""
+
+    center: jax.Array
+    matrix: jax.Array
+
+    def __call__(self, theta):
+        r = theta - self.center
+        return 0.5 * r @ self.matrix @ r

@@ -11,19 +11,10 @@ import pytest
 
 import metapinn as mp
 
-from .helpers import flat, small_problem, tree_allclose
+from .helpers import Quadratic, flat, small_problem, tree_allclose
 
 
 NU = 0.02
-
-
-class _Quadratic(eqx.Module):
-    center: jax.Array
-    matrix: jax.Array
-
-    def __call__(self, theta):
-        r = theta - self.center
-        return 0.5 * r @ self.matrix @ r
 
 
 def test_a_cg_breakdown_falls_back_to_the_first_order_gradient(getkey):
@@ -34,7 +25,7 @@ def test_a_cg_breakdown_falls_back_to_the_first_order_gradient(getkey):
     a, d, theta = (jr.normal(getkey(), (1,)) for _ in range(3))
     learner = mp.IMAML(inner_steps=3, inner_optimizer=0.1, prox_lambda=lam, cg_steps=2)
     params, static = eqx.partition({"theta": theta}, eqx.is_array)
-    support, query = _Quadratic(a, -lam * jnp.eye(1)), _Quadratic(d, jnp.eye(1))
+    support, query = Quadratic(a, -lam * jnp.eye(1)), Quadratic(d, jnp.eye(1))
     grad, _ = learner.meta_gradient(params, static, _vector_loss, None, support, query)
     proximal = mp.ProximalLoss(_vector_loss, params, lam)
     adapted, _ = learner.adapt(params, static, proximal, None, support)
@@ -96,7 +87,7 @@ def test_meta_gradient_on_a_quadratic_has_the_closed_form(getkey, damping):
         damping=damping,
     )
     params, static = eqx.partition({"theta": theta}, eqx.is_array)
-    support, query = _Quadratic(a, A), _Quadratic(d, jnp.eye(n))
+    support, query = Quadratic(a, A), Quadratic(d, jnp.eye(n))
     grad, aux = learner.meta_gradient(params, static, _vector_loss, None, support, query)
 
     eye = jnp.eye(n)

@@ -9,7 +9,7 @@ import pytest
 
 import metapinn as mp
 
-from .helpers import flat, small_learners, small_problem, tree_allclose
+from .helpers import Quadratic, flat, small_learners, small_problem, tree_allclose
 
 
 NU = 0.02
@@ -67,7 +67,7 @@ def test_maml_meta_gradient_on_a_quadratic_has_the_closed_form(getkey):
     A = m @ m.T / n + jnp.eye(n)
     c, d, theta = jr.normal(getkey(), (n,)), jr.normal(getkey(), (n,)), jr.normal(getkey(), (n,))
 
-    support, query = _Quadratic(c, A), _Quadratic(d, jnp.eye(n))
+    support, query = Quadratic(c, A), Quadratic(d, jnp.eye(n))
 
     def quad_loss(model, task, batch):
         del task
@@ -83,15 +83,6 @@ def test_maml_meta_gradient_on_a_quadratic_has_the_closed_form(getkey):
     jac = jnp.linalg.matrix_power(jnp.eye(n) - alpha * A, K)
     expected = jac @ (theta_k - d)
     assert jnp.allclose(grad["theta"], expected, rtol=1e-10, atol=1e-12)
-
-
-class _Quadratic(eqx.Module):
-    center: jax.Array
-    matrix: jax.Array
-
-    def __call__(self, theta):
-        r = theta - self.center
-        return 0.5 * r @ self.matrix @ r
 
 
 def test_with_no_inner_steps_all_gradients_are_the_plain_gradient(getkey):
