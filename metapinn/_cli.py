@@ -31,8 +31,8 @@ from ._experiment import (
     train_runs,
     workload,
 )
-from ._experiment._config import METHOD_NAMES, TRANSFER
-from ._experiment._training import transfer_tasks
+from ._experiment._config import METHOD_NAMES
+from ._experiment._training import run_dirs
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
 from ._xla import configure_cpu
 
@@ -277,11 +277,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for method in config.methods:
         steps = config.method_settings(method)["meta_steps"]
         for seed in config.seeds:
-            folder = args.run / "train" / method / f"seed{seed}"
-            folders = {"": folder}
-            if method == TRANSFER:
-                folders = {f" task {i}": folder / f"task{i}" for i in transfer_tasks(config)}
-            for what, f in folders.items():
+            for task, f in run_dirs(config, args.run, method, seed).items():
+                what = "" if task is None else f" task {task}"
                 step = 0
                 if (f / CHECKPOINT).exists():
                     with np.load(f / CHECKPOINT, allow_pickle=False) as data:

@@ -39,7 +39,7 @@ from ._problem import (
     nearest_training_tasks,
 )
 from ._report import plain_adam_summary, summarise, to_markdown
-from ._training import load_final, run_dir, transfer_tasks
+from ._training import load_final, run_dir, run_dirs, transfer_tasks
 
 
 def reference_fields(
@@ -79,9 +79,7 @@ def _stack(trees: list) -> Any:
 def _diverged_marker(config, out_dir, method, seed) -> pathlib.Path | None:
     """The `diverged.json` of `method`'s run for `seed` (any of a transfer baseline's
     runs), or `None`."""
-    folders = [run_dir(out_dir, method, seed)]
-    if method == TRANSFER:
-        folders = [run_dir(out_dir, method, seed, i) for i in transfer_tasks(config)]
+    folders = run_dirs(config, out_dir, method, seed).values()
     return next((f / DIVERGED for f in folders if (f / DIVERGED).exists()), None)
 
 
@@ -434,10 +432,7 @@ def _training_seconds(config: ExperimentConfig, out_dir: pathlib.Path) -> dict[s
     for m in config.methods:
         total = 0.0
         for s in config.seeds:
-            folders = [run_dir(out_dir, m, s)]
-            if m == TRANSFER:
-                folders = [run_dir(out_dir, m, s, i) for i in transfer_tasks(config)]
-            for folder in folders:
+            for folder in run_dirs(config, out_dir, m, s).values():
                 if not (folder / METRICS).exists():
                     continue  # never trained (its warm-start source diverged)
                 lines = (folder / METRICS).read_text().splitlines()

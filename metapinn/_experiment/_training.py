@@ -53,6 +53,15 @@ def run_dir(
     return folder if task is None else folder / f"task{task}"
 
 
+def run_dirs(
+    config: ExperimentConfig, out_dir: str | os.PathLike, method: str, seed: int
+) -> dict[int | None, pathlib.Path]:
+    """Every training run folder of `method` for `seed`, by its task: `{None: folder}`,
+    or for the transfer baseline one folder per training task it trains on."""
+    tasks = transfer_tasks(config) if method == TRANSFER else (None,)
+    return {task: run_dir(out_dir, method, seed, task) for task in tasks}
+
+
 def training_order(config: ExperimentConfig) -> tuple[str, ...]:
     """The methods, each after the method it starts from (the config has ruled out
     cycles of two; longer chains are ordered here, and a cycle is an error)."""
@@ -223,9 +232,7 @@ def train_runs(
         for seed in config.seeds:
             params, static, key = initialisation(config, seed, method)
             learner = make_method(config, method, params)
-            tasks = [None] if method != TRANSFER else list(transfer_tasks(config))
-            for task in tasks:
-                folder = run_dir(out_dir, method, seed, task)
+            for task, folder in run_dirs(config, out_dir, method, seed).items():
                 source = settings["init"]
                 if (
                     task is None
