@@ -85,9 +85,21 @@ ADAPT_STEPS = 100
 REPTILE_ADAM_STEPS, REPTILE_ADAM_LR = 10, 1e-3
 # iMAML's default CG settings (checked against `metapinn.IMAML` in `run_case`).
 IMAML_CG_STEPS = 5
+
+
 # How each case maps over its tasks by default, as the main job runs it (`None`:
 # vmapped): the conditioned network's jet differs per task, so one at a time.
-DEFAULT_TASKS_AT_ONCE = {"cond-multitask": 1}
+def main_job_tasks_at_once(case: str, workload: str) -> int | None:
+    """How the main job maps a case's tasks (`metapinn._experiment._problem.tasks_at_once`):
+    plain multi-task vmapped (its jet is shared), the conditioned one a task at a time,
+    and the learners with an inner loop as the workload's `tasks_at_once` (W3: 1)."""
+    from metapinn._experiment import workload as named_workload
+
+    if case == "multitask":
+        return None
+    if case == "cond-multitask":
+        return 1
+    return named_workload(workload).tasks_at_once or None
 
 
 def gradient_flops(workload: str = "W1") -> float:
@@ -473,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="{vmap,N}",
         help="how the meta-learner cases map over their tasks, each value its own rows: "
         "vmap, or N for meta_step(..., tasks_at_once=N), groups of N one after another; "
-        "e.g. --tasks-at-once vmap 1. Default: as the main job (vmap, except "
-        "cond-multitask: 1)",
+        "e.g. --tasks-at-once vmap 1. Default: as the main job (W1: vmap; W3: 1, except "
+        "plain multitask, vmapped)",
     )
     parser.add_argument(
         "--plain-xla",
@@ -524,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         if case == "adapt100":
             return [None]
         if args.tasks_at_once is None:
-            return [DEFAULT_TASKS_AT_ONCE.get(case)]
+            return [main_job_tasks_at_once(case, args.workload)]
         for at in args.tasks_at_once:
             if at is not None and (TASKS // n) % min(at, TASKS // n):
                 parser.error(

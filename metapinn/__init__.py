@@ -17,12 +17,15 @@ from ._evaluate import (
 )
 from ._exact import cole_hopf_solution as cole_hopf_solution, default_num_nodes as default_num_nodes
 from ._experiment import (
+    DEFAULT_WORKLOAD as DEFAULT_WORKLOAD,
+    WORKLOADS as WORKLOADS,
     ConfigError as ConfigError,
     ExperimentConfig as ExperimentConfig,
     evaluate_runs as evaluate_runs,
     load_config as load_config,
     reproduce as reproduce,
     train_runs as train_runs,
+    workload as workload,
 )
 from ._loss import (
     AbstractLoss as AbstractLoss,

@@ -76,6 +76,13 @@ def save_checkpoint(path: str | os.PathLike, tree: PyTree, meta: dict[str, Any])
     atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
+def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The `meta` dict of a checkpoint written by [`metapinn.save_checkpoint`][],
+    without reading its arrays. **Raises:** `FileNotFoundError` if there is none."""
+    with np.load(pathlib.Path(path), allow_pickle=False) as data:
+        return json.loads(str(data[_META_KEY]))
+
+
 def load_checkpoint(path: str | os.PathLike, like: PyTree) -> tuple[PyTree, dict[str, Any]]:
     """Load a checkpoint written by [`metapinn.save_checkpoint`][].
 

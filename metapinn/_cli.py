@@ -1,7 +1,8 @@
 """The `metapinn` command: reproduce, train, evaluate, show.
 
-Settings come, in increasing precedence, from the built-in W1 defaults, a JSON config
-file (`--config`), the `--quick` preset, and flags. The resulting configuration is
+Settings come, in increasing precedence, from a named workload (`--workload`, W3 by
+default) or a JSON config file (`--config`, whose missing keys take the built-in W1
+defaults), the `--quick` preset, and flags. The resulting configuration is
 stored with the run (`config.json` in its folder).
 """
 
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 
 from ._experiment import (
+    DEFAULT_WORKLOAD,
     EVALUATION_KEYS,
     QUICK,
     WORKLOADS,
@@ -31,27 +33,29 @@ from ._experiment import (
     train_runs,
     workload,
 )
-from ._experiment._config import METHOD_NAMES
+from ._experiment._config import METHOD_NAMES, OVERRIDE_KEYS, _parse_override
 from ._experiment._training import run_dirs
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
 from ._xla import configure_cpu
 
 
-_DEFAULTS = ExperimentConfig()
+TRAIN_WORKLOAD = "W1"
+"""The default workload of `metapinn train`: W3's meta-learners start from its
+multi-task pre-training, which a one-method run does not hold."""
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    group = parser.add_argument_group(
-        "experiment settings (override --config; defaults are workload W1)"
-    )
+def _add_config_flags(
+    parser: argparse.ArgumentParser, names: Sequence[str], defaults: ExperimentConfig, title: str
+) -> None:
+    group = parser.add_argument_group(title)
     for f in dataclasses.fields(ExperimentConfig):
         if f.name not in names:
             continue
-        default = getattr(_DEFAULTS, f.name)
+        default = getattr(defaults, f.name)
         kwargs: dict = {"default": None, "dest": f.name}
         if f.type is bool:
             kwargs.update(action=argparse.BooleanOptionalAction)
@@ -66,20 +70,21 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
         group.add_argument(_flag(f.name), help=f"{f.metadata['help']} (default: {shown})", **kwargs)
 
 
-def _add_run_flags(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_run_flags(parser: argparse.ArgumentParser, what: str, default_workload: str) -> None:
+    parser.set_defaults(default_workload=default_workload)
     parser.add_argument(
         "--workload",
         default=None,
         choices=sorted(WORKLOADS),
         help="the named workload whose settings are the defaults, overridden by flags "
-        "(DESIGN.md §3; default: W1, or the resumed run's)",
+        f"(DESIGN.md §3; default: {default_workload}, or the resumed run's)",
     )
     parser.add_argument(
         "--config",
         type=pathlib.Path,
         default=None,
         metavar="FILE",
-        help="JSON file of settings; missing keys take the defaults (default: none)",
+        help="JSON file of settings; missing keys take the built-in W1 defaults (default: none)",
     )
     parser.add_argument(
         "--out",
@@ -112,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="metapinn",
         description="Meta-learned PINN initialisations for the Burgers family: meta-train "
-        "MAML, first-order MAML, Reptile and multi-task pre-training, then measure few-shot "
-        "adaptation on held-out viscosities against a reference solution.",
+        "initialisations (multi-task pre-training, Reptile, MAML, Meta-SGD, MAML++, iMAML, on "
+        "the plain or the parameter-conditioned network; transfer from the nearest training "
+        "task), then measure few-shot adaptation on held-out viscosities against a reference "
+        "solution.",
     )
     parser.add_argument("--version", action="version", version=f"metapinn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -122,25 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reproduce",
         help="meta-train all methods for all seeds, evaluate, write tables and plots",
-        description="The whole experiment (workload W1 by default): meta-training of every "
+        description=f"The whole experiment (workload {DEFAULT_WORKLOAD} by default): "
+        "meta-training of every "
         "method for every seed, few-shot evaluation against the reference, results table "
         "(printed, results.json, results.md) and plots, all in one output folder.",
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke run of about a minute: "
+        help="a smoke run of the same pipeline, not meaningful numbers: "
         + ", ".join(f"{k}={v}" for k, v in QUICK.items())
         + " (default: off)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
-    _add_run_flags(p, "")
-    _add_config_flags(p, every)
+    _add_run_flags(p, "", DEFAULT_WORKLOAD)
+    _add_config_flags(
+        p, every, workload(DEFAULT_WORKLOAD),
+        f"experiment settings (override --config; defaults are workload {DEFAULT_WORKLOAD}'s)",
+    )  # fmt: skip
 
     p = sub.add_parser(
         "train",
         help="meta-train one method for one seed",
-        description="Meta-train one method from the random initialisation of one seed. "
+        description=f"Meta-train one method for one seed (workload {TRAIN_WORKLOAD} by "
+        "default), from the random initialisation of that seed unless --init says otherwise. "
         "Evaluate the result with `metapinn evaluate DIR`.",
     )
     p.add_argument(
@@ -154,8 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of the initialisation (default: 0, or the resumed run's)",
     )
-    _add_run_flags(p, "-<method>")
-    _add_config_flags(p, [n for n in every if n not in ("methods", "seeds")])
+    _add_run_flags(p, "-<method>", TRAIN_WORKLOAD)
+    _add_config_flags(
+        p, [n for n in every if n not in ("methods", "seeds")], workload(TRAIN_WORKLOAD),
+        f"experiment settings (override --config; defaults are workload {TRAIN_WORKLOAD}'s)",
+    )  # fmt: skip
 
     p = sub.add_parser(
         "evaluate",
@@ -166,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=pathlib.Path, metavar="RUN", help="the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
-    _add_config_flags(p, EVALUATION_KEYS)
+    _add_config_flags(
+        p, EVALUATION_KEYS, workload(DEFAULT_WORKLOAD),
+        f"evaluation settings (default: the run's own; shown: workload {DEFAULT_WORKLOAD}'s)",
+    )  # fmt: skip
 
     p = sub.add_parser(
         "show",
@@ -201,11 +219,18 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     elif stored:
         config = _stored_config(args.out)
     else:
-        config = workload(args.workload or "W1")
+        config = workload(args.workload or args.default_workload)
     if getattr(args, "quick", False):
         config = quick(config)
     changes = dict(extra)
     changes.update(_overrides(args))
+    # A flag for a per-method key sets it for every method: it replaces the values the
+    # workload (or config file) gives single methods, unless --overrides replaces those.
+    flagged = set(changes) & set(OVERRIDE_KEYS)
+    if flagged and "overrides" not in changes:
+        kept = [o for o in config.overrides if _parse_override(o)[1] not in flagged]
+        if len(kept) != len(config.overrides):
+            changes["overrides"] = kept
     return config.replace(**changes) if changes else config
 
 

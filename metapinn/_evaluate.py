@@ -126,9 +126,10 @@ def few_shot(
     steps: Sequence[int],
     optimizer: optax.GradientTransformation,
     per_task_inits: bool = False,
+    at_once: int | None = 1,
 ) -> FewShotTrace:
     """[`metapinn.adapt_recording`][] for every initialisation on every task, under one
-    `jit` (vmapped over both).
+    `jit`.
 
     **Arguments:**
 
@@ -137,16 +138,40 @@ def few_shot(
       PINN trained on the training task nearest to each held-out one).
     - `tasks`: stacked held-out tasks, every leaf with a leading axis `N` (e.g.
       `BurgersTask(test_nus)`).
+    - `at_once`: how many of the `I * N` adaptations run vmapped together, the groups
+      one after another (`lax.map`); `None`: all together. One at a time is the
+      default: on W3 (20 adaptations, 2 CPU cores) a step took 7.8 ms against 15.5 ms
+      with all of them vmapped.
     - the rest as for [`metapinn.adapt_recording`][]; the same `batch` serves all.
 
     **Returns:** a [`metapinn.FewShotTrace`][] with leading axes `(I, N)`.
-    """
 
-    def one(p, task):
+    **Raises:** `ValueError` for an `at_once` that is not a positive integer or `None`.
+    """
+    if at_once is not None and (isinstance(at_once, bool) or not isinstance(at_once, int)
+                                or at_once < 1):  # fmt: skip
+        raise ValueError(f"at_once must be a positive integer or None, got {at_once!r}")
+    n_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+    n_inits = jax.tree_util.tree_leaves(inits)[0].shape[0]
+
+    def one(args):
+        p, n = args
+        task = jax.tree_util.tree_map(lambda x: x[n], tasks)
         return adapt_recording(p, static, loss_fn, task, batch, steps=steps, optimizer=optimizer)
 
-    inner = jax.vmap(one, in_axes=(0 if per_task_inits else None, 0))
-    return jax.vmap(inner, in_axes=(0, None))(inits, tasks)
+    # Every (init, task) pair as one flat axis, init-major.
+    if per_task_inits:
+        flat = jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), inits)
+    else:
+        flat = jax.tree_util.tree_map(lambda x: jnp.repeat(x, n_tasks, axis=0), inits)
+    index = jnp.tile(jnp.arange(n_tasks), n_inits)
+    if at_once is None:
+        trace = jax.vmap(one)((flat, index))
+    elif at_once == 1:
+        trace = jax.lax.map(one, (flat, index))
+    else:
+        trace = jax.lax.map(one, (flat, index), batch_size=min(at_once, n_inits * n_tasks))
+    return jax.tree_util.tree_map(lambda x: x.reshape((n_inits, n_tasks) + x.shape[1:]), trace)
 
 
 class FieldMetrics(eqx.Module):

@@ -18,7 +18,7 @@
 # A physics-informed neural network (PINN) for one member of a PDE family is usually
 # trained from a random initialisation. Meta-learning looks for an initialisation
 # from which a *new* member of the family is learnt in a few steps. This notebook
-# walks through the experiment that `metapinn reproduce` runs:
+# walks through the experiment that `metapinn reproduce --workload W1` runs:
 #
 # 1. the Burgers family and the workload W1 (network, collocation points, viscosities);
 # 2. meta-training of second-order MAML, first-order MAML, Reptile and multi-task
@@ -32,7 +32,7 @@
 # Only the public `metapinn` API is used. Set the environment variable
 # `METAPINN_QUICK=1` for a smoke run of a minute or two (the numbers are then
 # meaningless); without it the notebook runs one seed of the full W1 experiment.
-# The three-seed version, with mean ± spread, is `metapinn reproduce`.
+# The three-seed version, with mean ± spread, is `metapinn reproduce --workload W1`.
 
 # %%
 # %matplotlib inline
@@ -209,7 +209,9 @@ mp.plot_fields(np.asarray(x), np.asarray(t), u_ref[0], fields, config.test_nus[0
 # %% [markdown]
 # ## The whole experiment in one call
 #
-# `metapinn reproduce` (or `mp.reproduce(mp.ExperimentConfig())`) runs all of the
-# above for three seeds, with checkpoints, `--resume`, a results table with mean ±
-# spread, "steps to ε" with speed-ups over random init, and these plots, all in one
-# output folder. `metapinn --help` lists the commands.
+# `metapinn reproduce --workload W1` (or `mp.reproduce(mp.ExperimentConfig())`) runs
+# all of the above for three seeds, with checkpoints, `--resume`, a results table with
+# mean ± spread, "steps to ε" with speed-ups over random init, and these plots, all in
+# one output folder. `metapinn reproduce` alone runs the accurate workload W3, where
+# the network can represent the solution and the initialisations differ (see the
+# README). `metapinn --help` lists the commands.

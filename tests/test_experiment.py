@@ -42,10 +42,12 @@ TINY_W3 = {
         "cond-reptile.inner_optimizer=adam",
         "transfer.meta_steps=4",
         "metasgd.meta_steps=2",
+        "cond-multitask.outer_schedule=cosine",
     ],
     "inner_steps": 2,
     "meta_steps": 5,
     "tasks_per_step": 2,
+    "tasks_at_once": 1,
     "seeds": [0, 1],
     "checkpoint_every": 2,
     "eval_steps": [0, 2, 5],
@@ -135,20 +137,111 @@ def test_warm_start_from_another_run_folder(tiny_run, tmp_path):
     assert not tree_allclose(trained, params, rtol=0, atol=3.5e-3)
 
 
-def test_warmup_schedule_rises_linearly():
-    from metapinn._experiment._problem import warmup_adam
+def test_a_decayed_run_cannot_be_resumed_longer(tiny_run, tmp_path):
+    import shutil
 
-    opt = warmup_adam(0.01, 4)
+    config, out, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    longer = config.replace(overrides=[*config.overrides, "cond-multitask.meta_steps=9"])
+    stored = (copy / "config.json").read_text()
+    with pytest.raises(mp.ConfigError, match="outer_schedule_steps"):
+        mp.train_runs(longer, copy, resume=True, progress=False, log=lambda _: None)
+    assert (copy / "config.json").read_text() == stored  # refused before writing
+    cond, _, _ = initialisation(config, 0, "cond-multitask")
+    constant = config.replace(
+        overrides=[*config.overrides, "cond-multitask.outer_schedule=constant"]
+    )
+    with pytest.raises(mp.ConfigError, match="outer_schedule"):
+        load_final(constant, out, "cond-multitask", 0, cond)
+    # Its trained initialisation loads with the optimiser that wrote it.
+    trained = load_final(config, out, "cond-multitask", 0, cond)
+    assert not tree_allclose(trained, cond)
+
+
+def test_a_resumed_run_may_add_seeds_but_not_change_the_network(tiny_run, tmp_path):
+    import shutil
+
+    config, out, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    checkpoint = copy / "train/reptile/seed0/checkpoint.npz"
+    before = checkpoint.read_bytes()
+    with pytest.raises(mp.ConfigError, match=r"width \(stored 8, given 9\)"):
+        mp.train_runs(config.replace(width=9), copy, resume=True, progress=False)
+    logged = []
+    mp.train_runs(config.replace(seeds=[0, 1, 2]), copy, resume=True, progress=False,
+                  log=logged.append)  # fmt: skip
+    assert checkpoint.read_bytes() == before  # finished runs are only loaded
+    assert logged and all("seed 2" in line for line in logged)
+    assert (copy / "train/reptile/seed2/checkpoint.npz").exists()
+
+
+def test_warm_start_from_the_folder_of_a_decayed_run(tiny_run, tmp_path):
+    config, out, _ = tiny_run
+    source_folder = out / "train/cond-multitask/seed0"
+    single = config.replace(
+        methods=["cond-fomaml"], seeds=[0], meta_steps=1,
+        overrides=[f"cond-fomaml.init={source_folder}"],
+    )  # fmt: skip
+    mp.train_runs(single, tmp_path, progress=False, log=lambda _: None)
+    cond, _, _ = initialisation(config, 0, "cond-multitask")
+    source = load_final(config, out, "cond-multitask", 0, cond)
+    trained = load_final(single, tmp_path, "cond-fomaml", 0, cond)
+    assert tree_allclose(trained, source, rtol=0, atol=1.1e-3)  # one Adam step from it
+    assert not tree_allclose(trained, cond, rtol=0, atol=2e-3)  # 5 steps from random
+
+
+def test_train_defaults_to_w1_and_its_flags_beat_a_workloads_method_settings(tmp_path):
+    from metapinn._cli import _config_for_run, build_parser
+
+    def config_of(*argv):
+        args = build_parser().parse_args(["train", *argv])
+        return _config_for_run(args, {"methods": (args.method or "maml",), "seeds": (0,)})
+
+    assert config_of() == mp.ExperimentConfig(methods=("maml",), seeds=(0,))
+    w3 = config_of("--workload", "W3", "--method", "reptile", "--init", f"{tmp_path}:multitask")
+    assert w3.method_settings("reptile")["init"] == f"{tmp_path}:multitask"
+    assert w3.method_settings("reptile")["meta_steps"] == 60  # the preset's other settings stay
+    with pytest.raises(mp.ConfigError, match="'multitask' is not one of the methods"):
+        config_of("--workload", "W3", "--method", "reptile")
+
+
+def _first_steps(opt, n: int = 6) -> list[float]:
+    """The first `n` step lengths of `opt` under a constant unit gradient."""
     params = {"w": np.zeros(3, np.float32)}
     state = opt.init(params)
     steps = []
-    for _ in range(6):
+    for _ in range(n):
         with jax.numpy_dtype_promotion("standard"):  # optax's schedules mix Python floats
             updates, state = opt.update({"w": np.ones(3, np.float32)}, state, params)
         steps.append(float(-updates["w"][0]))
+    return steps
+
+
+def test_warmup_schedule_rises_linearly():
+    from metapinn._experiment._problem import warmup_adam
+
+    steps = _first_steps(warmup_adam(0.01, 4))
     # Adam's first normalised steps are ±1 times the rate: 0.0025, 0.005, ..., 0.01.
     np.testing.assert_allclose(steps, [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01], rtol=1e-5)
     assert warmup_adam(0.01, 0) is warmup_adam(0.01, 0)
+
+
+def test_cosine_outer_schedule_decays_to_a_hundredth():
+    from metapinn._experiment._problem import cosine_adam, outer_optimizer, run_settings
+
+    steps = _first_steps(cosine_adam(0.01, 4))
+    k = np.minimum(np.arange(6), 4)
+    expected = 0.01 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * k / 4)))
+    np.testing.assert_allclose(steps, expected, rtol=1e-5)
+    config = mp.ExperimentConfig.from_dict(TINY_W3)
+    assert outer_optimizer(config, "cond-multitask") is cosine_adam(config.outer_lr, 5)
+    # The decay is over the run's length: a checkpoint records it, so that resuming
+    # with more meta-steps is refused rather than silently changing the schedule.
+    settings = run_settings(config, "cond-multitask", 0)
+    assert (settings["outer_schedule"], settings["outer_schedule_steps"]) == ("cosine", 5)
+    assert "outer_schedule" not in run_settings(config, "multitask", 0)
 
 
 def test_named_workloads():
@@ -178,6 +271,9 @@ def test_named_workloads():
         ({"overrides": ["nope.inner_steps=3"]}, "unknown method 'nope'"),
         ({"overrides": ["reptile.inner_steps=-3"]}, "reptile's inner_steps=-3"),
         ({"adapt": "first-layer"}, "adapt='first-layer'"),
+        ({"overrides": ["reptile.outer_schedule=linear"]}, "reptile's outer_schedule='linear'"),
+        ({"tasks_at_once": 4}, "tasks_at_once=4"),
+        ({"tasks_at_once": -1}, "tasks_at_once=-1"),
         ({"overrides": ["reptile.init=reptile"]}, "cannot start from itself"),
         ({"overrides": ["reptile.init=maml"]}, "'maml' is not one of the methods"),
         ({"overrides": ["reptile.init=multitask", "multitask.init=reptile"]}, "each other"),
@@ -204,6 +300,18 @@ def test_adapt_spec_names():
     assert adapt_spec(params, "all") is None
     with pytest.raises(mp.ConfigError, match="adapt='middle'"):
         adapt_spec(params, "middle")
+
+
+def test_the_default_workload_is_w3_and_w1_is_one_flag_away():
+    from metapinn._cli import _config_for_run, build_parser
+
+    def config_of(*argv):
+        return _config_for_run(build_parser().parse_args(["reproduce", *argv]), {})
+
+    assert mp.DEFAULT_WORKLOAD == "W3"
+    assert config_of() == workload("W3")
+    assert config_of("--workload", "W1") == mp.ExperimentConfig()
+    assert config_of("--workload", "W1", "--seeds", "4") == mp.ExperimentConfig(seeds=(4,))
 
 
 def test_workload_flag_and_its_conflicts(tmp_path, capsys):

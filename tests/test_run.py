@@ -163,6 +163,52 @@ def test_adapt_recording_matches_adapt(getkey):
     assert tree_allclose(trace.losses, trace.curve[jnp.asarray(steps)])
 
 
+@pytest.mark.parametrize("per_task_inits", [False, True])
+def test_few_shot_is_adapt_recording_for_every_pair(getkey, per_task_inits):
+    params, static, loss_fn, batch = small_problem(getkey())
+    nus = (0.02, 0.03, 0.05)
+    tasks = mp.BurgersTask(jnp.asarray(nus))
+    shape = (2, len(nus)) if per_task_inits else (2,)
+    inits = jax.tree_util.tree_map(
+        lambda x: (
+            jnp.broadcast_to(x, shape + x.shape)
+            + 0.1 * jr.normal(getkey(), shape + x.shape, x.dtype)
+        ),
+        params,
+    )
+    opt, steps = optax.adam(1e-2), (0, 2, 5)
+    traces = {
+        at_once: mp.few_shot(
+            inits,
+            static,
+            loss_fn,
+            tasks,
+            batch,
+            steps=steps,
+            optimizer=opt,
+            per_task_inits=per_task_inits,
+            at_once=at_once,
+        )  # fmt: skip
+        for at_once in (None, 1, 4)
+    }
+    for i in range(2):
+        for n, nu in enumerate(nus):
+            start = jax.tree_util.tree_map(
+                lambda x, i=i, n=n: x[i, n] if per_task_inits else x[i], inits
+            )
+            want = eqx.filter_jit(mp.adapt_recording)(
+                start, static, loss_fn, mp.BurgersTask(jnp.asarray(nu)), batch,
+                steps=steps, optimizer=opt,
+            )  # fmt: skip
+            for trace in traces.values():
+                got = jax.tree_util.tree_map(lambda x, i=i, n=n: x[i, n], trace)
+                assert tree_allclose(got.params, want.params)
+                assert tree_allclose(got.curve, want.curve)
+    with pytest.raises(ValueError, match="at_once must be a positive integer"):
+        mp.few_shot(inits, static, loss_fn, tasks, batch, steps=steps, optimizer=opt,
+                    per_task_inits=per_task_inits, at_once=0)  # fmt: skip
+
+
 def test_adapt_recording_rejects_bad_steps(getkey):
     params, static, loss_fn, batch = small_problem(getkey())
     for steps in ((), (5, 2), (-1, 3)):

@@ -3,6 +3,7 @@
 turns measurements into tables and text (`_report`)."""
 
 from ._config import (
+    DEFAULT_WORKLOAD as DEFAULT_WORKLOAD,
     EVALUATION_KEYS as EVALUATION_KEYS,
     QUICK as QUICK,
     WORKLOADS as WORKLOADS,

@@ -56,11 +56,15 @@ METHOD_NAMES = tuple(k for k in LABELS if k != "random" and not k.endswith(RULE)
 """Every method a run can train."""
 ADAPT_SPECS = ("all", "last-layer")
 """Which parameters an inner loop adapts: all, or only the output layer (ANIL)."""
+OUTER_SCHEDULES = ("constant", "cosine")
+"""The outer learning rate over a method's meta-steps: constant, or a cosine decay from
+`outer_lr` to `outer_lr / 100` at its last step."""
 OVERRIDE_KEYS = {
     "inner_steps": int,
     "inner_optimizer": str,
     "inner_lr": float,
     "outer_lr": float,
+    "outer_schedule": str,
     "meta_steps": int,
     "adapt": str,
     "init": str,
@@ -112,8 +116,18 @@ class ExperimentConfig:
     inner_optimizer: str = _field("sgd", "inner-loop optimiser: sgd or adam")
     inner_lr: float = _field(0.01, "inner-loop learning rate")
     outer_lr: float = _field(1e-3, "outer (meta) Adam learning rate")
+    outer_schedule: str = _field(
+        "constant",
+        "the outer rate over the meta-steps: constant, or cosine (decaying from outer_lr "
+        "to outer_lr / 100 at the last meta-step)",
+    )
     meta_steps: int = _field(500, "outer steps per method and seed")
     tasks_per_step: int = _field(6, "training tasks per outer step")
+    tasks_at_once: int = _field(
+        0,
+        "how a meta-step of a learner with an inner loop maps over its tasks: 0, all "
+        "vmapped together; N, in groups of N one after another (faster for large networks)",
+    )
     seeds: tuple[int, ...] = _field((0, 1, 2), "seeds of the random initialisation")
     checkpoint_every: int = _field(100, "write a checkpoint every this many outer steps")
     resample: bool = _field(
@@ -155,7 +169,7 @@ class ExperimentConfig:
             _fail("name", self.name, "use letters, digits, '.', '_' or '-'")
         for key in ("width", "depth", "n_interior", "n_initial", "n_boundary"):
             _at_least(key, getattr(self, key), 1)
-        for key in ("points_seed", "inner_steps", "meta_steps"):
+        for key in ("points_seed", "inner_steps", "meta_steps", "tasks_at_once"):
             _at_least(key, getattr(self, key), 0)
         _at_least("checkpoint_every", self.checkpoint_every, 1)
         if self.dtype not in ("float32", "float64"):
@@ -210,6 +224,12 @@ class ExperimentConfig:
                 self.tasks_per_step,
                 f"must be between 1 and the number of training viscosities ({len(self.train_nus)})",
             )
+        if self.tasks_at_once and self.tasks_per_step % self.tasks_at_once:
+            _fail(
+                "tasks_at_once",
+                self.tasks_at_once,
+                f"must divide tasks_per_step ({self.tasks_per_step}), or be 0 (all at once)",
+            )
         if not self.seeds:
             _fail("seeds", self.seeds, "give at least one seed")
         for s in self.seeds:
@@ -260,6 +280,8 @@ class ExperimentConfig:
         for key in ("inner_lr", "outer_lr"):
             if not (math.isfinite(s[key]) and s[key] > 0):
                 _fail(where + key, s[key], "a learning rate must be finite and > 0")
+        if s["outer_schedule"] not in OUTER_SCHEDULES:
+            _fail(where + "outer_schedule", s["outer_schedule"], f"choose one of {OUTER_SCHEDULES}")
         if s["adapt"] not in ADAPT_SPECS:
             _fail(where + "adapt", s["adapt"], f"choose one of {ADAPT_SPECS}")
         learner = _learner_name(method)
@@ -397,6 +419,8 @@ W3 = {
     "n_initial": 250,
     "n_boundary": 125,
     "resample": True,
+    "tasks_at_once": 1,
+    "seeds": (0,),
     "methods": (
         "multitask", "reptile", "maml", "metasgd", "cond-multitask", "cond-reptile", "transfer",
     ),
@@ -404,12 +428,17 @@ W3 = {
     "inner_steps": 5,
     "inner_lr": 0.01,
     "overrides": (
-        "multitask.meta_steps=2000",
-        "cond-multitask.meta_steps=2000",
-        "reptile.init=multitask", "reptile.meta_steps=200", "reptile.inner_steps=10",
+        # Pre-training from the random initialisation: Adam decaying from 1e-2.
+        "multitask.meta_steps=2000", "multitask.outer_lr=0.01", "multitask.outer_schedule=cosine",
+        "cond-multitask.meta_steps=2000", "cond-multitask.outer_lr=0.01",
+        "cond-multitask.outer_schedule=cosine",
+        "transfer.outer_lr=0.01", "transfer.outer_schedule=cosine",
+        # The meta-learners, warm-started from multi-task pre-training of their network.
+        "reptile.init=multitask", "reptile.meta_steps=60", "reptile.inner_steps=10",
         "reptile.inner_optimizer=adam", "reptile.inner_lr=0.001",
-        "maml.init=multitask", "maml.meta_steps=100",
-        "metasgd.init=multitask", "metasgd.meta_steps=100",
+        "maml.init=multitask", "maml.meta_steps=25", "maml.inner_optimizer=adam",
+        "maml.inner_lr=0.001",
+        "metasgd.init=multitask", "metasgd.meta_steps=25",
         "cond-reptile.init=cond-multitask", "cond-reptile.meta_steps=100",
         "cond-reptile.inner_steps=10", "cond-reptile.inner_optimizer=adam",
         "cond-reptile.inner_lr=0.001",
@@ -417,11 +446,15 @@ W3 = {
     "eval_warmup": 20,
     "eps": (0.1, 0.05, 0.02, 0.01),
 }  # fmt: skip
-"""Workload W3 (DESIGN.md §3): the 12,737-parameter PINN, 2000/250/125-per-side points
-re-sampled every meta-step, the W1 viscosities; its methods and budgets."""
+"""Workload W3 (DESIGN.md §3), the default of `metapinn reproduce`: the 12,737-parameter
+PINN, 2000/250/125-per-side points re-sampled every meta-step, the W1 viscosities; its
+methods and budgets, sized to about 13 minutes on 2 CPU cores for its one seed
+(`--seeds 0 1 2` for the spread over seeds)."""
 
 WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W3": W3}
 """The named workloads, as changes to the defaults (which are W1)."""
+DEFAULT_WORKLOAD = "W3"
+"""The workload of `metapinn reproduce` (and `metapinn.reproduce()`) without settings."""
 
 
 def workload(name: str, **changes: Any) -> "ExperimentConfig":
@@ -440,7 +473,8 @@ QUICK = {
     "eval_steps": (0, 10, 20, 50, 100),
     "budget": 10,
 }
-"""Overrides for a smoke run (`--quick`): a minute, not meaningful numbers."""
+"""Overrides for a smoke run (`--quick`): the whole pipeline, not meaningful numbers
+(on W1 about a minute)."""
 
 
 def quick(config: ExperimentConfig) -> ExperimentConfig:

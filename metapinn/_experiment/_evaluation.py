@@ -2,11 +2,12 @@
 
 Every initialisation gets the same adaptation (the config's one schedule, on the same
 fixed collocation points, read at `eval_steps`) on every held-out task. They fall in
-three groups, each one vmapped scan: the plain network's (random init and every plain
-method), the conditioned network's (adapted with the conditioned loss: all of its
-parameters, its input features fixed by the task), and the transfer baseline's (one
-initialisation per held-out task). Conditioned networks are then bound to their task,
-so every field is measured by the same code on the plain network.
+three groups, each one jitted `few_shot` (a scan per initialisation and task): the
+plain network's (random init and every plain method), the conditioned network's
+(adapted with the conditioned loss: all of its parameters, its input features fixed
+by the task), and the transfer baseline's (one initialisation per held-out task).
+Conditioned networks are then bound to their task, so every field is measured by the
+same code on the plain network.
 """
 
 import concurrent.futures
@@ -37,6 +38,7 @@ from ._problem import (
     is_conditioned,
     make_method,
     nearest_training_tasks,
+    outer_optimizer,
 )
 from ._report import plain_adam_summary, summarise, to_markdown
 from ._training import load_final, run_dir, run_dirs, transfer_tasks
@@ -116,7 +118,7 @@ def _initialisations(config: ExperimentConfig, out_dir: pathlib.Path, inits: tup
 
 
 def _adapt_group(config, problem, names, found, static, loss_fn, steps, optimizer, per_task):
-    """One vmapped few-shot scan for the initialisations `names` of one network; the
+    """One `few_shot` call for the initialisations `names` of one network; the
     traces' leading axes are `(S * len(names), N)`, seed-major."""
     stacked = [found[name][s] for s in range(len(config.seeds)) for name in names]
     return few_shot(
@@ -216,9 +218,8 @@ def _adapt_with_learned_rules(config, problem, out_dir, rules, found, diverged, 
             if (method, seed) in failed:
                 optimizer = adam(PLAIN_ADAM_LR)  # a stand-in: its numbers are dropped
             else:
-                settings = config.method_settings(method)
                 meta, _ = load_meta_params(
-                    run_dir(out_dir, method, seed), learner, like, adam(settings["outer_lr"])
+                    run_dir(out_dir, method, seed), learner, like, outer_optimizer(config, method)
                 )
                 optimizer = learner.learned_optimizer(meta)
             trace = few_shot(

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._config import ExperimentConfig
+from ._config import DEFAULT_WORKLOAD, ExperimentConfig, workload
 from ._evaluation import evaluate_runs, reference_fields
 from ._training import train_runs
 
@@ -50,7 +50,8 @@ def reproduce(
 
     **Arguments:**
 
-    - `config`: an [`metapinn.ExperimentConfig`][]; `None` is workload W1.
+    - `config`: an [`metapinn.ExperimentConfig`][]; `None` is the default workload
+      (`DEFAULT_WORKLOAD`, W3).
     - `out_dir`: the run folder; `None` makes `runs/<name>-<date-time>`.
     - `resume`: continue an interrupted run in `out_dir`.
     - `progress`, `stop_after`, `log`: as for [`metapinn.train_runs`][].
@@ -58,7 +59,7 @@ def reproduce(
 
     **Returns:** the results, as written to `results.json`.
     """
-    config = ExperimentConfig() if config is None else config
+    config = workload(DEFAULT_WORKLOAD) if config is None else config
     out_dir = default_out_dir(config) if out_dir is None else pathlib.Path(out_dir)
     log(f"run folder: {out_dir}")
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metapinn-reference")

@@ -215,6 +215,11 @@ def _verdict(
         return f"{word} {what} ({a:.3g} vs {b:.3g}){close}"
 
     baselines = ("random", "multitask", CONDITIONED + "multitask", TRANSFER)
+    if n_total == 1:
+        lines.append(
+            "One seed: no comparison below can be judged against a spread over seeds "
+            "(run more, e.g. --seeds 0 1 2)."
+        )
     for i, init in enumerate(inits):
         if init in baselines:
             continue
@@ -379,7 +384,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         f"{len(c['methods'])} methods meta-trained for {c['meta_steps']} outer steps "
         f"(K = {c['inner_steps']} inner {c['inner_optimizer']} steps at {c['inner_lr']:g}; "
-        f"outer Adam at {c['outer_lr']:g}; {c['tasks_per_step']} of "
+        f"outer Adam at {c['outer_lr']:g}"
+        f"{', cosine-decayed' if c.get('outer_schedule') == 'cosine' else ''}; "
+        f"{c['tasks_per_step']} of "
         f"{len(c['train_nus'])} training viscosities per step), from the random "
         f"initialisation of each seed ({', '.join(map(str, results['seeds']))}), unless "
         "a method's own settings below say otherwise. Each initialisation is then "

@@ -16,12 +16,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from .._checkpoint import write_json
+from .._checkpoint import read_checkpoint_meta, write_json
 from .._run import (
     CHECKPOINT,
     RESUMABLE_KEYS,
     MetaTrainResult,
     NonFiniteLossError,
+    _config_mismatch,
     load_initialisation,
     meta_train,
 )
@@ -34,15 +35,22 @@ from ._config import (
     ExperimentConfig,
 )
 from ._problem import (
-    adam,
     build_problem,
     initialisation,
     make_method,
     nearest_training_tasks,
+    outer_optimizer,
     point_sampler,
     run_settings,
     tasks_at_once,
+    writers_optimizer,
 )
+
+
+RESUMABLE_RUN_KEYS = ("overrides", "tasks_at_once", "seeds", "methods")
+"""Run-wide settings a resumed run folder may change: the per-method settings (each
+run checks its own against its checkpoint), how tasks are mapped, and which seeds and
+methods it holds."""
 
 
 def run_dir(
@@ -97,15 +105,39 @@ def _start_run_folder(config: ExperimentConfig, out_dir: pathlib.Path, resume: b
             )
         stored = ExperimentConfig.from_dict(json.loads(path.read_text())).to_dict()
         given = config.to_dict()
-        # Per-method settings are checked run by run against each checkpoint.
-        allowed = set(RESUMABLE_KEYS) | set(EVALUATION_KEYS) | {"overrides"}
+        # Per-method settings are checked run by run against each checkpoint; each
+        # (method, seed) is a run of its own, so a resumed run may add seeds or methods
+        # (those trained already are loaded, the others trained).
+        allowed = set(RESUMABLE_KEYS) | set(EVALUATION_KEYS) | set(RESUMABLE_RUN_KEYS)
         bad = sorted(k for k in given if k not in allowed and stored[k] != given[k])
         if bad:
             raise ConfigError(
                 f"cannot resume {out_dir} with different settings: "
                 + ", ".join(f"{k} (stored {stored[k]!r}, given {given[k]!r})" for k in bad)
             )
+        _check_resumable_runs(config, out_dir)
     write_json(path, config.to_dict())
+
+
+def _check_resumable_runs(config: ExperimentConfig, out_dir: pathlib.Path) -> None:
+    """Refuse, before anything is written, to resume runs whose checkpoints were
+    trained with settings other than `config` gives them (other than the length)."""
+    bad = []
+    for method in config.methods:
+        for seed in config.seeds:
+            for task, folder in run_dirs(config, out_dir, method, seed).items():
+                if (folder / CHECKPOINT).exists():
+                    stored = read_checkpoint_meta(folder / CHECKPOINT).get("config")
+                    given = run_settings(config, method, seed, task)
+                    bad += [
+                        f"{folder}: {k} (stored {stored.get(k)!r}, now {given.get(k)!r})"
+                        for k in _config_mismatch(stored, given)
+                    ]
+    if bad:
+        raise ConfigError(
+            "cannot resume: these runs were trained with other settings (train them in a new "
+            "folder, or give the settings they were trained with): " + "; ".join(bad)
+        )
 
 
 def load_final(
@@ -130,20 +162,23 @@ def load_final(
             "(metapinn train, or metapinn reproduce)"
         )
     settings = run_settings(config, method, seed, task)
-    learner = make_method(config, method, params)
-    params, meta = load_initialisation(folder, params, adam(settings["outer_lr"]), learner)
+    meta = read_checkpoint_meta(folder / CHECKPOINT)
     if meta["step"] != settings["meta_steps"]:
         raise ConfigError(
             f"the {method} seed {seed} run in {folder} stopped at meta-step {meta['step']} "
             f"of {settings['meta_steps']}; finish it with --resume first"
         )
     stored = meta.get("config") or {}
-    bad = sorted(k for k in settings if k != "checkpoint_every" and stored.get(k) != settings[k])
+    keys = (set(settings) | set(stored)) - {"checkpoint_every"}
+    bad = sorted(k for k in keys if stored.get(k) != settings.get(k))
     if bad:
         raise ConfigError(
             f"the checkpoint in {folder} was trained with other settings: "
-            + ", ".join(f"{k} (stored {stored.get(k)!r}, now {settings[k]!r})" for k in bad)
+            + ", ".join(f"{k} (stored {stored.get(k)!r}, now {settings.get(k)!r})" for k in bad)
         )
+    # Checked first: a checkpoint written by another optimiser would not even load.
+    learner = make_method(config, method, params)
+    params, _ = load_initialisation(folder, params, outer_optimizer(config, method), learner)
     return params
 
 
@@ -179,9 +214,11 @@ def starting_point(
             f"init={source!r} is neither a method of this run ({', '.join(config.methods)}) "
             f"nor a folder holding a {CHECKPOINT}"
         )
-    loaded, _ = load_initialisation(
-        folder, params, adam(config.method_settings(method)["outer_lr"])
+    stored = read_checkpoint_meta(folder / CHECKPOINT).get("config") or {}
+    optimizer = (  # the one that wrote it, as far as its stored settings tell
+        writers_optimizer(stored) if "outer_lr" in stored else outer_optimizer(config, method)
     )
+    loaded, _ = load_initialisation(folder, params, optimizer)
     return loaded
 
 
@@ -272,7 +309,7 @@ def train_runs(
                         train_tasks,
                         None if sampler is not None else problem.points,
                         steps=settings["meta_steps"],
-                        optimizer=adam(settings["outer_lr"]),
+                        optimizer=outer_optimizer(config, method),
                         key=key,
                         tasks_per_step=per_step,
                         sample_points=sampler,
