@@ -180,6 +180,7 @@ def test_non_finite_loss_stops_cleanly(tmp_path, config_file, capsys):
     [
         (["train", "--method", "mamll"], "methods='mamll'"),
         (["reproduce", "--methods", "maml", "magic"], "methods='magic'"),
+        (["reproduce", "--methods", "all", "maml"], "'all' stands alone"),
         (["reproduce", "--inner-steps", "-1"], "inner_steps=-1"),
         (["reproduce", "--train-nus", "0.01", "-0.02"], "train_nus=-0.02"),
         (["reproduce", "--test-nus", "0"], "test_nus=0.0"),
@@ -227,6 +228,25 @@ def test_config_round_trip_and_errors():
         mp.ExperimentConfig.from_dict({"meta_steps": 1.5})
     with pytest.raises(mp.ConfigError, match="expected an integer"):
         mp.ExperimentConfig.from_dict({"width": True})
+
+
+def test_all_methods_are_one_flag_away():
+    """`--methods all` runs every method; on W3 each learner has a warm start (its
+    network's multi-task run) and a budget, so none trains 1000 steps from random."""
+    from metapinn._cli import _config_for_run, build_parser
+    from metapinn._experiment._config import METHOD_NAMES
+
+    args = build_parser().parse_args(["reproduce", "--methods", "all"])
+    config = _config_for_run(args, {})
+    assert config.name == "W3" and config.methods == METHOD_NAMES
+    assert {"maml", "mamlpp", "imaml", "cond-metasgd", "transfer"} <= set(config.methods)
+    for method in config.methods:
+        s = config.method_settings(method)
+        pretraining = method in ("multitask", "cond-multitask", "transfer")
+        if not pretraining:
+            home = "cond-multitask" if method.startswith("cond-") else "multitask"
+            assert s["init"] == home and s["meta_steps"] <= 100, (method, s)
+    assert mp.workload("W1", methods=["all"]).methods == METHOD_NAMES
 
 
 def test_help_gives_every_option_a_default(capsys):
