@@ -62,7 +62,15 @@ from ._metrics import (
 )
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
-from ._pinn import MLPPINN as MLPPINN, AbstractPINN as AbstractPINN, Derivatives as Derivatives
+from ._pinn import (
+    BURGERS_NEEDS as BURGERS_NEEDS,
+    MLPPINN as MLPPINN,
+    STREAMS as STREAMS,
+    AbstractPINN as AbstractPINN,
+    Derivatives as Derivatives,
+    Needs as Needs,
+    check_needs as check_needs,
+)
 from ._plots import (
     plot_few_shot as plot_few_shot,
     plot_fields as plot_fields,

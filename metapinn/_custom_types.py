@@ -7,6 +7,8 @@ from jaxtyping import Array, ArrayLike, Bool, Float, PyTree
 
 Points = Float[Array, "n 2"]
 """Collocation points; column 0 is `x`, column 1 is `t`."""
+PointSet = Float[Array, "_ 2"]
+"""One of several sets of points, each of its own size (e.g. interior, initial, boundary)."""
 Values = Float[Array, " n"]
 """One value per point."""
 Scalar = Float[Array, ""]
@@ -17,4 +19,4 @@ Static = PyTree[Any]
 """The non-trainable half of a partitioned model."""
 FilterSpec = PyTree[bool | Bool[Array, ""]]
 
-__all__ = ["Points", "Values", "Scalar", "ScalarLike", "Params", "Static", "FilterSpec"]
+__all__ = ["Points", "PointSet", "Values", "Scalar", "ScalarLike", "Params", "Static", "FilterSpec"]

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 from jaxtyping import PyTree
 
 from ._checks import checked
-from ._custom_types import Scalar
+from ._custom_types import PointSet, Scalar
 from ._pde._base import AbstractPDE
-from ._pinn import AbstractPINN, Derivatives, EdgeValues, check_points
+from ._pinn import AbstractPINN, Derivatives, check_points
 from ._sampling import CollocationBatch
 
 
@@ -27,27 +27,26 @@ class LossTerms(eqx.Module):
         return self.residual + self.initial + self.boundary
 
 
-def _edge_points(batch: CollocationBatch):
+def _point_sets(batch: CollocationBatch) -> tuple[PointSet, PointSet, PointSet]:
     if batch.task_batch_size is not None:
         raise ValueError(
             "the PINN loss takes one task's points, shape (n, 2); got a batch with a task "
             f"axis of size {batch.task_batch_size}: use jax.vmap over tasks"
         )
     check_points(batch.interior, "interior")
-    return jnp.concatenate([batch.initial, batch.boundary], axis=0)
+    return batch.interior, batch.initial, batch.boundary
 
 
 def _terms(
-    derivs: Derivatives,
-    u_edge: EdgeValues,
+    jet: tuple[Derivatives, Derivatives, Derivatives],
     pde: AbstractPDE,
     task: PyTree,
     batch: CollocationBatch,
 ) -> LossTerms:
-    residual = pde.residual(derivs, task)
-    m = batch.initial.shape[0]
-    ic_error = u_edge[:m] - pde.initial_condition(batch.initial[:, 0])
-    bc_error = u_edge[m:] - pde.boundary_condition(batch.boundary[:, 1], batch.boundary[:, 0])
+    interior, initial, boundary = jet
+    residual = pde.residual(interior, task)
+    ic_error = pde.initial_error(initial, batch.initial, task)
+    bc_error = pde.boundary_error(boundary, batch.boundary, task)
     return LossTerms(
         residual=jnp.mean(residual**2),
         initial=jnp.mean(ic_error**2),
@@ -71,9 +70,8 @@ def loss_terms(
 
     **Raises:** `ValueError` if the batch has a task axis.
     """
-    edge = _edge_points(batch)
-    derivs, u_edge = pinn.jet(batch.interior, edge)
-    return checked(pde, task, _terms(derivs, u_edge, pde, task, batch))
+    jet = pinn.jet(_point_sets(batch), pde.jet_needs)
+    return checked(pde, task, _terms(jet, pde, task, batch))
 
 
 def pinn_loss(
@@ -104,12 +102,9 @@ def pinn_loss_and_grad(
     **Returns:** `(loss, grads)`, with `grads` of the network's pytree structure
     (arrays at its floating-point leaves, `None` elsewhere).
     """
-    edge = _edge_points(batch)
-    jet, pullback = pinn.jet_vjp(batch.interior, edge)
-    loss, terms_vjp = jax.vjp(
-        lambda derivs, u_edge: _terms(derivs, u_edge, pde, task, batch).total, *jet
-    )
-    return loss, pullback(terms_vjp(jnp.ones_like(loss)))
+    jet, pullback = pinn.jet_vjp(_point_sets(batch), pde.jet_needs)
+    loss, terms_vjp = jax.vjp(lambda jet: _terms(jet, pde, task, batch).total, jet)
+    return loss, pullback(terms_vjp(jnp.ones_like(loss))[0])
 
 
 class AbstractLoss(eqx.Module):

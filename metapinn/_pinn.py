@@ -1,7 +1,7 @@
 """Physics-informed networks `(x, t) -> u` with forward-mode spatial/temporal derivatives."""
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -11,27 +11,52 @@ import jax.random as jr
 from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._custom_types import Points, Values
+from ._custom_types import Points, PointSet, Values
+
+
+STREAMS = ("u_x", "u_t", "u_xx", "u_tt")
+"""The derivatives a jet can carry besides the value `u`, in their order in the jet."""
+_FIRST_ORDER = {"u_xx": "u_x", "u_tt": "u_t"}
+"""A second derivative's jet needs its first derivative at the same points."""
+
+Needs = tuple[str, ...]
+"""Which of `STREAMS` one set of points needs, e.g. `("u_x", "u_t", "u_xx")` (Burgers'
+interior) or `()` (values only)."""
+BURGERS_NEEDS: Needs = ("u_x", "u_t", "u_xx")
+"""What a second-order PDE in x with a first derivative in t needs in its interior."""
+
+
+def check_needs(needs: Needs, name: str = "needs") -> Needs:
+    """The closed, ordered form of `needs`: every name one of `STREAMS`, a second
+    derivative's first derivative added (`u_xx` brings `u_x`), in `STREAMS` order.
+
+    **Raises:** `ValueError` naming an unknown derivative (at trace time)."""
+    if isinstance(needs, str) or not isinstance(needs, (tuple, list)):
+        raise ValueError(f"{name} must be a tuple of derivative names, got {needs!r}")
+    unknown = [n for n in needs if n not in STREAMS]
+    if unknown:
+        raise ValueError(f"{name} names unknown derivative(s) {unknown}; choose from {STREAMS}")
+    wanted = set(needs) | {_FIRST_ORDER[n] for n in needs if n in _FIRST_ORDER}
+    return tuple(n for n in STREAMS if n in wanted)
 
 
 class Derivatives(eqx.Module):
-    """The network and the derivatives a second-order PDE in `(x, t)` needs, per point.
+    """The network and the derivatives a PDE needs, at each of `n` points.
 
-    Each field has shape `(n,)`.
+    Each field present has shape `(n,)`; a derivative that was not asked for is `None`
+    (see [`metapinn.AbstractPINN.jet`][]).
     """
 
     u: Values
-    u_x: Values
-    u_t: Values
-    u_xx: Values
+    u_x: Values | None = None
+    u_t: Values | None = None
+    u_xx: Values | None = None
+    u_tt: Values | None = None
 
 
-EdgePoints = Float[Array, "m 2"]
-"""Initial and boundary points, where only the value is needed."""
-EdgeValues = Float[Array, " m"]
-
-JetPullback = Callable[[tuple[Derivatives, EdgeValues]], Any]
-"""Maps a cotangent of `(derivatives, edge values)` to a cotangent of the network."""
+JetPullback = Callable[[tuple[Derivatives, ...]], Any]
+"""Maps a cotangent of the jet (one `Derivatives` per set of points) to a cotangent of
+the network."""
 
 
 def check_points(points: Points, name: str = "points") -> None:
@@ -44,37 +69,57 @@ def check_points(points: Points, name: str = "points") -> None:
         )
 
 
+def _check_sets(point_sets: Sequence[PointSet], needs: Sequence[Needs]) -> tuple[Needs, ...]:
+    if len(point_sets) != len(needs):
+        raise ValueError(
+            f"a jet takes one needs tuple per set of points; got {len(point_sets)} sets "
+            f"and {len(needs)} needs"
+        )
+    for i, points in enumerate(point_sets):
+        check_points(points, f"point set {i}")
+    return tuple(check_needs(n, f"needs of point set {i}") for i, n in enumerate(needs))
+
+
 class AbstractPINN(eqx.Module):
-    """A network `u(x, t)` that can also return `u_x`, `u_t` and `u_xx` at points."""
+    """A network `u(x, t)` that can also return its derivatives in `x` and `t`."""
 
     @abc.abstractmethod
     def __call__(self, points: Points) -> Values:
         """**Returns:** `u` at each of the `(n, 2)` points."""
 
     @abc.abstractmethod
-    def derivatives(self, points: Points) -> Derivatives:
-        """**Returns:** `u, u_x, u_t, u_xx` at each of the `(n, 2)` points."""
+    def derivatives(self, points: Points, needs: Needs = BURGERS_NEEDS) -> Derivatives:
+        """**Returns:** `u` and the derivatives named in `needs` (closed as
+        [`metapinn.check_needs`][] does; default `u_x, u_t, u_xx`) at each of the `(n, 2)`
+        points."""
 
-    def jet(self, interior: Points, edge: EdgePoints) -> tuple[Derivatives, EdgeValues]:
-        """What a physics-informed loss needs, in one call: the derivatives at the
-        `interior` points and the values at the `edge` (initial and boundary) points.
+    def jet(
+        self, point_sets: Sequence[PointSet], needs: Sequence[Needs]
+    ) -> tuple[Derivatives, ...]:
+        """What a physics-informed loss needs, in one call: for each set of `(n_i, 2)`
+        points (e.g. interior, initial, boundary), the value and the derivatives its
+        entry of `needs` names (e.g. `("u_x", "u_t", "u_xx")`, or `()` for values only).
 
-        **Returns:** `(derivatives, values)`.
+        **Returns:** one [`metapinn.Derivatives`][] per set, holding the closed needs
+        (`u_xx` brings `u_x`) and `None` for the rest.
+
+        **Raises:** `ValueError` at trace time for points not `(n, 2)`, an unknown
+        derivative, or as many needs as sets.
         """
-        return self.derivatives(interior), self(edge)
+        needs = _check_sets(point_sets, needs)
+        return tuple(self.derivatives(p, n) for p, n in zip(point_sets, needs, strict=True))
 
     def jet_vjp(
-        self, interior: Points, edge: EdgePoints
-    ) -> tuple[tuple[Derivatives, EdgeValues], JetPullback]:
+        self, point_sets: Sequence[PointSet], needs: Sequence[Needs]
+    ) -> tuple[tuple[Derivatives, ...], JetPullback]:
         """[`metapinn.AbstractPINN.jet`][] and its pullback, as `jax.vjp` gives them.
 
-        **Returns:** `((derivatives, values), pullback)`, where `pullback` maps a
-        cotangent `(derivatives_bar, values_bar)` to the cotangent of the network: a
-        pytree of its structure with arrays at its floating-point leaves and `None`
-        elsewhere. This default differentiates `jet` by reverse mode; a subclass may
-        supply a faster adjoint.
+        **Returns:** `(jet, pullback)`, where `pullback` maps a cotangent of the jet
+        (of its structure) to the cotangent of the network: a pytree of its structure
+        with arrays at its floating-point leaves and `None` elsewhere. This default
+        differentiates `jet` by reverse mode; a subclass may supply a faster adjoint.
         """
-        out, pullback = eqx.filter_vjp(lambda pinn: pinn.jet(interior, edge), self)
+        out, pullback = eqx.filter_vjp(lambda pinn: pinn.jet(point_sets, needs), self)
         return out, lambda cotangent: pullback(cotangent)[0]
 
 
@@ -128,11 +173,9 @@ def glorot_layers(
 class _HiddenLayer(eqx.Module):
     """What the pullback of one hidden layer keeps from the forward pass."""
 
-    jet_in: Array | None  # the layer's input streams (None for the first layer)
-    slopes: tuple[Array, ...]  # σ', σ'', σ''' at every column
-    z_x: Array
-    z_t: Array
-    z_xx: Array | None  # None for the first layer, where it is zero
+    jet_in: Array | None  # the layer's input jet (None for the first layer)
+    slopes: tuple[Array, ...]  # the activation's first three derivatives, value columns
+    z_streams: dict[str, Array]  # each stream's z_d (first layer: the W_x, W_t columns)
 
 
 class MLPPINN(AbstractPINN):
@@ -143,20 +186,22 @@ class MLPPINN(AbstractPINN):
     per-array cost of a meta-step (optimiser updates, loop carries, the stored inner
     steps) scales with that count. `weights` and `biases` are views of `layers`.
 
-    Derivatives are propagated forward through the layers by hand (a truncated Taylor
-    jet in $x$ plus the tangent in $t$): for a hidden pre-activation $z$ and
-    $h = \sigma(z)$,
+    Derivatives are propagated forward through the layers by hand (truncated Taylor
+    jets in $x$ and in $t$): for a hidden pre-activation $z$ and $h = \sigma(z)$,
 
     $$h_x = \sigma'(z) z_x,\quad h_t = \sigma'(z) z_t,\quad
-    h_{xx} = \sigma'(z) z_{xx} + \sigma''(z) z_x^2.$$
+    h_{xx} = \sigma'(z) z_{xx} + \sigma''(z) z_x^2,\quad
+    h_{tt} = \sigma'(z) z_{tt} + \sigma''(z) z_t^2.$$
 
     Activations are held *feature-major*, `(width, columns)`, and the columns of one
-    array carry every stream: the value at the interior and edge points, then `h_x`,
-    `h_t` and `h_xx` at the interior points, so each layer is *one* matrix product
-    `W @ jet`; the bias is added to the value columns only (it does not reach the
-    derivative streams). [`metapinn.MLPPINN.jet_vjp`][] pulls a cotangent back through
-    the same jet by hand (the adjoint of the recurrence above: one product per layer
-    for the weights' cotangent, one for the layer input's). A loss gradient so costs
+    array carry every stream: the value at every set of points, then each derivative
+    stream at the sets that need it (for Burgers' loss: `h_x`, `h_t` and `h_xx` at the
+    interior points only, values only at the initial and boundary points), so each
+    layer is *one* matrix product `W @ jet`; the bias is added to the value columns
+    only (it does not reach the derivative streams). [`metapinn.MLPPINN.jet_vjp`][]
+    pulls a cotangent back through the same jet by hand (the adjoint of the recurrence
+    above: one product per layer for the weights' cotangent, one for the layer
+    input's). A loss gradient so costs
     three matrix products per layer and a few elementwise passes, and it stays an
     ordinary JAX function: forward mode through it gives Hessian-vector products.
 
@@ -219,46 +264,45 @@ class MLPPINN(AbstractPINN):
             h = self.activation(h @ w.T + b[None])
         return (h @ self.weights[-1].T)[:, 0] + self.biases[-1][0]
 
-    def derivatives(self, points: Points) -> Derivatives:
+    def derivatives(self, points: Points, needs: Needs = BURGERS_NEEDS) -> Derivatives:
         check_points(points)
-        derivs, _ = self.jet(points, points[:0])
-        return derivs
+        return self.jet((points,), (needs,))[0]
 
-    def jet(self, interior: Points, edge: EdgePoints) -> tuple[Derivatives, EdgeValues]:
-        check_points(interior, "interior")
-        check_points(edge, "edge")
-        out, _ = self._forward(interior, edge, order=2)
-        return _split(out, self.layers[-1][0, -1], interior.shape[0], edge.shape[0])
+    def jet(
+        self, point_sets: Sequence[PointSet], needs: Sequence[Needs]
+    ) -> tuple[Derivatives, ...]:
+        needs = _check_sets(point_sets, needs)
+        layout = _Layout(tuple(p.shape[0] for p in point_sets), needs)
+        out, _ = self._forward(point_sets, layout, order=2)
+        return _split(out, self.layers[-1][0, -1], layout)
 
     def jet_vjp(
-        self, interior: Points, edge: EdgePoints
-    ) -> tuple[tuple[Derivatives, EdgeValues], JetPullback]:
-        check_points(interior, "interior")
-        check_points(edge, "edge")
-        n, m = interior.shape[0], edge.shape[0]
-        out, (jet, layers, x, t) = self._forward(interior, edge, order=3)
+        self, point_sets: Sequence[PointSet], needs: Sequence[Needs]
+    ) -> tuple[tuple[Derivatives, ...], JetPullback]:
+        needs = _check_sets(point_sets, needs)
+        layout = _Layout(tuple(p.shape[0] for p in point_sets), needs)
+        out, (jet, layers, x, t) = self._forward(point_sets, layout, order=3)
 
-        def pullback(cotangent: tuple[Derivatives, EdgeValues]) -> "MLPPINN":
-            d_bar, edge_bar = cotangent
-            out_bar = jnp.concatenate([d_bar.u, edge_bar, d_bar.u_x, d_bar.u_t, d_bar.u_xx])
+        def pullback(cotangent: tuple[Derivatives, ...]) -> "MLPPINN":
+            out_bar = _gather(layout, cotangent)
             grads = [None] * len(self.layers)
-            grads[-1] = _with_bias(jet @ out_bar, out_bar[: n + m])[None]
+            grads[-1] = _with_bias(jet @ out_bar, out_bar[: layout.values])[None]
             jet_bar = self.layers[-1][0, :-1, None] * out_bar[None]
             for index in range(len(layers) - 1, -1, -1):
                 layer = layers[index]
-                z_bar, z_x_bar, z_t_bar, z_xx_bar = _activation_pullback(layer, jet_bar, n)
+                z_bar, streams_bar = _activation_pullback(layout, layer, jet_bar, index == 0)
                 if index == 0:
                     # z = W[:, 0] x + W[:, 1] t + b, with z_x = W[:, 0], z_t = W[:, 1].
-                    grads[0] = jnp.stack(
-                        [
-                            z_bar @ x + jnp.sum(z_x_bar, 1),
-                            z_bar @ t + jnp.sum(z_t_bar, 1),
-                            jnp.sum(z_bar, 1),
-                        ],
-                        1,
-                    )
+                    w_x_bar, w_t_bar = z_bar @ x, z_bar @ t
+                    if "u_x" in streams_bar:
+                        w_x_bar = w_x_bar + jnp.sum(streams_bar["u_x"], 1)
+                    if "u_t" in streams_bar:
+                        w_t_bar = w_t_bar + jnp.sum(streams_bar["u_t"], 1)
+                    grads[0] = jnp.stack([w_x_bar, w_t_bar, jnp.sum(z_bar, 1)], 1)
                 else:
-                    z_bar_jet = jnp.concatenate([z_bar, z_x_bar, z_t_bar, z_xx_bar], 1)
+                    z_bar_jet = jnp.concatenate(
+                        [z_bar, *(streams_bar[s] for s in layout.streams)], 1
+                    )
                     grads[index] = _with_bias(z_bar_jet @ layer.jet_in.T, z_bar)
                     # The barrier keeps W.T a materialised row-major operand: XLA:CPU
                     # hands `W.T @ A` to its fast matmul kernels only in that form (a
@@ -267,36 +311,107 @@ class MLPPINN(AbstractPINN):
                     jet_bar = w_t @ z_bar_jet
             return eqx.tree_at(lambda pinn: pinn.layers, self, tuple(grads))
 
-        return _split(out, self.layers[-1][0, -1], n, m), pullback
+        return _split(out, self.layers[-1][0, -1], layout), pullback
 
-    def _forward(self, interior: Points, edge: EdgePoints, order: int):
+    def _forward(self, point_sets: Sequence[PointSet], layout: "_Layout", order: int):
         """The jet, feature-major; columns as in the class docstring. Returns the output
         row (before the output bias) and what the pullback needs: the last hidden jet; per
         hidden layer, its input, activation slopes and pre-activation streams; and the
         columns' `x` and `t`.
         """
-        n = interior.shape[0]
-        x, t = _columns(interior, edge)
-        columns = x.shape[0]
+        x = jnp.concatenate([p[:, 0] for p in point_sets])
+        t = jnp.concatenate([p[:, 1] for p in point_sets])
         first = self.layers[0]
-        z_x, z_t = first[:, 0:1], first[:, 1:2]
-        # The first layer is affine in (x, t): z_x and z_t are columns, z_xx = 0.
-        z = z_x * x[None] + z_t * t[None] + first[:, 2:3]
+        # The first layer is affine in (x, t): z_x and z_t are columns, z_xx = z_tt = 0.
+        z_streams = {"u_x": first[:, 0:1], "u_t": first[:, 1:2]}
+        z = z_streams["u_x"] * x[None] + z_streams["u_t"] * t[None] + first[:, 2:3]
         sigma = activation_derivatives(self.activation, z, order)
-        s1, s2 = sigma[1][:, :n], sigma[2][:, :n]
-        jet = jnp.concatenate([sigma[0], s1 * z_x, s1 * z_t, s2 * z_x * z_x], 1)
-        layers = [_HiddenLayer(None, sigma[1:], z_x, z_t, None)]
+        jet = _next_jet(layout, sigma, z_streams, first=True)
+        layers = [_HiddenLayer(None, sigma[1:], z_streams)]
         for layer in self.layers[1:-1]:
             z_jet = layer[:, :-1] @ jet
-            z = z_jet[:, :columns] + layer[:, -1:]
-            z_x = z_jet[:, columns : columns + n]
-            z_t = z_jet[:, columns + n : columns + 2 * n]
-            z_xx = z_jet[:, columns + 2 * n :]
+            z = z_jet[:, : layout.values] + layer[:, -1:]
+            z_streams = {s: layout.stream_columns(z_jet, s) for s in layout.streams}
             sigma = activation_derivatives(self.activation, z, order)
-            s1, s2 = sigma[1][:, :n], sigma[2][:, :n]
-            layers.append(_HiddenLayer(jet, sigma[1:], z_x, z_t, z_xx))
-            jet = jnp.concatenate([sigma[0], s1 * z_x, s1 * z_t, s1 * z_xx + s2 * z_x * z_x], 1)
+            layers.append(_HiddenLayer(jet, sigma[1:], z_streams))
+            jet = _next_jet(layout, sigma, z_streams, first=False)
         return (self.layers[-1][:, :-1] @ jet)[0], (jet, layers, x, t)
+
+
+class _Layout:
+    """Where each set of points sits in the columns of a jet (static, at trace time).
+
+    The columns hold the values at every set's points (sets in order), then, for each
+    stream of `STREAMS` that some set needs, that stream at the points of the sets that
+    need it (in order)."""
+
+    def __init__(self, sizes: tuple[int, ...], needs: tuple[Needs, ...]):
+        self.sizes, self.needs = sizes, needs
+        starts = [0]
+        for size in sizes:
+            starts.append(starts[-1] + size)
+        self.value_starts = tuple(starts[:-1])
+        self.values = starts[-1]
+        self.streams = tuple(s for s in STREAMS if any(s in n for n in needs))
+        self.stream_sets: dict[str, tuple[int, ...]] = {}
+        self.offsets: dict[tuple[str, int], int] = {}  # (stream, set) -> offset in stream
+        self.starts: dict[str, int] = {}  # stream -> its first column in the jet
+        self.widths: dict[str, int] = {}
+        column = self.values
+        for stream in self.streams:
+            sets = tuple(i for i, n in enumerate(needs) if stream in n)
+            self.stream_sets[stream], self.starts[stream] = sets, column
+            width = 0
+            for i in sets:
+                self.offsets[stream, i] = width
+                width += sizes[i]
+            self.widths[stream] = width
+            column += width
+        self.columns = column
+
+    def value(self, a: Array, i: int) -> Array:
+        """Set `i`'s columns of an array over the value columns (last axis)."""
+        lo = self.value_starts[i]
+        return a[..., lo : lo + self.sizes[i]]
+
+    def stream_columns(self, a: Array, stream: str) -> Array:
+        """A stream's columns of an array over the whole jet (last axis)."""
+        lo = self.starts[stream]
+        return a[..., lo : lo + self.widths[stream]]
+
+    def part(self, a: Array, stream: str, i: int) -> Array:
+        """Set `i`'s columns of an array over one stream's columns (last axis)."""
+        lo = self.offsets[stream, i]
+        return a[..., lo : lo + self.sizes[i]]
+
+
+def _concatenate(pieces: list[Array]) -> Array:
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, -1)
+
+
+def _next_jet(layout: _Layout, sigma: tuple[Array, ...], z_streams: dict, first: bool) -> Array:
+    r"""A hidden layer's output jet from its activation slopes and pre-activation
+    streams: $h_d = \sigma' z_d$ for a first derivative and
+    $h_{dd} = \sigma' z_{dd} + \sigma'' z_d^2$ for a second ($z_{dd} = 0$ in the first
+    layer, whose `z_streams` are the columns `W_x`, `W_t` shared by every point)."""
+    s1, s2 = sigma[1], sigma[2]
+
+    def z_part(stream, i):
+        return z_streams[stream] if first else layout.part(z_streams[stream], stream, i)
+
+    columns = [sigma[0]]
+    for stream in layout.streams:
+        pieces = []
+        for i in layout.stream_sets[stream]:
+            s1_i = layout.value(s1, i)
+            if stream not in _FIRST_ORDER:
+                pieces.append(s1_i * z_part(stream, i))
+                continue
+            z_d = z_part(_FIRST_ORDER[stream], i)
+            curvature = layout.value(s2, i) * z_d * z_d
+            pieces.append(curvature if first else s1_i * z_part(stream, i) + curvature)
+        columns.append(_concatenate(pieces))
+    return jnp.concatenate(columns, 1)
 
 
 def _with_bias(weights_bar: Array, z_bar: Array) -> Array:
@@ -305,48 +420,101 @@ def _with_bias(weights_bar: Array, z_bar: Array) -> Array:
     return jnp.concatenate([weights_bar, jnp.sum(z_bar, -1, keepdims=True)], -1)
 
 
-def _split(out: Array, bias: Array, n: int, m: int) -> tuple[Derivatives, EdgeValues]:
-    u = out[: n + m] + bias
-    derivs = Derivatives(
-        u=u[:n],
-        u_x=out[n + m : 2 * n + m],
-        u_t=out[2 * n + m : 3 * n + m],
-        u_xx=out[3 * n + m :],
+def _split(out: Array, bias: Array, layout: _Layout) -> tuple[Derivatives, ...]:
+    """The output row as one `Derivatives` per set of points."""
+    u = out[: layout.values] + bias
+    return tuple(
+        Derivatives(
+            u=layout.value(u, i),
+            **{s: layout.part(layout.stream_columns(out, s), s, i) for s in needs},
+        )
+        for i, needs in enumerate(layout.needs)
     )
-    return derivs, u[n:]
 
 
-def _columns(interior: Points, edge: EdgePoints) -> tuple[Array, Array]:
-    """`x` and `t` of the interior points followed by the edge points."""
-    return (
-        jnp.concatenate([interior[:, 0], edge[:, 0]]),
-        jnp.concatenate([interior[:, 1], edge[:, 1]]),
-    )
+def _gather(layout: _Layout, cotangent: Sequence[Derivatives]) -> Array:
+    """The inverse of `_split` for a cotangent: one row over the jet's columns (a
+    missing field, a symbolic zero, as zeros)."""
+    if len(cotangent) != len(layout.sizes):
+        raise ValueError(
+            f"the jet's cotangent has {len(cotangent)} sets of points; the jet has "
+            f"{len(layout.sizes)}"
+        )
+
+    def field(i, name):
+        value = getattr(cotangent[i], name)
+        if value is None:
+            return jnp.zeros((layout.sizes[i],), cotangent[i].u.dtype)
+        return value
+
+    rows = [field(i, "u") for i in range(len(layout.sizes))]
+    for stream in layout.streams:
+        rows.extend(field(i, stream) for i in layout.stream_sets[stream])
+    return jnp.concatenate(rows)
+
+
+_SECOND_ORDER = {first: second for second, first in _FIRST_ORDER.items()}
 
 
 def _activation_pullback(
-    layer: _HiddenLayer, jet_bar: Array, n: int
-) -> tuple[Array, Array, Array, Array]:
-    r"""Cotangents of `z, z_x, z_t, z_xx` from those of `h, h_x, h_t, h_xx` (the adjoint
-    of the jet recurrence; the edge columns carry only `h`):
+    layout: _Layout, layer: _HiddenLayer, jet_bar: Array, first: bool
+) -> tuple[Array, dict[str, Array]]:
+    r"""Cotangents of a layer's pre-activation `z` and of its streams from those of its
+    output jet (the adjoint of `_next_jet`), set by set: with $h_d = \sigma' z_d$ and
+    $h_{dd} = \sigma' z_{dd} + \sigma'' z_d^2$,
 
-    $$\bar z = \sigma'\bar h + \sigma''(\bar h_x z_x + \bar h_t z_t + \bar h_{xx} z_{xx})
-    + \sigma^{(3)} \bar h_{xx} z_x^2,\qquad
-    \bar z_x = \sigma'\bar h_x + 2\sigma'' z_x \bar h_{xx},\quad
-    \bar z_t = \sigma'\bar h_t,\quad \bar z_{xx} = \sigma'\bar h_{xx}.$$
+    $$\bar z = \sigma'\bar h + \sigma''\textstyle\sum_s \bar h_s z_s
+    + \sigma^{(3)} \sum_{dd} \bar h_{dd} z_d^2,\qquad
+    \bar z_d = \sigma'\bar h_d + 2\sigma'' z_d \bar h_{dd},\quad
+    \bar z_{dd} = \sigma'\bar h_{dd},$$
+
+    the sums over the streams the set carries ($z_{dd} = 0$ in the first layer). For
+    Burgers' interior (`u_x, u_t, u_xx`):
+    $\bar z = \sigma'\bar h + \sigma''(\bar h_x z_x + \bar h_t z_t + \bar h_{xx} z_{xx})
+    + \sigma^{(3)} \bar h_{xx} z_x^2$.
+
+    **Returns:** `(z_bar, streams_bar)`, `streams_bar` mapping each stream to its
+    cotangent over that stream's columns.
     """
     s1, s2, s3 = layer.slopes
-    columns = s1.shape[1]
-    h_bar = jet_bar[:, :columns]
-    h_x_bar = jet_bar[:, columns : columns + n]
-    h_t_bar = jet_bar[:, columns + n : columns + 2 * n]
-    h_xx_bar = jet_bar[:, columns + 2 * n :]
-    s1_in, s2_in, s3_in = s1[:, :n], s2[:, :n], s3[:, :n]
-    z_x, z_t, z_xx = layer.z_x, layer.z_t, layer.z_xx
-    slope_bar = h_x_bar * z_x + h_t_bar * z_t
-    if z_xx is not None:
-        slope_bar = slope_bar + h_xx_bar * z_xx
-    z_bar_interior = s1_in * h_bar[:, :n] + s2_in * slope_bar + s3_in * h_xx_bar * z_x * z_x
-    z_bar = jnp.concatenate([z_bar_interior, s1[:, n:] * h_bar[:, n:]], 1)
-    z_x_bar = s1_in * h_x_bar + 2 * s2_in * z_x * h_xx_bar
-    return z_bar, z_x_bar, s1_in * h_t_bar, s1_in * h_xx_bar
+    h_bar = jet_bar[:, : layout.values]
+    hs_bar = {s: layout.stream_columns(jet_bar, s) for s in layout.streams}
+
+    def z_part(stream, i):
+        z = layer.z_streams[stream]
+        return z if first else layout.part(z, stream, i)
+
+    z_bar_sets = []
+    stream_pieces: dict[str, list[Array]] = {s: [] for s in layout.streams}
+    values_only = []  # a run of consecutive sets that carry values only: one slice
+    for i, needs in enumerate(layout.needs):
+        if not needs:
+            values_only.append(i)
+            if i + 1 < len(layout.needs) and not layout.needs[i + 1]:
+                continue
+            lo = layout.value_starts[values_only[0]]
+            hi = layout.value_starts[i] + layout.sizes[i]
+            z_bar_sets.append(s1[:, lo:hi] * h_bar[:, lo:hi])
+            values_only = []
+            continue
+        s1_i = layout.value(s1, i)
+        z_bar_i = s1_i * layout.value(h_bar, i)
+        s2_i, s3_i = layout.value(s2, i), layout.value(s3, i)
+        h = {s: layout.part(hs_bar[s], s, i) for s in needs}
+        terms = [h[s] * z_part(s, i) for s in needs if not (first and s in _FIRST_ORDER)]
+        slope_bar = terms[0]
+        for term in terms[1:]:
+            slope_bar = slope_bar + term
+        z_bar_i = z_bar_i + s2_i * slope_bar
+        for s in needs:
+            if s in _FIRST_ORDER:
+                z_d = z_part(_FIRST_ORDER[s], i)
+                z_bar_i = z_bar_i + s3_i * h[s] * z_d * z_d
+        for s in needs:
+            piece = s1_i * h[s]
+            if _SECOND_ORDER.get(s) in needs:
+                piece = piece + 2 * s2_i * z_part(s, i) * h[_SECOND_ORDER[s]]
+            stream_pieces[s].append(piece)
+        z_bar_sets.append(z_bar_i)
+    streams_bar = {s: _concatenate(pieces) for s, pieces in stream_pieces.items()}
+    return _concatenate(z_bar_sets), streams_bar

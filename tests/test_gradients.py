@@ -28,18 +28,30 @@ def _with_random_biases(key, pinn):
     return eqx.tree_at(lambda m: m.layers, pinn, layers)
 
 
+LAYOUTS = {
+    "burgers": (("u_x", "u_t", "u_xx"), (), ()),
+    "wave": (("u_xx", "u_tt"), ("u_t",), ()),
+    "periodic": (("u_t", "u_xx"), (), ("u_x",)),
+    "everything": (("u_x", "u_t", "u_xx", "u_tt"), ("u_xx",), ("u_t", "u_tt")),
+}
+"""Which derivatives each set of points (interior, initial, boundary) carries: Burgers',
+the wave equation's (with a velocity initial condition), Allen-Cahn's periodic one, and
+every stream everywhere."""
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("activation", [jnp.tanh, jax.nn.softplus, jnp.sin])
 @pytest.mark.parametrize("depth", [1, 3])
-def test_jet_pullback_matches_reverse_mode(getkey, activation, depth):
+def test_jet_pullback_matches_reverse_mode(getkey, activation, depth, layout):
     pinn = mp.MLPPINN(width=6, depth=depth, activation=activation, key=getkey())
     pinn = _with_random_biases(getkey(), pinn)
-    interior = jr.uniform(getkey(), (7, 2), minval=-1.0, maxval=1.0)
-    edge = jr.uniform(getkey(), (5, 2), minval=-1.0, maxval=1.0)
+    sets = tuple(jr.uniform(getkey(), (n, 2), minval=-1.0, maxval=1.0) for n in (7, 5, 3))
+    needs = LAYOUTS[layout]
 
-    jet, pullback = pinn.jet_vjp(interior, edge)
-    assert tree_allclose(jet, pinn.jet(interior, edge), rtol=1e-13, atol=1e-13)
+    jet, pullback = pinn.jet_vjp(sets, needs)
+    assert tree_allclose(jet, pinn.jet(sets, needs), rtol=1e-13, atol=1e-13)
     # The reference: AbstractPINN's default, reverse mode through `jet`.
-    ref_jet, ref_pullback = mp.AbstractPINN.jet_vjp(pinn, interior, edge)
+    ref_jet, ref_pullback = mp.AbstractPINN.jet_vjp(pinn, sets, needs)
     assert tree_allclose(jet, ref_jet, rtol=1e-13, atol=1e-13)
     cotangent = _random_like(getkey(), jet)
     assert tree_allclose(pullback(cotangent), ref_pullback(cotangent), rtol=1e-10, atol=1e-12)
@@ -48,9 +60,9 @@ def test_jet_pullback_matches_reverse_mode(getkey, activation, depth):
 def test_jet_with_no_edge_points(getkey):
     pinn = mp.MLPPINN(width=5, key=getkey())
     interior = jr.uniform(getkey(), (4, 2))
-    (derivs, u_edge), pullback = pinn.jet_vjp(interior, interior[:0])
-    assert u_edge.shape == (0,)
-    grads = pullback((_random_like(getkey(), derivs), u_edge))
+    (derivs, edge), pullback = pinn.jet_vjp((interior, interior[:0]), (("u_xx",), ("u_t",)))
+    assert edge.u.shape == edge.u_t.shape == (0,)
+    grads = pullback((_random_like(getkey(), derivs), edge))
     assert all(jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
 
 

@@ -18,12 +18,51 @@ def test_forward_mode_derivatives_match_autodiff(getkey, activation, depth):
     points = jr.uniform(getkey(), (9, 2), minval=-1.0, maxval=1.0)
     x, t = points[:, 0], points[:, 1]
     f = _scalar_net(pinn)
-    d = pinn.derivatives(points)
+    d = pinn.derivatives(points, ("u_x", "u_t", "u_xx", "u_tt"))
     assert jnp.allclose(d.u, jax.vmap(f)(x, t), rtol=1e-12, atol=1e-12)
     assert jnp.allclose(d.u_x, jax.vmap(jax.grad(f, 0))(x, t), rtol=1e-10, atol=1e-12)
     assert jnp.allclose(d.u_t, jax.vmap(jax.grad(f, 1))(x, t), rtol=1e-10, atol=1e-12)
     u_xx = jax.vmap(jax.grad(jax.grad(f, 0), 0))(x, t)
     assert jnp.allclose(d.u_xx, u_xx, rtol=1e-10, atol=1e-12)
+    u_tt = jax.vmap(jax.grad(jax.grad(f, 1), 1))(x, t)
+    assert jnp.allclose(d.u_tt, u_tt, rtol=1e-10, atol=1e-12)
+    # The default is what Burgers needs; a set may ask for any part, in any order.
+    assert mp.MLPPINN.derivatives(pinn, points).u_tt is None
+    only = pinn.derivatives(points, ("u_tt",))
+    assert only.u_x is None and only.u_xx is None
+    assert jnp.allclose(only.u_tt, d.u_tt, rtol=1e-12, atol=1e-12)
+    assert jnp.allclose(only.u_t, d.u_t, rtol=1e-12, atol=1e-12)
+
+
+def test_each_point_set_gets_what_it_needs(getkey):
+    pinn = mp.MLPPINN(width=5, depth=2, key=getkey())
+    sets = tuple(jr.uniform(getkey(), (n, 2)) for n in (6, 4, 3))
+    needs = (("u_xx",), (), ("u_t", "u_x"))
+    jet = pinn.jet(sets, needs)
+    assert [tuple(k for k in mp.STREAMS if getattr(d, k) is not None) for d in jet] == [
+        ("u_x", "u_xx"),
+        (),
+        ("u_x", "u_t"),
+    ]
+    for points, d, need in zip(sets, jet, needs, strict=True):
+        alone = pinn.derivatives(points, ("u_x", "u_t", "u_xx", "u_tt"))
+        for name in ("u", *need):
+            assert jnp.allclose(getattr(d, name), getattr(alone, name), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "needs, message",
+    [
+        ((("u_xxx",),), "unknown derivative"),
+        (("u_x",), "must be a tuple"),
+        (((), ()), "one needs tuple per set of points"),
+    ],
+)
+def test_bad_needs_are_named(getkey, needs, message):
+    pinn = mp.MLPPINN(width=4, key=getkey())
+    # Under the test suite's jaxtyping hook a wrongly typed `needs` may be caught first.
+    with pytest.raises((ValueError, TypeError), match=message if needs != ("u_x",) else "u_x"):
+        pinn.jet((jnp.zeros((3, 2)),), needs)
 
 
 def test_w1_architecture(getkey):
