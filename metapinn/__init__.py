@@ -62,6 +62,9 @@ from ._metrics import (
 )
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
+from ._pde._convection import Convection as Convection, ConvectionTask as ConvectionTask
+from ._pde._heat import Heat as Heat, HeatTask as HeatTask
+from ._pde._wave import Wave as Wave, WaveTask as WaveTask
 from ._pinn import (
     BURGERS_NEEDS as BURGERS_NEEDS,
     MLPPINN as MLPPINN,

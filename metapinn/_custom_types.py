@@ -11,6 +11,9 @@ PointSet = Float[Array, "_ 2"]
 """One of several sets of points, each of its own size (e.g. interior, initial, boundary)."""
 Values = Float[Array, " n"]
 """One value per point."""
+Errors = Float[Array, " m"]
+"""Errors of a condition at some points, as many as the condition has (e.g. two per
+initial point for a displacement and a velocity)."""
 Scalar = Float[Array, ""]
 ScalarLike = Float[ArrayLike, ""] | float
 Params = PyTree[Float[ArrayLike, "..."]]
@@ -19,4 +22,14 @@ Static = PyTree[Any]
 """The non-trainable half of a partitioned model."""
 FilterSpec = PyTree[bool | Bool[Array, ""]]
 
-__all__ = ["Points", "PointSet", "Values", "Scalar", "ScalarLike", "Params", "Static", "FilterSpec"]
+__all__ = [
+    "Errors",
+    "Points",
+    "PointSet",
+    "Values",
+    "Scalar",
+    "ScalarLike",
+    "Params",
+    "Static",
+    "FilterSpec",
+]

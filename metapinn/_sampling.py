@@ -14,7 +14,8 @@ class CollocationBatch(eqx.Module):
 
     - `interior`: points in the space-time domain (PDE residual).
     - `initial`: points on `t = t_min` (initial condition).
-    - `boundary`: points on `x = x_min` and `x = x_max` (Dirichlet condition).
+    - `boundary`: points on `x = x_min`, then as many on `x = x_max` (Dirichlet
+      condition; for a periodic family, the same times on both sides).
 
     A batch with a leading task axis, `(B, n, 2)`, gives each task its own points.
     """
@@ -79,7 +80,11 @@ def sample_collocation(
     interior = jr.uniform(k_in, (n_interior, 2), minval=lo, maxval=hi)
     x0 = jr.uniform(k_ic, (n_initial,), minval=pde.x_min, maxval=pde.x_max)
     initial = jnp.stack([x0, jnp.full_like(x0, pde.t_min)], axis=1)
-    tb = jr.uniform(k_bc, (2, n_boundary), minval=pde.t_min, maxval=pde.t_max)
+    if pde.periodic:  # pairs (x_min, t), (x_max, t): the periodic jump is compared there
+        tb = jr.uniform(k_bc, (1, n_boundary), minval=pde.t_min, maxval=pde.t_max)
+        tb = jnp.concatenate([tb, tb])
+    else:
+        tb = jr.uniform(k_bc, (2, n_boundary), minval=pde.t_min, maxval=pde.t_max)
     xb = jnp.stack([jnp.full((n_boundary,), pde.x_min), jnp.full((n_boundary,), pde.x_max)])
     boundary = jnp.stack([xb.ravel(), tb.ravel()], axis=1)
     batch = CollocationBatch(interior, initial, boundary)

@@ -1,0 +1,80 @@
+"""The convection family (DESIGN.md F4): `u_t + β u_x = 0` on a periodic domain, the
+PINN failure mode of Krishnapriyan et al. (2021) at large β."""
+
+import math
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from .._custom_types import ScalarLike, Values
+from .._pinn import Derivatives
+from . import _spectral
+from ._base import AbstractPDE, parameter_array, parameter_check
+
+
+class ConvectionTask(eqx.Module):
+    """One member of the convection family: the speed `beta` (a scalar, or a batch
+    `(B,)`)."""
+
+    beta: Float[Array, "..."]
+
+    def __init__(self, beta: ScalarLike | Float[Array, " B"]):
+        """**Raises:** `ValueError` for a concrete `beta` that is not finite."""
+        self.beta = parameter_array(beta, "speed beta", "convection", positive=False)
+
+
+class Convection(AbstractPDE):
+    r"""Linear convection on the periodic $x \in [0, 2\pi)$, $t \in [0, 1]$ (DESIGN.md F4):
+
+    $$u_t + \beta u_x = 0,\qquad u(x, 0) = \sin x,\qquad u(0, t) = u(2\pi, t),$$
+
+    a family over the speed $\beta$ (a [`metapinn.ConvectionTask`][], training range
+    [1, 40]; Krishnapriyan et al. 2021, *NeurIPS*, show plain PINNs failing beyond
+    $\beta \approx 10$). The boundary loss is the periodic jump. Exact solution:
+    $u = \sin(x - \beta t)$.
+    """
+
+    periodic = True
+    jet_needs = (("u_x", "u_t"), (), ())
+    x_min: float = eqx.field(static=True, default=0.0)
+    x_max: float = eqx.field(static=True, default=2 * math.pi)
+    t_min: float = eqx.field(static=True, default=0.0)
+    t_max: float = eqx.field(static=True, default=1.0)
+
+    def check_task(self, task: ConvectionTask, out: PyTree) -> PyTree:
+        return parameter_check(task.beta, out, "speed beta", "convection", positive=False)
+
+    def residual(self, derivs: Derivatives, task: ConvectionTask) -> Values:
+        return derivs.u_t + task.beta * derivs.u_x
+
+    def initial_condition(self, x: Float[Array, " n"]) -> Values:
+        return jnp.sin(x)
+
+    def exact_solution(self, task: ConvectionTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        x, t = jnp.asarray(x), jnp.asarray(t)
+        beta = self.check_task(task, task.beta)
+        return jnp.sin(x[None, :] - beta * t[:, None])
+
+    def reference_solution(
+        self, task: ConvectionTask, x: Array, t: Array, num_modes: int = 8
+    ) -> Float[Array, "nt nx"]:
+        r"""Fourier-Galerkin method of lines: the coefficients $(a_k, b_k)$ of
+        $\cos kx, \sin kx$ from the real FFT of $u_0$'s samples, integrated as
+        $a_k' = -\beta k b_k$, $b_k' = \beta k a_k$ with diffrax (Tsit5), then summed at
+        `x`."""
+        _spectral.require_x64("convection")
+        x, t = _spectral.check_grid(x, t, self)
+        beta = self.check_task(task, jnp.asarray(task.beta, jnp.float64))
+        a0, b0 = _spectral.fourier_coefficients(
+            self.initial_condition, self.x_min, self.x_max, num_modes, 64
+        )
+        k = jnp.arange(num_modes + 1, dtype=jnp.float64)
+
+        def field(time, y, beta):
+            del time
+            a, b = y
+            return -beta * k * b, beta * k * a
+
+        a, b = _spectral.integrate(field, (a0, b0), t, beta)
+        return _spectral.fourier_series(a, b, x, self.x_min, self.x_max)

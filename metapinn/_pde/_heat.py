@@ -1,0 +1,86 @@
+"""The heat family (DESIGN.md F2): `u_t = κ u_xx` with an initial condition of several
+sine modes."""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from .._custom_types import ScalarLike, Values
+from .._pinn import Derivatives
+from . import _spectral
+from ._base import AbstractPDE, parameter_array, parameter_check
+
+
+HEAT_MODES = ((1, 1.0), (2, -0.5), (4, 0.25))
+r"""The initial condition $u_0(x) = \sum (n, a_n)\!: a_n \sin(n\pi x)$, as
+`(n, a_n)` pairs: three modes, so that the decay rates $\kappa (n\pi)^2$ differ by up to
+16 within one task."""
+
+
+class HeatTask(eqx.Module):
+    """One member of the heat family: the diffusivity `kappa` (a scalar, or a batch
+    `(B,)`)."""
+
+    kappa: Float[Array, "..."]
+
+    def __init__(self, kappa: ScalarLike | Float[Array, " B"]):
+        """**Raises:** `ValueError` for a concrete `kappa` that is not finite and > 0."""
+        self.kappa = parameter_array(kappa, "diffusivity kappa", "heat")
+
+
+class Heat(AbstractPDE):
+    r"""The heat equation on $x \in [-1, 1]$, $t \in [0, 1]$ (DESIGN.md F2):
+
+    $$u_t = \kappa u_{xx},\qquad u(x, 0) = \sum_n a_n \sin(n\pi x),\qquad u(\pm 1, t) = 0,$$
+
+    with the modes of `HEAT_MODES`; a family over the diffusivity $\kappa$ (a
+    [`metapinn.HeatTask`][], training range [0.01, 0.5]). Exact solution:
+    $u = \sum_n a_n e^{-\kappa (n\pi)^2 t} \sin(n\pi x)$.
+    """
+
+    jet_needs = (("u_t", "u_xx"), (), ())
+    x_min: float = eqx.field(static=True, default=-1.0)
+    x_max: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=0.0)
+    t_max: float = eqx.field(static=True, default=1.0)
+
+    def check_task(self, task: HeatTask, out: PyTree) -> PyTree:
+        return parameter_check(task.kappa, out, "diffusivity kappa", "heat")
+
+    def residual(self, derivs: Derivatives, task: HeatTask) -> Values:
+        return derivs.u_t - task.kappa * derivs.u_xx
+
+    def initial_condition(self, x: Float[Array, " n"]) -> Values:
+        return sum(a * jnp.sin(n * jnp.pi * x) for n, a in HEAT_MODES)
+
+    def boundary_condition(self, t: Float[Array, " n"], x: Float[Array, " n"]) -> Values:
+        del x
+        return jnp.zeros_like(t)
+
+    def exact_solution(self, task: HeatTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        x, t = jnp.asarray(x), jnp.asarray(t)
+        kappa = self.check_task(task, task.kappa)
+        return sum(
+            a * jnp.exp(-kappa * (n * jnp.pi) ** 2 * t)[:, None] * jnp.sin(n * jnp.pi * x)[None]
+            for n, a in HEAT_MODES
+        )
+
+    def reference_solution(
+        self, task: HeatTask, x: Array, t: Array, num_modes: int = 16
+    ) -> Float[Array, "nt nx"]:
+        r"""Sine-Galerkin method of lines: the coefficients $b_n$ of
+        $\sin(n\pi(x + 1)/2)$, $n \le$ `num_modes`, from the DST of $u_0$'s samples,
+        integrated as $b_n' = -\kappa (n\pi/2)^2 b_n$ with diffrax (Tsit5), then summed
+        at `x`."""
+        _spectral.require_x64("heat")
+        x, t = _spectral.check_grid(x, t, self)
+        kappa = self.check_task(task, jnp.asarray(task.kappa, jnp.float64))
+        b0 = _spectral.sine_coefficients(self.initial_condition, -1.0, 1.0, num_modes, 64)
+        rates = (jnp.arange(1, num_modes + 1, dtype=jnp.float64) * jnp.pi / 2) ** 2
+
+        def field(time, b, kappa):
+            del time
+            return -kappa * rates * b
+
+        b = _spectral.integrate(field, b0, t, kappa)
+        return _spectral.sine_series(b, x, -1.0, 1.0)

@@ -1,0 +1,91 @@
+"""The wave family (DESIGN.md F3): `u_tt = c² u_xx`, from rest, with several modes."""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree
+
+from .._custom_types import Errors, Points, ScalarLike, Values
+from .._pinn import Derivatives
+from . import _spectral
+from ._base import AbstractPDE, parameter_array, parameter_check
+
+
+WAVE_MODES = ((1, 1.0), (2, 0.5), (3, -0.25))
+r"""The initial displacement $u_0(x) = \sum a_n \sin(n\pi x)$ as `(n, a_n)` pairs."""
+
+
+class WaveTask(eqx.Module):
+    """One member of the wave family: the wave speed `c` (a scalar, or a batch `(B,)`)."""
+
+    c: Float[Array, "..."]
+
+    def __init__(self, c: ScalarLike | Float[Array, " B"]):
+        """**Raises:** `ValueError` for a concrete `c` that is not finite and > 0."""
+        self.c = parameter_array(c, "wave speed c", "wave")
+
+
+class Wave(AbstractPDE):
+    r"""The wave equation on $x \in [-1, 1]$, $t \in [0, 1]$ (DESIGN.md F3):
+
+    $$u_{tt} = c^2 u_{xx},\qquad u(x, 0) = \sum_n a_n \sin(n\pi x),\qquad
+    u_t(x, 0) = 0,\qquad u(\pm 1, t) = 0,$$
+
+    with the modes of `WAVE_MODES`; a family over the speed $c$ (a
+    [`metapinn.WaveTask`][], training range [0.5, 2]). The loss needs $u_{tt}$ in the
+    interior and $u_t$ on the initial line (its initial error is both conditions'
+    errors). Exact (modal) solution: $u = \sum_n a_n \cos(c n\pi t) \sin(n\pi x)$, the
+    d'Alembert solution $\tfrac12(u_0(x - ct) + u_0(x + ct))$ of the odd extension.
+    """
+
+    jet_needs = (("u_xx", "u_tt"), ("u_t",), ())
+    x_min: float = eqx.field(static=True, default=-1.0)
+    x_max: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=0.0)
+    t_max: float = eqx.field(static=True, default=1.0)
+
+    def check_task(self, task: WaveTask, out: PyTree) -> PyTree:
+        return parameter_check(task.c, out, "wave speed c", "wave")
+
+    def residual(self, derivs: Derivatives, task: WaveTask) -> Values:
+        return derivs.u_tt - task.c**2 * derivs.u_xx
+
+    def initial_condition(self, x: Float[Array, " n"]) -> Values:
+        return sum(a * jnp.sin(n * jnp.pi * x) for n, a in WAVE_MODES)
+
+    def initial_error(self, derivs: Derivatives, points: Points, task: WaveTask) -> Errors:
+        """The displacement's error and the velocity `u_t` (zero at rest), concatenated."""
+        del task
+        return jnp.concatenate([derivs.u - self.initial_condition(points[:, 0]), derivs.u_t])
+
+    def boundary_condition(self, t: Float[Array, " n"], x: Float[Array, " n"]) -> Values:
+        del x
+        return jnp.zeros_like(t)
+
+    def exact_solution(self, task: WaveTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        x, t = jnp.asarray(x), jnp.asarray(t)
+        c = self.check_task(task, task.c)
+        return sum(
+            a * jnp.cos(c * n * jnp.pi * t)[:, None] * jnp.sin(n * jnp.pi * x)[None]
+            for n, a in WAVE_MODES
+        )
+
+    def reference_solution(
+        self, task: WaveTask, x: Array, t: Array, num_modes: int = 16
+    ) -> Float[Array, "nt nx"]:
+        r"""Sine-Galerkin method of lines: the coefficients $b_n$ of
+        $\sin(n\pi(x + 1)/2)$ from the DST of $u_0$'s samples, and their velocities
+        (zero), integrated as $b_n' = v_n$, $v_n' = -c^2 (n\pi/2)^2 b_n$ with diffrax
+        (Tsit5), then summed at `x`."""
+        _spectral.require_x64("wave")
+        x, t = _spectral.check_grid(x, t, self)
+        c = self.check_task(task, jnp.asarray(task.c, jnp.float64))
+        b0 = _spectral.sine_coefficients(self.initial_condition, -1.0, 1.0, num_modes, 64)
+        rates = (jnp.arange(1, num_modes + 1, dtype=jnp.float64) * jnp.pi / 2) ** 2
+
+        def field(time, y, c):
+            del time
+            b, v = y
+            return v, -(c**2) * rates * b
+
+        b, _ = _spectral.integrate(field, (b0, jnp.zeros_like(b0)), t, c)
+        return _spectral.sine_series(b, x, -1.0, 1.0)

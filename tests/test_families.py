@@ -1,0 +1,141 @@
+"""The PDE families beyond Burgers (DESIGN.md §2): each reference solver against its
+exact solution, each exact solution against its PDE, initial and boundary conditions,
+and bad parameters."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import optax
+import pytest
+
+import metapinn as mp
+
+
+FAMILIES = {
+    "heat": (mp.Heat(), mp.HeatTask, (0.01, 0.1, 0.5)),
+    "wave": (mp.Wave(), mp.WaveTask, (0.5, 1.2, 2.0)),
+    "convection": (mp.Convection(), mp.ConvectionTask, (1.0, 10.0, 40.0)),
+}
+"""Each family, its task type, and parameter values across its training range."""
+
+
+class ExactPINN(mp.AbstractPINN):
+    """A family's exact solution as a 'network', its derivatives by nested `jax.grad`
+    (independent of the hand-written jet)."""
+
+    pde: mp.AbstractPDE
+    task: eqx.Module
+
+    def _u(self, x, t):
+        return self.pde.exact_solution(self.task, x[None], t[None])[0, 0]
+
+    def __call__(self, points):
+        return jax.vmap(self._u)(points[:, 0], points[:, 1])
+
+    def derivatives(self, points, needs=mp.BURGERS_NEEDS):
+        x, t = points[:, 0], points[:, 1]
+        grads = {
+            "u_x": jax.grad(self._u, 0),
+            "u_t": jax.grad(self._u, 1),
+            "u_xx": jax.grad(jax.grad(self._u, 0), 0),
+            "u_tt": jax.grad(jax.grad(self._u, 1), 1),
+        }
+        fields = {n: jax.vmap(grads[n])(x, t) for n in mp.check_needs(needs)}
+        return mp.Derivatives(u=self(points), **fields)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_reference_solver_matches_the_exact_solution(family):
+    pde, task_type, values = FAMILIES[family]
+    x, t = pde.standard_grid()
+    assert x[0] == pde.x_min and x[-1] == pde.x_max and x.shape == (256,) and t.shape == (101,)
+    for value in values:
+        task = task_type(value)
+        exact = pde.exact_solution(task, x, t)
+        reference = pde.reference_solution(task, x, t)
+        assert exact.shape == reference.shape == (101, 256)
+        assert float(mp.relative_l2_error(reference, exact)) <= 1e-6, (family, value)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_exact_solution_satisfies_its_pde_and_conditions(getkey, family):
+    """On collocation points drawn as training draws them, the loss of the exact
+    solution is zero to rounding: its residual, its initial errors (for the wave
+    equation, the velocity too) and its boundary errors (for convection, the periodic
+    jump)."""
+    pde, task_type, values = FAMILIES[family]
+    batch = mp.sample_collocation(getkey(), pde, 64, 16, 8)
+    for value in values:
+        task = task_type(value)
+        terms = mp.loss_terms(ExactPINN(pde, task), pde, task, batch)
+        scale = 1.0 + value**4  # u_tt grows like c^2 (n pi)^2, u_t like beta
+        assert float(terms.residual) < 1e-20 * scale, (family, value, terms)
+        assert float(terms.initial) < 1e-26 and float(terms.boundary) < 1e-26, terms
+        # Another task's parameter does not solve this one.
+        other = task_type(values[0] if value != values[0] else values[-1])
+        assert float(mp.loss_terms(ExactPINN(pde, task), pde, other, batch).residual) > 1e-6
+
+
+def test_periodic_boundary_points_come_in_pairs(getkey):
+    pde = mp.Convection()
+    batch = mp.sample_collocation(getkey(), pde, 10, 5, 7)
+    left, right = batch.boundary[:7], batch.boundary[7:]
+    assert jnp.all(left[:, 0] == pde.x_min) and jnp.all(right[:, 0] == pde.x_max)
+    assert jnp.array_equal(left[:, 1], right[:, 1])
+    # A Dirichlet family's sides are drawn independently (as before).
+    batch = mp.sample_collocation(getkey(), mp.Heat(), 10, 5, 7)
+    assert not jnp.array_equal(batch.boundary[:7, 1], batch.boundary[7:, 1])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: mp.HeatTask(0.0), r"heat diffusivity kappa must be finite and > 0, got 0.0"),
+        (
+            lambda: mp.HeatTask(jnp.asarray([0.1, -0.2])),
+            r"kappa must be finite and > 0, got \[0.1, -0.2\]",
+        ),
+        (lambda: mp.WaveTask(-1.0), r"wave wave speed c must be finite and > 0, got -1.0"),
+        (lambda: mp.ConvectionTask(float("nan")), r"convection speed beta must be finite"),
+    ],
+)
+def test_bad_parameters_are_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_bad_parameters_under_jit_are_caught(getkey):
+    pde = mp.Heat()
+    pinn = mp.MLPPINN(width=4, key=getkey())
+    batch = mp.sample_collocation(getkey(), pde, 8, 4, 2)
+
+    @jax.jit
+    def loss(kappa):
+        return mp.pinn_loss(pinn, pde, mp.HeatTask(kappa), batch)
+
+    assert jnp.isfinite(loss(jnp.asarray(0.1)))
+    with pytest.raises(Exception, match="kappa must be finite and > 0"):
+        loss(jnp.asarray(-0.1)).block_until_ready()
+    assert mp.ConvectionTask(-3.0).beta == -3.0  # beta only needs to be finite
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_pinn_trains_on_every_family(getkey, family):
+    """The hand-written gradient of each family's loss matches JAX's reverse mode, and a
+    few Adam steps of `adapt` lower the loss."""
+    pde, task_type, values = FAMILIES[family]
+    batch = mp.sample_collocation(getkey(), pde, 24, 8, 4)
+    pinn = mp.MLPPINN(width=6, depth=2, key=getkey())
+    layers = tuple(l.at[:, -1].set(jr.normal(getkey(), l[:, -1].shape)) for l in pinn.layers)
+    pinn = eqx.tree_at(lambda m: m.layers, pinn, layers)
+    task = task_type(values[1])
+    loss, grads = mp.pinn_loss_and_grad(pinn, pde, task, batch)
+    ref_loss, ref_grads = eqx.filter_value_and_grad(mp.pinn_loss)(pinn, pde, task, batch)
+    assert loss == pytest.approx(float(ref_loss), rel=1e-12)
+    assert eqx.tree_equal(grads, ref_grads, rtol=1e-9, atol=1e-12)
+    params, static = eqx.partition(pinn, eqx.is_inexact_array)
+    _, losses = mp.adapt(
+        params, static, mp.PINNLoss(pde), task, batch, steps=50, optimizer=optax.adam(1e-2)
+    )
+    assert losses[-1] < 0.5 * losses[0]
