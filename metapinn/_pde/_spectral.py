@@ -53,9 +53,17 @@ def fourier_coefficients(
     $\omega = 2\pi/L$, from `num_points` equispaced samples (the real FFT): exact for
     a trigonometric polynomial of degree below `num_points / 2`."""
     x = x_min + (x_max - x_min) * np.arange(num_points) / num_points
-    c = jnp.fft.rfft(f(jnp.asarray(x)))[: num_modes + 1] * (2.0 / num_points)
+    return fourier_coefficients_of_samples(f(jnp.asarray(x)), num_modes)
+
+
+def fourier_coefficients_of_samples(
+    samples: Float[Array, "... M"], num_modes: int
+) -> tuple[Float[Array, "... K1"], Float[Array, "... K1"]]:
+    """As `fourier_coefficients`, from the `M` equispaced samples of each row."""
+    m = samples.shape[-1]
+    c = jnp.fft.rfft(samples, axis=-1)[..., : num_modes + 1] * (2.0 / m)
     a, b = jnp.real(c), -jnp.imag(c)
-    return a.at[0].multiply(0.5), b
+    return a.at[..., 0].multiply(0.5), b
 
 
 def fourier_series(
