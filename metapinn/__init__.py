@@ -62,6 +62,11 @@ from ._metrics import (
 )
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
+from ._pde._burgers_random_ic import (
+    BurgersRandomIC as BurgersRandomIC,
+    RandomICTask as RandomICTask,
+    random_initial_conditions as random_initial_conditions,
+)
 from ._pde._convection import Convection as Convection, ConvectionTask as ConvectionTask
 from ._pde._heat import Heat as Heat, HeatTask as HeatTask
 from ._pde._wave import Wave as Wave, WaveTask as WaveTask

@@ -38,12 +38,15 @@ def _concrete(value) -> np.ndarray | None:
         return None
 
 
-def default_num_nodes(nu: float, t_max: float) -> int:
-    """The number of quadrature nodes that [`metapinn.cole_hopf_solution`][] uses by
+def default_num_nodes(nu: float, t_max: float, coefficients=None) -> int:
+    r"""The number of quadrature nodes that [`metapinn.cole_hopf_solution`][] uses by
     default: enough for the trapezoidal rule to be converged to rounding error for
-    viscosity `nu` up to time `t_max`.
+    viscosity `nu` up to time `t_max`, from the initial condition `-sin(pi x)` or, with
+    `coefficients` $a_k$, from $\sum_k a_k \sin(k\pi x)$ (the node spacing shrinks
+    with the highest mode).
 
-    **Arguments:** `nu` (> 0) and `t_max` (>= 0), Python floats.
+    **Arguments:** `nu` (> 0) and `t_max` (>= 0), Python floats; `coefficients`, a
+    1-D sequence of floats (default: `(-1,)`).
 
     **Returns:** an odd integer (so that `s = 0` is a node).
 
@@ -54,31 +57,51 @@ def default_num_nodes(nu: float, t_max: float) -> int:
         raise ValueError(f"nu must be finite and > 0, got {nu!r}")
     if not (math.isfinite(t_max) and t_max >= 0):
         raise ValueError(f"t_max must be finite and >= 0, got {t_max!r}")
-    half_width = math.sqrt(1.0 / (math.pi * nu) + _TAIL)
-    spacing = _SPACING / math.sqrt(1.0 + math.pi * t_max)
+    a = np.asarray((-1.0,) if coefficients is None else coefficients, dtype=float)
+    half_width = math.sqrt(_potential_range(a) / (2 * nu) + _TAIL)
+    spacing = _SPACING / math.sqrt(1.0 + math.pi * t_max * len(a))
     return 2 * math.ceil(half_width / spacing) + 1
 
 
+def _potential_range(a) -> float:
+    r"""A bound on the range of the potential $F = \int u_0$, $2\sum_k |a_k|/(k\pi)$
+    (`2/pi` for `-sin(pi x)`)."""
+    a = np.abs(np.asarray(a, dtype=float))
+    return float(np.sum(2 * a / (np.pi * np.arange(1, a.size + 1))))
+
+
 def _cole_hopf_point(
-    x: Float[Array, ""], t: Float[Array, ""], nu: Float[Array, ""], num_nodes: int
+    x: Float[Array, ""],
+    t: Float[Array, ""],
+    nu: Float[Array, ""],
+    a: Float[Array, " K"],
+    bounds: tuple[float, float],
+    num_nodes: int,
 ) -> Float[Array, ""]:
-    """`u(x, t)` at one point, by the trapezoidal rule in the scaled variable `s`."""
+    """`u(x, t)` at one point, by the trapezoidal rule in the scaled variable `s`, for
+    the initial condition `sum_k a_k sin(k pi x)`; `bounds` = (`sum |a_k|`, the range
+    bound of `_potential_range`)."""
     positive = t > 0
     t_safe = jnp.where(positive, t, 1.0)  # keeps sqrt(t) and its derivative finite
+    wavenumbers = jnp.pi * jnp.arange(1, a.shape[0] + 1, dtype=x.dtype)
+    amplitude, potential_range = bounds
     # Outside |s| <= half_width the log-weight is below its maximum by more than _TAIL:
-    # h(s) - h(0) <= -s^2 + min(sigma |s| / (2 nu), 1 / (pi nu)).
-    slope = jnp.sqrt(t_safe / nu)
+    # h(s) - h(0) <= -s^2 + min(max|u0| sigma |s| / (2 nu), range(F) / (2 nu)).
+    slope = amplitude * jnp.sqrt(t_safe / nu)
     half_width = jnp.minimum(
         0.5 * (slope + jnp.sqrt(slope * slope + 4.0 * _TAIL)),
-        jnp.sqrt(1.0 / (jnp.pi * nu) + _TAIL),
+        jnp.sqrt(potential_range / (2.0 * nu) + _TAIL),
     )
     s = half_width * jnp.linspace(-1.0, 1.0, num_nodes, dtype=x.dtype)
     y = x - jnp.sqrt(4.0 * nu * t_safe) * s
-    log_weight = -s * s - jnp.cos(jnp.pi * y) / (2.0 * jnp.pi * nu)
+    phases = wavenumbers[:, None] * y[None, :]
+    # The potential F(y) = -sum_k a_k cos(k pi y) / (k pi), so that F' = u0.
+    potential = -(a / wavenumbers) @ jnp.cos(phases)
+    log_weight = -s * s - potential / (2.0 * nu)
     # Log-sum-exp: the shift cancels between numerator and denominator.
     weight = jnp.exp(log_weight - jax.lax.stop_gradient(jnp.max(log_weight)))
-    u = jnp.sum(-jnp.sin(jnp.pi * y) * weight) / jnp.sum(weight)
-    return jnp.where(positive, u, -jnp.sin(jnp.pi * x))
+    u = jnp.sum((a @ jnp.sin(phases)) * weight) / jnp.sum(weight)
+    return jnp.where(positive, u, a @ jnp.sin(wavenumbers * x))
 
 
 def cole_hopf_solution(
@@ -87,6 +110,7 @@ def cole_hopf_solution(
     nu: Real[ArrayLike, "..."] | float,
     *,
     num_nodes: int | None = None,
+    coefficients: Real[ArrayLike, " K"] | None = None,
 ) -> Float[Array, "..."]:
     r"""The exact solution of viscous Burgers' equation
 
@@ -117,8 +141,12 @@ def cole_hopf_solution(
     - `x`, `t`: positions and times; any two shapes that broadcast together.
     - `nu`: the viscosity, a scalar (> 0). For several viscosities, use `jax.vmap`.
     - `num_nodes`: quadrature nodes per point. By default
-      `default_num_nodes(nu, max(t))`, which needs concrete `nu` and `t`; pass it
-      explicitly when calling under `jax.jit`.
+      `default_num_nodes(nu, max(t), coefficients)`, which needs concrete `nu`, `t`
+      and `coefficients`; pass it explicitly when calling under `jax.jit`.
+    - `coefficients`: the sine coefficients $a_k$ of another initial condition
+      $u_0 = \sum_k a_k \sin(k\pi x)$ (concrete, 1-D, finite; default `(-1,)`, the
+      benchmark's). Then $\int_0^y u_0 = \sum_k a_k (1 - \cos k\pi y)/(k\pi)$ replaces
+      $(1 - \cos\pi y)/\pi$ in $\varphi(y, 0)$.
 
     **Returns:** `u` in the default float dtype, of the broadcast shape of `x` and `t`.
 
@@ -151,6 +179,9 @@ def cole_hopf_solution(
             raise ValueError(f"t must be finite and >= 0, got t = {t_values[bad][0].item()!r}")
     nu = eqx.error_if(nu, ~(jnp.isfinite(nu) & (nu > 0)), "nu must be finite and > 0")
     t = eqx.error_if(t, ~(jnp.isfinite(t) & (t >= 0)), "t must be finite and >= 0")
+    a = np.asarray((-1.0,) if coefficients is None else coefficients, dtype=float)
+    if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)):
+        raise ValueError(f"coefficients must be a non-empty 1-D finite array, got {a.tolist()}")
     if num_nodes is None:
         if nu_value is None or t_values is None:
             raise ValueError(
@@ -158,7 +189,7 @@ def cole_hopf_solution(
                 "vmap or grad); e.g. num_nodes=default_num_nodes(nu, t_max)"
             )
         t_max = float(np.max(t_values)) if t_values.size > 0 else 0.0
-        num_nodes = default_num_nodes(float(nu_value), t_max)
+        num_nodes = default_num_nodes(float(nu_value), t_max, a)
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 3:
         raise ValueError(f"num_nodes must be an integer >= 3, got {num_nodes!r}")
 
@@ -167,16 +198,23 @@ def cole_hopf_solution(
         return jnp.zeros(shape, dtype)
     x_flat = jnp.broadcast_to(x, shape).reshape(size)
     t_flat = jnp.broadcast_to(t, shape).reshape(size)
-    return _cole_hopf_flat(x_flat, t_flat, nu, num_nodes).reshape(shape)
+    bounds = (float(np.sum(np.abs(a))), _potential_range(a))
+    a = jnp.asarray(a, dtype=dtype)
+    return _cole_hopf_flat(x_flat, t_flat, nu, a, bounds, num_nodes).reshape(shape)
 
 
-@functools.partial(jax.jit, static_argnums=3)
+@functools.partial(jax.jit, static_argnums=(4, 5))
 def _cole_hopf_flat(
-    x: Float[Array, " n"], t: Float[Array, " n"], nu: Float[Array, ""], num_nodes: int
+    x: Float[Array, " n"],
+    t: Float[Array, " n"],
+    nu: Float[Array, ""],
+    a: Float[Array, " K"],
+    bounds: tuple[float, float],
+    num_nodes: int,
 ) -> Float[Array, " n"]:
     """`u` at points, in chunks of `_POINTS_PER_CHUNK` (compiled once per shape)."""
 
     def point(xt):
-        return _cole_hopf_point(xt[0], xt[1], nu, num_nodes)
+        return _cole_hopf_point(xt[0], xt[1], nu, a, bounds, num_nodes)
 
     return jax.lax.map(point, (x, t), batch_size=min(x.shape[0], _POINTS_PER_CHUNK))

@@ -246,8 +246,9 @@ class SpectralBurgersSolver(eqx.Module):
         t: Real[ArrayLike, "..."],
         *,
         throw: bool = True,
+        coefficients: Real[ArrayLike, " K0"] | None = None,
     ) -> ReferenceSolution:
-        """Solve for one viscosity. Traceable: works under `jax.jit` and `jax.vmap`
+        r"""Solve for one viscosity. Traceable: works under `jax.jit` and `jax.vmap`
         (batch over `nu` with `throw=False` and inspect `result`).
 
         **Arguments:**
@@ -258,6 +259,9 @@ class SpectralBurgersSolver(eqx.Module):
           0 to `t[-1]`.
         - `throw`: passed to `diffrax.diffeqsolve`: raise on a failed solve (default),
           or report it in `result`.
+        - `coefficients`: the sine coefficients $a_k$ of another initial condition
+          $u_0 = \sum_{k \le K_0} a_k \sin(k\pi x)$ (odd and 2-periodic, so the
+          method holds unchanged), with `K_0 <= num_modes`; default: `-sin(pi x)`.
 
         **Returns:** a [`metapinn.ReferenceSolution`][] with `u` of shape
         `(len(t), len(x))`.
@@ -297,7 +301,16 @@ class SpectralBurgersSolver(eqx.Module):
             del time
             return self._nonlinearity(b) - viscosity * wavenumbers**2 * b
 
-        b0 = jnp.zeros((k,), jnp.float64).at[0].set(-1.0)  # u0 = -sin(pi x)
+        if coefficients is None:
+            b0 = jnp.zeros((k,), jnp.float64).at[0].set(-1.0)  # u0 = -sin(pi x)
+        else:
+            a = jnp.asarray(coefficients, dtype=jnp.float64)
+            if a.ndim != 1 or a.shape[0] > k:
+                raise ValueError(
+                    f"coefficients must be 1-D with at most num_modes = {k} entries; got "
+                    f"shape {a.shape}"
+                )
+            b0 = jnp.zeros((k,), jnp.float64).at[: a.shape[0]].set(a)
         sol = dfx.diffeqsolve(
             dfx.ODETerm(vector_field),
             dfx.Tsit5(),

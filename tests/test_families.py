@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import optax
 import pytest
 
@@ -139,3 +140,79 @@ def test_a_pinn_trains_on_every_family(getkey, family):
         params, static, mp.PINNLoss(pde), task, batch, steps=50, optimizer=optax.adam(1e-2)
     )
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_random_initial_conditions(getkey):
+    key = getkey()
+    a = mp.random_initial_conditions(key, 64)
+    assert a.shape == (64, 8)
+    assert jnp.array_equal(a, mp.random_initial_conditions(key, 64))
+    x = jnp.linspace(-1.0, 1.0, 4097)
+    u0 = jax.vmap(lambda c: mp.RandomICTask(c, 0.01).initial_condition(x))(a)
+    peaks = jnp.max(jnp.abs(u0), 1)
+    assert jnp.all(peaks <= 1 + 1e-9) and jnp.mean(peaks == jnp.max(peaks)) < 1
+    # The modes fall off like 1/k: the spread of a_8 is about an eighth of a_1's.
+    assert 4 < float(jnp.std(a[:, 0]) / jnp.std(a[:, 7])) < 16
+    for row in a[:4]:
+        mp.RandomICTask(row, 0.01)  # every draw is a valid task
+
+
+@pytest.mark.parametrize("nu", [0.01, pytest.param(0.02, marks=pytest.mark.slow)])
+def test_random_ic_reference_matches_cole_hopf(getkey, nu):
+    pde = mp.BurgersRandomIC()
+    x, t = pde.standard_grid()
+    for a in mp.random_initial_conditions(getkey(), 2):
+        task = mp.RandomICTask(a, nu)
+        exact = pde.exact_solution(task, x, t)
+        assert jnp.allclose(exact[0], task.initial_condition(x), atol=1e-14)
+        assert jnp.max(jnp.abs(exact[:, [0, -1]])) < 1e-12  # u(±1, t) = 0
+        reference = pde.reference_solution(task, x, t)
+        assert float(mp.relative_l2_error(reference, exact)) <= 1e-6
+
+
+def test_random_ic_cole_hopf_solves_burgers(getkey):
+    """The quadrature's derivatives (by jax.grad) satisfy the PDE at random points."""
+    a = mp.random_initial_conditions(getkey(), 1)[0]
+    nu = 0.01
+    nodes = mp.default_num_nodes(nu, 1.0, a.tolist())
+
+    def u(x, t):
+        return mp.cole_hopf_solution(x, t, nu, coefficients=np.asarray(a), num_nodes=nodes)
+
+    points = jr.uniform(getkey(), (16, 2), minval=jnp.asarray([-1.0, 0.05]), maxval=1.0)
+    x, t = points[:, 0], points[:, 1]
+    u_x = jax.vmap(jax.grad(u, 0))(x, t)
+    residual = (
+        jax.vmap(jax.grad(u, 1))(x, t)
+        + jax.vmap(u)(x, t) * u_x
+        - nu * jax.vmap(jax.grad(jax.grad(u, 0), 0))(x, t)
+    )
+    assert float(jnp.max(jnp.abs(residual))) < 1e-8 * (1 + float(jnp.max(jnp.abs(u_x))))
+
+
+def test_random_ic_family_trains(getkey):
+    pde = mp.BurgersRandomIC()
+    task = mp.RandomICTask(mp.random_initial_conditions(getkey(), 1)[0], 0.01)
+    batch = mp.sample_collocation(getkey(), pde, 24, 8, 4)
+    pinn = mp.MLPPINN(width=6, depth=2, key=getkey())
+    loss, grads = mp.pinn_loss_and_grad(pinn, pde, task, batch)
+    ref_loss, ref_grads = eqx.filter_value_and_grad(mp.pinn_loss)(pinn, pde, task, batch)
+    assert loss == pytest.approx(float(ref_loss), rel=1e-12)
+    assert eqx.tree_equal(grads, ref_grads, rtol=1e-9, atol=1e-12)
+    # A batch of tasks vmaps: each its own initial condition.
+    tasks = mp.RandomICTask(mp.random_initial_conditions(getkey(), 3), jnp.full((3,), 0.01))
+    losses = jax.vmap(lambda task: mp.pinn_loss(pinn, pde, task, batch))(tasks)
+    assert losses.shape == (3,) and len(set(losses.tolist())) == 3
+
+
+@pytest.mark.parametrize(
+    "coefficients, nu, message",
+    [
+        ([1.0, 0.5], 0.01, r"max \|u0\| <= 1; coefficients \[1.0, 0.5\] give max \|u0\| = 1.299"),
+        ([0.5, float("nan")], 0.01, "coefficients must be finite"),
+        ([0.5], 0.0, "random-IC Burgers viscosity nu must be finite and > 0, got 0.0"),
+    ],
+)
+def test_bad_random_ic_tasks_are_named(coefficients, nu, message):
+    with pytest.raises(ValueError, match=message):
+        mp.RandomICTask(jnp.asarray(coefficients), nu)

@@ -1,14 +1,12 @@
 """The 1-D viscous Burgers family."""
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import ScalarLike, Values
 from .._pinn import Derivatives
-from ._base import AbstractPDE
+from ._base import AbstractPDE, parameter_array, parameter_check
 
 
 class BurgersTask(eqx.Module):
@@ -22,15 +20,7 @@ class BurgersTask(eqx.Module):
 
         **Raises:** `ValueError` for a concrete `nu` that is not finite and positive.
         """
-        nu = jnp.asarray(nu)
-        if not jnp.issubdtype(nu.dtype, jnp.floating):
-            nu = nu.astype(jnp.zeros(()).dtype)
-        try:
-            values = np.asarray(nu)
-        except jax.errors.TracerArrayConversionError:
-            values = None  # traced: checked under JIT by `eqx.error_if` in `residual`
-        if values is not None and not np.all(np.isfinite(values) & (values > 0)):
-            raise ValueError(f"Burgers viscosity nu must be finite and > 0, got {values.tolist()}")
+        nu = parameter_array(nu, "viscosity nu", "Burgers")
         self.nu = nu
 
 
@@ -50,8 +40,7 @@ class Burgers(AbstractPDE):
     t_max: float = eqx.field(static=True, default=1.0)
 
     def check_task(self, task: BurgersTask, out: PyTree) -> PyTree:
-        bad = ~(jnp.isfinite(task.nu) & (task.nu > 0))
-        return eqx.error_if(out, bad, "Burgers viscosity nu must be finite and > 0")
+        return parameter_check(task.nu, out, "viscosity nu", "Burgers")
 
     def residual(self, derivs: Derivatives, task: BurgersTask) -> Values:
         return derivs.u_t + derivs.u * derivs.u_x - task.nu * derivs.u_xx

@@ -1,0 +1,150 @@
+"""Burgers' equation with random initial conditions (DESIGN.md F6): the task is a
+function, `u0 = Σ_k a_k sin(kπx)`, not one scalar."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from .._custom_types import Errors, Points, ScalarLike, Values
+from .._pinn import Derivatives
+from ._base import AbstractPDE, parameter_array, parameter_check
+
+
+RANDOM_IC_MODES = 8
+"""The modes of a random initial condition, `k = 1, …, 8`."""
+_CHECK_POINTS = 2049  # where max |u0| is checked: every 1/1024 of [-1, 1]
+
+
+class RandomICTask(eqx.Module):
+    """One member of the random-initial-condition Burgers family: the sine coefficients
+    `coefficients` `(K,)` of its initial condition and the viscosity `nu` (or a batch:
+    `(B, K)` and `(B,)`)."""
+
+    coefficients: Float[Array, "... K"]
+    nu: Float[Array, "..."]
+
+    def __init__(self, coefficients: Float[Array, "... K"], nu: ScalarLike | Float[Array, " B"]):
+        """**Raises:** `ValueError` for concrete coefficients that are not finite or
+        whose initial condition exceeds 1 in magnitude on a grid of spacing 1/1024 (the
+        family's bound, which keeps the front no steeper than the benchmark's at the same
+        `nu`), or a `nu` that is not finite and > 0."""
+        coefficients = jnp.asarray(coefficients)
+        if not jnp.issubdtype(coefficients.dtype, jnp.floating):
+            coefficients = coefficients.astype(jnp.zeros(()).dtype)
+        if coefficients.ndim not in (1, 2) or coefficients.shape[-1] < 1:
+            raise ValueError(
+                f"coefficients must have shape (K,) or (B, K); got {coefficients.shape}"
+            )
+        try:
+            a = np.asarray(coefficients, dtype=float)
+        except jax.errors.TracerArrayConversionError:
+            a = None
+        if a is not None:
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"random-IC coefficients must be finite, got {a.tolist()}")
+            x = np.linspace(-1.0, 1.0, _CHECK_POINTS)
+            k = np.arange(1, a.shape[-1] + 1)
+            peak = np.max(np.abs(np.sin(np.pi * np.outer(x, k)) @ a.T), axis=0)
+            if np.any(peak > 1 + 1e-12):
+                raise ValueError(
+                    "a random initial condition must satisfy max |u0| <= 1; coefficients "
+                    f"{a.tolist()} give max |u0| = {np.max(peak):.6g}"
+                )
+        self.coefficients = coefficients
+        self.nu = parameter_array(nu, "viscosity nu", "random-IC Burgers")
+
+    def initial_condition(self, x: Float[Array, " n"]) -> Values:
+        r"""$u_0(x) = \sum_k a_k \sin(k\pi x)$ at the points `x` (one task)."""
+        k = jnp.arange(1, self.coefficients.shape[-1] + 1, dtype=x.dtype)
+        return jnp.sin(jnp.pi * x[:, None] * k[None, :]) @ self.coefficients.astype(x.dtype)
+
+
+def random_initial_conditions(
+    key: PRNGKeyArray, n: int, num_modes: int = RANDOM_IC_MODES
+) -> Float[Array, "n K"]:
+    r"""`n` random initial conditions of the family (DESIGN.md F6): $a_k \sim
+    \mathcal{N}(0, 1/k^2)$ for $k \le$ `num_modes`, each draw divided by
+    $\max(1, \max_x |u_0|)$ so that $\max |u_0| \le 1$ (the maximum bounded from a
+    grid of spacing 1/1024 and the curvature between its points). A pure function of
+    `key`.
+
+    **Raises:** `ValueError` unless `n` and `num_modes` are positive integers."""
+    for name, value in (("n", n), ("num_modes", num_modes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    k = jnp.arange(1, num_modes + 1, dtype=jnp.zeros(()).dtype)
+    a = jr.normal(key, (n, num_modes)) / k[None, :]
+    x = jnp.linspace(-1.0, 1.0, _CHECK_POINTS)
+    peak = jnp.max(jnp.abs(jnp.sin(jnp.pi * x[:, None] * k[None, :]) @ a.T), axis=0)
+    # Between grid points |u0| exceeds its grid maximum by at most h^2/8 max|u0''|, with
+    # max|u0''| <= sum_k |a_k| (k pi)^2: dividing by that bound makes max |u0| <= 1.
+    h = 2.0 / (_CHECK_POINTS - 1)
+    peak = peak + h * h / 8 * (jnp.abs(a) @ (jnp.pi * k) ** 2)
+    return a / jnp.maximum(1.0, peak)[:, None]
+
+
+class BurgersRandomIC(AbstractPDE):
+    r"""Viscous Burgers' equation from a random initial condition (DESIGN.md F6):
+
+    $$u_t + u u_x = \nu u_{xx},\qquad u(x, 0) = \sum_{k=1}^{K} a_k \sin(k\pi x),
+    \qquad u(\pm 1, t) = 0,$$
+
+    on $x \in [-1, 1]$, $t \in [0, 1]$; a task is a [`metapinn.RandomICTask`][] (the
+    coefficients $a_k$ and $\nu$, 0.01 in the standard workload), drawn by
+    [`metapinn.random_initial_conditions`][]. This is the family where conditioning is
+    hardest: a conditioned network must take the whole initial condition as input.
+    Exact solution: Cole–Hopf by quadrature ([`metapinn.cole_hopf_solution`][] with
+    `coefficients`); reference: the sine-series spectral solver
+    ([`metapinn.SpectralBurgersSolver`][]) from the same coefficients.
+    """
+
+    x_min: float = eqx.field(static=True, default=-1.0)
+    x_max: float = eqx.field(static=True, default=1.0)
+    t_min: float = eqx.field(static=True, default=0.0)
+    t_max: float = eqx.field(static=True, default=1.0)
+
+    def check_task(self, task: RandomICTask, out: PyTree) -> PyTree:
+        out = eqx.error_if(
+            out,
+            ~jnp.all(jnp.isfinite(task.coefficients)),
+            "random-IC coefficients must be finite",
+        )
+        return parameter_check(task.nu, out, "viscosity nu", "random-IC Burgers")
+
+    def residual(self, derivs: Derivatives, task: RandomICTask) -> Values:
+        return derivs.u_t + derivs.u * derivs.u_x - task.nu * derivs.u_xx
+
+    def initial_condition(self, x: Float[Array, " n"]) -> Values:
+        raise NotImplementedError(
+            "the random-IC Burgers family's initial condition is part of its task: use "
+            "task.initial_condition(x)"
+        )
+
+    def initial_error(self, derivs: Derivatives, points: Points, task: RandomICTask) -> Errors:
+        return derivs.u - task.initial_condition(points[:, 0])
+
+    def boundary_condition(self, t: Float[Array, " n"], x: Float[Array, " n"]) -> Values:
+        del x
+        return jnp.zeros_like(t)
+
+    def exact_solution(self, task: RandomICTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        from .._exact import cole_hopf_solution
+
+        x, t = jnp.asarray(x), jnp.asarray(t)
+        xs = jnp.broadcast_to(x[None, :], (t.shape[0], x.shape[0]))
+        ts = jnp.broadcast_to(t[:, None], xs.shape)
+        return cole_hopf_solution(xs, ts, task.nu, coefficients=np.asarray(task.coefficients))
+
+    def reference_solution(
+        self, task: RandomICTask, x: Array, t: Array, grid_size: int | None = None
+    ) -> Float[Array, "nt nx"]:
+        """The spectral reference on `x × t`, on `grid_size` points (default:
+        [`metapinn.default_grid_size`][]`(nu)`)."""
+        from .._reference import SpectralBurgersSolver, default_grid_size
+
+        size = default_grid_size(float(task.nu)) if grid_size is None else grid_size
+        solver = SpectralBurgersSolver(size)
+        return solver.solve(task.nu, x, t, coefficients=task.coefficients).u
