@@ -145,8 +145,8 @@ def cole_hopf_solution(
       and `coefficients`; pass it explicitly when calling under `jax.jit`.
     - `coefficients`: the sine coefficients $a_k$ of another initial condition
       $u_0 = \sum_k a_k \sin(k\pi x)$ (concrete, 1-D, finite; default `(-1,)`, the
-      benchmark's). Then $\int_0^y u_0 = \sum_k a_k (1 - \cos k\pi y)/(k\pi)$ replaces
-      $(1 - \cos\pi y)/\pi$ in $\varphi(y, 0)$.
+      benchmark's). Then $-\int_0^y u_0 = -\sum_k a_k (1 - \cos k\pi y)/(k\pi)$ replaces
+      $(1 - \cos\pi y)/\pi$ (its value for the default) in $\varphi(y, 0)$.
 
     **Returns:** `u` in the default float dtype, of the broadcast shape of `x` and `t`.
 

@@ -26,7 +26,7 @@ BURGERS_NEEDS: Needs = ("u_x", "u_t", "u_xx")
 """What a second-order PDE in x with a first derivative in t needs in its interior."""
 
 
-def check_needs(needs: Needs, name: str = "needs") -> Needs:
+def check_needs(needs: Any, name: str = "needs") -> Needs:
     """The closed, ordered form of `needs`: every name one of `STREAMS`, a second
     derivative's first derivative added (`u_xx` brings `u_x`), in `STREAMS` order.
 
@@ -70,6 +70,8 @@ def check_points(points: Points, name: str = "points") -> None:
 
 
 def _check_sets(point_sets: Sequence[PointSet], needs: Sequence[Needs]) -> tuple[Needs, ...]:
+    if not point_sets:
+        raise ValueError("a jet needs at least one set of points")
     if len(point_sets) != len(needs):
         raise ValueError(
             f"a jet takes one needs tuple per set of points; got {len(point_sets)} sets "
@@ -104,7 +106,7 @@ class AbstractPINN(eqx.Module):
         (`u_xx` brings `u_x`) and `None` for the rest.
 
         **Raises:** `ValueError` at trace time for points not `(n, 2)`, an unknown
-        derivative, or as many needs as sets.
+        derivative, or a number of needs other than the number of sets.
         """
         needs = _check_sets(point_sets, needs)
         return tuple(self.derivatives(p, n) for p, n in zip(point_sets, needs, strict=True))
@@ -174,7 +176,7 @@ class _HiddenLayer(eqx.Module):
     """What the pullback of one hidden layer keeps from the forward pass."""
 
     jet_in: Array | None  # the layer's input jet (None for the first layer)
-    slopes: tuple[Array, ...]  # the activation's first three derivatives, value columns
+    slopes: tuple[Array, ...]  # the activation's derivatives (up to the jet's order + 1)
     z_streams: dict[str, Array]  # each stream's z_d (first layer: the W_x, W_t columns)
 
 

@@ -78,6 +78,14 @@ def test_exact_solution_satisfies_its_pde_and_conditions(getkey, family):
         assert float(mp.loss_terms(ExactPINN(pde, task), pde, other, batch).residual) > 1e-6
 
 
+def test_convection_on_another_period():
+    pde = mp.Convection(x_max=4 * np.pi)
+    x, t = pde.standard_grid()
+    task = mp.ConvectionTask(3.0)
+    error = mp.relative_l2_error(pde.reference_solution(task, x, t), pde.exact_solution(task, x, t))
+    assert float(error) <= 1e-6
+
+
 def test_periodic_boundary_points_come_in_pairs(getkey):
     pde = mp.Convection()
     batch = mp.sample_collocation(getkey(), pde, 10, 5, 7)
@@ -97,7 +105,7 @@ def test_periodic_boundary_points_come_in_pairs(getkey):
             lambda: mp.HeatTask(jnp.asarray([0.1, -0.2])),
             r"kappa must be finite and > 0, got \[0.1, -0.2\]",
         ),
-        (lambda: mp.WaveTask(-1.0), r"wave wave speed c must be finite and > 0, got -1.0"),
+        (lambda: mp.WaveTask(-1.0), r"wave speed c must be finite and > 0, got -1.0"),
         (lambda: mp.ConvectionTask(float("nan")), r"convection speed beta must be finite"),
     ],
 )
@@ -150,7 +158,8 @@ def test_random_initial_conditions(getkey):
     x = jnp.linspace(-1.0, 1.0, 4097)
     u0 = jax.vmap(lambda c: mp.RandomICTask(c, 0.01).initial_condition(x))(a)
     peaks = jnp.max(jnp.abs(u0), 1)
-    assert jnp.all(peaks <= 1 + 1e-9) and jnp.mean(peaks == jnp.max(peaks)) < 1
+    assert jnp.all(peaks <= 1)
+    assert jnp.any(peaks > 0.999) and jnp.any(peaks < 0.99)  # scaled draws and unscaled
     # The modes fall off like 1/k: the spread of a_8 is about an eighth of a_1's.
     assert 4 < float(jnp.std(a[:, 0]) / jnp.std(a[:, 7])) < 16
     for row in a[:4]:

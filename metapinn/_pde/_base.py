@@ -70,6 +70,11 @@ class AbstractPDE(eqx.Module):
         del task
         if not self.periodic:
             return derivs.u - self.boundary_condition(points[:, 1], points[:, 0])
+        if points.shape[0] % 2:
+            raise ValueError(
+                f"a periodic family's boundary points come in pairs (x_min, t), (x_max, t), "
+                f"first halves then second; got an odd number, {points.shape[0]}"
+            )
         half = points.shape[0] // 2
         fields = [derivs.u] + [getattr(derivs, n) for n in check_needs(self.jet_needs[2])]
         return jnp.concatenate([f[:half] - f[half:] for f in fields])

@@ -60,16 +60,17 @@ class Convection(AbstractPDE):
         self, task: ConvectionTask, x: Array, t: Array, num_modes: int = 8
     ) -> Float[Array, "nt nx"]:
         r"""Fourier-Galerkin method of lines: the coefficients $(a_k, b_k)$ of
-        $\cos kx, \sin kx$ from the real FFT of $u_0$'s samples, integrated as
-        $a_k' = -\beta k b_k$, $b_k' = \beta k a_k$ with diffrax (Tsit5), then summed at
-        `x`."""
+        $\cos k\omega x, \sin k\omega x$ ($\omega = 2\pi/L$, 1 on the default domain) from
+        the real FFT of $u_0$'s samples, integrated as $a_k' = -\beta k\omega b_k$,
+        $b_k' = \beta k\omega a_k$ with diffrax (Tsit5), then summed at `x`."""
         _spectral.require_x64("convection")
         x, t = _spectral.check_grid(x, t, self)
         beta = self.check_task(task, jnp.asarray(task.beta, jnp.float64))
         a0, b0 = _spectral.fourier_coefficients(
             self.initial_condition, self.x_min, self.x_max, num_modes, 64
         )
-        k = jnp.arange(num_modes + 1, dtype=jnp.float64)
+        # The wavenumbers of cos, sin(k omega (x - x_min)), omega = 2 pi / L.
+        k = jnp.arange(num_modes + 1, dtype=jnp.float64) * (2 * jnp.pi / (self.x_max - self.x_min))
 
         def field(time, y, beta):
             del time

@@ -69,18 +69,21 @@ class Heat(AbstractPDE):
         self, task: HeatTask, x: Array, t: Array, num_modes: int = 16
     ) -> Float[Array, "nt nx"]:
         r"""Sine-Galerkin method of lines: the coefficients $b_n$ of
-        $\sin(n\pi(x + 1)/2)$, $n \le$ `num_modes`, from the DST of $u_0$'s samples,
-        integrated as $b_n' = -\kappa (n\pi/2)^2 b_n$ with diffrax (Tsit5), then summed
+        $\sin(n\pi(x - x_\min)/L)$, $n \le$ `num_modes`, from the DST of $u_0$'s samples,
+        integrated as $b_n' = -\kappa (n\pi/L)^2 b_n$ with diffrax (Tsit5), then summed
         at `x`."""
         _spectral.require_x64("heat")
         x, t = _spectral.check_grid(x, t, self)
         kappa = self.check_task(task, jnp.asarray(task.kappa, jnp.float64))
-        b0 = _spectral.sine_coefficients(self.initial_condition, -1.0, 1.0, num_modes, 64)
-        rates = (jnp.arange(1, num_modes + 1, dtype=jnp.float64) * jnp.pi / 2) ** 2
+        b0 = _spectral.sine_coefficients(
+            self.initial_condition, self.x_min, self.x_max, num_modes, 64
+        )
+        length = self.x_max - self.x_min
+        rates = (jnp.arange(1, num_modes + 1, dtype=jnp.float64) * jnp.pi / length) ** 2
 
         def field(time, b, kappa):
             del time
             return -kappa * rates * b
 
         b = _spectral.integrate(field, b0, t, kappa)
-        return _spectral.sine_series(b, x, -1.0, 1.0)
+        return _spectral.sine_series(b, x, self.x_min, self.x_max)

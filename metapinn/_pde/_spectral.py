@@ -61,6 +61,8 @@ def fourier_coefficients_of_samples(
 ) -> tuple[Float[Array, "... K1"], Float[Array, "... K1"]]:
     """As `fourier_coefficients`, from the `M` equispaced samples of each row."""
     m = samples.shape[-1]
+    if not 0 <= num_modes < m / 2:
+        raise ValueError(f"num_modes must be below half the {m} samples, got {num_modes}")
     c = jnp.fft.rfft(samples, axis=-1)[..., : num_modes + 1] * (2.0 / m)
     a, b = jnp.real(c), -jnp.imag(c)
     return a.at[..., 0].multiply(0.5), b
@@ -121,8 +123,15 @@ def check_grid(x: Array, t: Array, pde) -> tuple[Array, Array]:
     except jax.errors.TracerArrayConversionError:
         return x, t
     scale = max(abs(pde.x_min), abs(pde.x_max), 1.0)
-    if np.any(xv < pde.x_min - 1e-12 * scale) or np.any(xv > pde.x_max + 1e-12 * scale):
-        raise ValueError(f"x must lie in [{pde.x_min}, {pde.x_max}]")
-    if np.any(tv < pde.t_min) or np.any(tv > pde.t_max) or np.any(np.diff(tv) <= 0):
-        raise ValueError(f"t must be strictly increasing in [{pde.t_min}, {pde.t_max}]")
+    outside = (xv < pde.x_min - 1e-12 * scale) | (xv > pde.x_max + 1e-12 * scale)
+    if np.any(outside):
+        raise ValueError(f"x must lie in [{pde.x_min}, {pde.x_max}], got x = {xv[outside][0]!r}")
+    if np.any((tv < pde.t_min) | (tv > pde.t_max)):
+        bad = tv[(tv < pde.t_min) | (tv > pde.t_max)][0]
+        raise ValueError(f"t must lie in [{pde.t_min}, {pde.t_max}], got t = {bad!r}")
+    if np.any(np.diff(tv) <= 0):
+        i = int(np.argmax(np.diff(tv) <= 0))
+        raise ValueError(
+            f"t must be strictly increasing; got t[{i}] = {tv[i]!r}, t[{i + 1}] = {tv[i + 1]!r}"
+        )
     return x, t

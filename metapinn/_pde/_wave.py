@@ -21,7 +21,7 @@ class WaveTask(eqx.Module):
 
     def __init__(self, c: ScalarLike | Float[Array, " B"]):
         """**Raises:** `ValueError` for a concrete `c` that is not finite and > 0."""
-        self.c = parameter_array(c, "wave speed c", "wave")
+        self.c = parameter_array(c, "speed c", "wave")
 
 
 class Wave(AbstractPDE):
@@ -44,7 +44,7 @@ class Wave(AbstractPDE):
     t_max: float = eqx.field(static=True, default=1.0)
 
     def check_task(self, task: WaveTask, out: PyTree) -> PyTree:
-        return parameter_check(task.c, out, "wave speed c", "wave")
+        return parameter_check(task.c, out, "speed c", "wave")
 
     def residual(self, derivs: Derivatives, task: WaveTask) -> Values:
         return derivs.u_tt - task.c**2 * derivs.u_xx
@@ -73,14 +73,17 @@ class Wave(AbstractPDE):
         self, task: WaveTask, x: Array, t: Array, num_modes: int = 16
     ) -> Float[Array, "nt nx"]:
         r"""Sine-Galerkin method of lines: the coefficients $b_n$ of
-        $\sin(n\pi(x + 1)/2)$ from the DST of $u_0$'s samples, and their velocities
-        (zero), integrated as $b_n' = v_n$, $v_n' = -c^2 (n\pi/2)^2 b_n$ with diffrax
+        $\sin(n\pi(x - x_\min)/L)$ from the DST of $u_0$'s samples, and their velocities
+        (zero), integrated as $b_n' = v_n$, $v_n' = -c^2 (n\pi/L)^2 b_n$ with diffrax
         (Tsit5), then summed at `x`."""
         _spectral.require_x64("wave")
         x, t = _spectral.check_grid(x, t, self)
         c = self.check_task(task, jnp.asarray(task.c, jnp.float64))
-        b0 = _spectral.sine_coefficients(self.initial_condition, -1.0, 1.0, num_modes, 64)
-        rates = (jnp.arange(1, num_modes + 1, dtype=jnp.float64) * jnp.pi / 2) ** 2
+        b0 = _spectral.sine_coefficients(
+            self.initial_condition, self.x_min, self.x_max, num_modes, 64
+        )
+        length = self.x_max - self.x_min
+        rates = (jnp.arange(1, num_modes + 1, dtype=jnp.float64) * jnp.pi / length) ** 2
 
         def field(time, y, c):
             del time
@@ -88,4 +91,4 @@ class Wave(AbstractPDE):
             return v, -(c**2) * rates * b
 
         b, _ = _spectral.integrate(field, (b0, jnp.zeros_like(b0)), t, c)
-        return _spectral.sine_series(b, x, -1.0, 1.0)
+        return _spectral.sine_series(b, x, self.x_min, self.x_max)
