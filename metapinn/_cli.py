@@ -35,6 +35,7 @@ from ._experiment import (
 )
 from ._experiment._config import METHOD_NAMES, OVERRIDE_KEYS, _parse_override
 from ._experiment._training import run_dirs
+from ._pde._registry import family_table
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
 from ._xla import configure_cpu
 
@@ -186,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"evaluation settings (default: the run's own; shown: workload {DEFAULT_WORKLOAD}'s)",
     )  # fmt: skip
 
+    sub.add_parser(
+        "families",
+        help="list the PDE families the library has, with their parameter and truth",
+        description="The PDE families (DESIGN.md §2) with verified truth: each one's task "
+        "parameter, training range and what results are judged against. The main job runs "
+        "burgers; the others are used from Python so far.",
+    )
+
     p = sub.add_parser(
         "show",
         help="print a run's results (or its training progress)",
@@ -312,6 +321,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_families(args: argparse.Namespace) -> int:
+    del args
+    print(family_table())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `metapinn` command. **Returns:** the exit status."""
     parser = build_parser()
@@ -329,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": _cmd_train,
         "evaluate": _cmd_evaluate,
         "show": _cmd_show,
+        "families": _cmd_families,
     }[args.command]
     try:
         return command(args)

@@ -230,6 +230,23 @@ def test_config_round_trip_and_errors():
         mp.ExperimentConfig.from_dict({"width": True})
 
 
+def test_families_are_listed(capsys):
+    from metapinn._pde._registry import FAMILIES
+
+    assert main(["families"]) == 0
+    out = capsys.readouterr().out
+    for family in FAMILIES.values():
+        assert f"| {family.name} | {family.design} | {family.pde.__name__} |" in out
+        # Each entry names its PDE's own task: a task at the middle of the range has
+        # the parameter, and the PDE accepts it.
+        if family.train_range is not None:
+            low, high = family.train_range
+            task = family.task((low * high) ** 0.5)
+            assert float(getattr(task, family.parameter)) == pytest.approx((low * high) ** 0.5)
+            family.pde().check_task(task, np.zeros(()))
+    assert {f.design for f in FAMILIES.values()} == {"F1", "F2", "F3", "F4", "F6"}
+
+
 def test_all_methods_are_one_flag_away():
     """`--methods all` runs every method; on W3 each learner has a warm start (its
     network's multi-task run) and a budget, so none trains 1000 steps from random."""
