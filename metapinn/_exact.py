@@ -203,6 +203,14 @@ def cole_hopf_solution(
     return _cole_hopf_flat(x_flat, t_flat, nu, a, bounds, num_nodes).reshape(shape)
 
 
+def cole_hopf_on_grid(x: Array, t: Array, nu, coefficients=None) -> Float[Array, "nt nx"]:
+    """[`metapinn.cole_hopf_solution`][] on the grid `x × t`: `u[i, j] = u(x[j], t[i])`."""
+    x, t = jnp.asarray(x), jnp.asarray(t)
+    xs = jnp.broadcast_to(x[None, :], (t.shape[0], x.shape[0]))
+    ts = jnp.broadcast_to(t[:, None], xs.shape)
+    return cole_hopf_solution(xs, ts, nu, coefficients=coefficients)
+
+
 @functools.partial(jax.jit, static_argnums=(4, 5))
 def _cole_hopf_flat(
     x: Float[Array, " n"],

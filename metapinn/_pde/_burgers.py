@@ -54,12 +54,9 @@ class Burgers(AbstractPDE):
 
     def exact_solution(self, task: BurgersTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
         """Cole–Hopf ([`metapinn.cole_hopf_solution`][]) on the grid `x × t`."""
-        from .._exact import cole_hopf_solution
+        from .._exact import cole_hopf_on_grid
 
-        x, t = jnp.asarray(x), jnp.asarray(t)
-        xs = jnp.broadcast_to(x[None, :], (t.shape[0], x.shape[0]))
-        ts = jnp.broadcast_to(t[:, None], xs.shape)
-        return cole_hopf_solution(xs, ts, task.nu)
+        return cole_hopf_on_grid(x, t, task.nu)
 
     def reference_solution(self, task: BurgersTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
         """The spectral reference ([`metapinn.reference_solution`][]) on `x × t`."""

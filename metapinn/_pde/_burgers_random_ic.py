@@ -131,12 +131,9 @@ class BurgersRandomIC(AbstractPDE):
         return jnp.zeros_like(t)
 
     def exact_solution(self, task: RandomICTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
-        from .._exact import cole_hopf_solution
+        from .._exact import cole_hopf_on_grid
 
-        x, t = jnp.asarray(x), jnp.asarray(t)
-        xs = jnp.broadcast_to(x[None, :], (t.shape[0], x.shape[0]))
-        ts = jnp.broadcast_to(t[:, None], xs.shape)
-        return cole_hopf_solution(xs, ts, task.nu, coefficients=np.asarray(task.coefficients))
+        return cole_hopf_on_grid(x, t, task.nu, np.asarray(task.coefficients))
 
     def reference_solution(
         self, task: RandomICTask, x: Array, t: Array, grid_size: int | None = None

@@ -75,11 +75,7 @@ class Heat(AbstractPDE):
         _spectral.require_x64("heat")
         x, t = _spectral.check_grid(x, t, self)
         kappa = self.check_task(task, jnp.asarray(task.kappa, jnp.float64))
-        b0 = _spectral.sine_coefficients(
-            self.initial_condition, self.x_min, self.x_max, num_modes, 64
-        )
-        length = self.x_max - self.x_min
-        rates = (jnp.arange(1, num_modes + 1, dtype=jnp.float64) * jnp.pi / length) ** 2
+        b0, rates = _spectral.sine_modes(self, num_modes)
 
         def field(time, b, kappa):
             del time

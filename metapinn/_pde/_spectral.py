@@ -37,6 +37,15 @@ def sine_coefficients(
     return jnp.asarray(2.0 / num_points * dst) @ f(jnp.asarray(x))
 
 
+def sine_modes(pde, num_modes: int) -> tuple[Float[Array, " K"], Float[Array, " K"]]:
+    r"""For a Dirichlet family: the coefficients of its initial condition in the sine
+    basis $\sin(n\pi(x - x_\min)/L)$, $n \le$ `num_modes` (from 64 samples), and the
+    squared wavenumbers $(n\pi/L)^2$ of those modes."""
+    b0 = sine_coefficients(pde.initial_condition, pde.x_min, pde.x_max, num_modes, 64)
+    n = jnp.arange(1, num_modes + 1, dtype=jnp.float64)
+    return b0, (n * jnp.pi / (pde.x_max - pde.x_min)) ** 2
+
+
 def sine_series(
     b: Float[Array, "... K"], x: Float[Array, " nx"], x_min: float, x_max: float
 ) -> Float[Array, "... nx"]:
