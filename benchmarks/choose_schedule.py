@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ExperimentConfig.from_dict(json.loads((args.run / "config.json").read_text()))
     methods = [m for m in config.methods if m != "transfer"]
     base = config.replace(
-        test_nus=config.train_nus, methods=methods, eval_steps=args.steps, budget=args.budget
+        test_params=config.train_params, methods=methods, eval_steps=args.steps, budget=args.budget
     )
     rows = []
     for candidate in args.candidates:

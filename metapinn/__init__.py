@@ -7,6 +7,7 @@ from ._conditioned import (
     ConditionedLoss as ConditionedLoss,
     ConditionedPINN as ConditionedPINN,
     LogScaledFeature as LogScaledFeature,
+    ScaledFeature as ScaledFeature,
 )
 from ._evaluate import (
     FewShotTrace as FewShotTrace,
@@ -23,6 +24,7 @@ from ._experiment import (
     ExperimentConfig as ExperimentConfig,
     evaluate_runs as evaluate_runs,
     load_config as load_config,
+    reference_fields as reference_fields,
     reproduce as reproduce,
     train_runs as train_runs,
     workload as workload,
@@ -60,6 +62,7 @@ from ._metrics import (
     relative_l2_error as relative_l2_error,
     rms_residual as rms_residual,
 )
+from ._pde._allen_cahn import AllenCahn as AllenCahn, AllenCahnTask as AllenCahnTask
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
 from ._pde._burgers_random_ic import (
@@ -67,8 +70,10 @@ from ._pde._burgers_random_ic import (
     RandomICTask as RandomICTask,
     random_initial_conditions as random_initial_conditions,
 )
+from ._pde._cache import cached_family_reference as cached_family_reference
 from ._pde._convection import Convection as Convection, ConvectionTask as ConvectionTask
 from ._pde._heat import Heat as Heat, HeatTask as HeatTask
+from ._pde._registry import FAMILIES as FAMILIES, Family as Family, family as family
 from ._pde._wave import Wave as Wave, WaveTask as WaveTask
 from ._pinn import (
     BURGERS_NEEDS as BURGERS_NEEDS,
@@ -83,7 +88,7 @@ from ._plots import (
     plot_few_shot as plot_few_shot,
     plot_fields as plot_fields,
     plot_meta_training as plot_meta_training,
-    plot_per_viscosity as plot_per_viscosity,
+    plot_per_task as plot_per_task,
 )
 from ._reference import (
     ReferenceSolution as ReferenceSolution,

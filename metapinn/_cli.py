@@ -117,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="metapinn",
-        description="Meta-learned PINN initialisations for the Burgers family: meta-train "
-        "initialisations (multi-task pre-training, Reptile, MAML, Meta-SGD, MAML++, iMAML, on "
-        "the plain or the parameter-conditioned network; transfer from the nearest training "
-        "task), then measure few-shot adaptation on held-out viscosities against a reference "
-        "solution.",
+        description="Meta-learned PINN initialisations for families of PDEs (Burgers by "
+        "default; `metapinn families` lists them): meta-train initialisations (multi-task "
+        "pre-training, Reptile, MAML, Meta-SGD, MAML++, iMAML, on the plain or the "
+        "parameter-conditioned network; transfer from the nearest training task), then "
+        "measure few-shot adaptation on held-out tasks against a reference solution.",
     )
     parser.add_argument("--version", action="version", version=f"metapinn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="few-shot evaluation of the initialisations trained in a run folder",
         description="Adapt each initialisation trained in RUN (and the random one of each "
-        "seed) to the held-out viscosities; write results.json, results.md and plots into "
+        "seed) to the held-out tasks; write results.json, results.md and plots into "
         "RUN and print the table. Evaluation settings may be changed here.",
     )
     p.add_argument("run", type=pathlib.Path, metavar="RUN", help="the run folder")
@@ -191,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "families",
         help="list the PDE families the library has, with their parameter and truth",
         description="The PDE families (DESIGN.md §2) with verified truth: each one's task "
-        "parameter, training range and what results are judged against. The main job runs "
-        "burgers; the others are used from Python so far.",
+        "parameter, training range and what results are judged against. Run one with "
+        "metapinn reproduce --family NAME.",
     )
 
     p = sub.add_parser(
@@ -228,7 +228,7 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     elif stored:
         config = _stored_config(args.out)
     else:
-        config = workload(args.workload or args.default_workload)
+        config = workload(args.workload or args.default_workload, family=args.family)
     if getattr(args, "quick", False):
         config = quick(config)
     changes = dict(extra)

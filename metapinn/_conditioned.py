@@ -8,6 +8,7 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
@@ -264,3 +265,55 @@ class LogScaledFeature(eqx.Module):
         log_low, log_high = math.log(self.low), math.log(self.high)
         scale = 2 / (log_high - log_low)
         return (scale * (jnp.log(value) - log_low) - 1)[None]
+
+
+class ScaledFeature(eqx.Module):
+    r"""A vector task parameter $a$ (e.g. the sine coefficients of a
+    [`metapinn.RandomICTask`][]'s initial condition) divided elementwise by a scale
+    $s$, so that each input of the conditioned network is of order one:
+    $c = a / s$. For the random initial conditions of DESIGN.md F6, $a_k \sim
+    \mathcal{N}(0, 1/k^2)$ before the bound on $\max|u_0|$, so $s_k = 1/k$.
+
+    Called on one task, it returns `c` of shape `(P,)`, `P = len(scale)`: the
+    condition of a [`metapinn.ConditionedPINN`][] with `n_conditions=P`.
+    """
+
+    scale: tuple[float, ...] = eqx.field(static=True)
+    field: str = eqx.field(static=True)
+
+    def __init__(self, scale, field: str = "coefficients"):
+        """**Arguments:**
+
+        - `scale`: the positive scale of each entry (a sequence of floats).
+        - `field`: the task's attribute holding the vector parameter.
+
+        **Raises:** `ValueError` unless every scale is finite and > 0 and `field` is a
+        non-empty string.
+        """
+        values = tuple(float(s) for s in np.asarray(scale, dtype=float).reshape(-1))
+        if not values or not all(math.isfinite(s) and s > 0 for s in values):
+            raise ValueError(f"scale must be finite values > 0, got {list(values)!r}")
+        if not isinstance(field, str) or not field:
+            raise ValueError(f"field must be a non-empty string, got {field!r}")
+        self.scale = values
+        self.field = field
+
+    def __call__(self, task: PyTree) -> Float[Array, " P"]:
+        """**Returns:** `c` of shape `(P,)`, in the dtype of the task's parameter.
+
+        **Raises:** `ValueError` at trace time if `task` has no attribute `field`, or if
+        it is not a vector of `P` entries (for a batch of tasks, use `jax.vmap`).
+        """
+        try:
+            value = jnp.asarray(getattr(task, self.field))
+        except AttributeError:
+            raise ValueError(
+                f"ScaledFeature reads the task's field {self.field!r}, which "
+                f"{type(task).__name__} does not have"
+            ) from None
+        if value.shape != (len(self.scale),):
+            raise ValueError(
+                f"ScaledFeature takes one task, whose {self.field!r} has shape "
+                f"({len(self.scale)},); got {value.shape} (for a batch of tasks, use jax.vmap)"
+            )
+        return value / jnp.asarray(self.scale, dtype=value.dtype)

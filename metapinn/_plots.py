@@ -59,7 +59,7 @@ def plot_few_shot(steps: Sequence[int], per_run: Mapping[str, np.ndarray], label
     """Few-shot curves: relative L2 error and PINN loss against adaptation steps.
 
     **Arguments:** the recorded step counts; `per_run[name]` of shape
-    `(init, seed, nu, k)` for `name` in `rel_l2` and `loss`; one label per init.
+    `(init, seed, task, k)` for `name` in `rel_l2` and `loss`; one label per init.
     """
     fig = _figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)
@@ -70,24 +70,25 @@ def plot_few_shot(steps: Sequence[int], per_run: Mapping[str, np.ndarray], label
         for i, label in enumerate(labels):
             _band(ax, x, values[i], label)
         ax.set_xscale("symlog", linthresh=10)
-        ax.set_xlabel("Adam steps k on the held-out viscosity")
-        ax.set_title(f"{title} (mean over nu and seeds)")
+        ax.set_xlabel("Adam steps k on the held-out task")
+        ax.set_title(f"{title} (mean over tasks and seeds)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
     return fig
 
 
-def plot_per_viscosity(
-    nus: Sequence[float],
+def plot_per_task(
+    tasks: Sequence[str],
     rel_l2: np.ndarray,
     labels: Sequence[str],
     steps: Sequence[int],
     budget: int,
 ):
-    """Relative L2 error per held-out viscosity at `budget` steps (bars: mean over
-    seeds, whiskers: min–max), with random init at the longest adaptation beside.
+    """Relative L2 error per held-out task at `budget` steps (bars: mean over seeds,
+    whiskers: min–max), with random init at the longest adaptation beside.
 
-    **Arguments:** `rel_l2` of shape `(init, seed, nu, k)`, init 0 being random.
+    **Arguments:** one label per held-out task (`"nu=0.0091"`); `rel_l2` of shape
+    `(init, seed, task, k)`, init 0 being random; one label per init.
     """
     rel_l2 = np.asarray(rel_l2, dtype=np.float64)
     kb = list(steps).index(budget)
@@ -97,7 +98,7 @@ def plot_per_viscosity(
     fig = _figure(figsize=(9, 4))
     ax = fig.add_subplot()
     width = 0.8 / len(series)
-    centres = np.arange(len(nus))
+    centres = np.arange(len(tasks))
     for j, (label, values) in enumerate(series):
         values = values[np.isfinite(values).all(axis=1)]  # drop diverged seeds
         if values.shape[0] == 0:
@@ -106,10 +107,10 @@ def plot_per_viscosity(
         err = np.stack([mean - values.min(axis=0), values.max(axis=0) - mean])
         ax.bar(centres + (j - (len(series) - 1) / 2) * width, mean, width, yerr=err,
                label=label, capsize=2)  # fmt: skip
-    ax.set_xticks(centres, [f"{nu:.4g}" for nu in nus])
-    ax.set_xlabel("held-out viscosity nu")
+    ax.set_xticks(centres, list(tasks))
+    ax.set_xlabel("held-out task")
     ax.set_ylabel("rel-L2 vs reference")
-    ax.set_title("Error per held-out viscosity")
+    ax.set_title("Error per held-out task")
     ax.legend(fontsize="small")
     return fig
 
@@ -119,14 +120,14 @@ def plot_fields(
     t: np.ndarray,
     u_ref: np.ndarray,
     fields: Mapping[str, np.ndarray],
-    nu: float,
+    task: str,
     seed: int | None = None,
 ):
-    """For one viscosity: the reference field and each PINN field (top row, one
+    """For one task: the reference field and each PINN field (top row, one
     colour scale), and each PINN's error (bottom row, one colour scale).
 
     **Arguments:** the grid `x (nx,)`, `t (nt,)`; `u_ref (nt, nx)`; `fields[label]`
-    of shape `(nt, nx)`; the viscosity and (for the title) the seed.
+    of shape `(nt, nx)`; the task's label (`"nu=0.0091"`) and (for the title) the seed.
     """
     cols = len(fields) + 1
     fig = _figure(figsize=(2.6 * cols + 1.2, 5.4))
@@ -156,5 +157,5 @@ def plot_fields(
     axes[1, 1].set_ylabel("t")
     axes[1, 1].tick_params(labelleft=True)
     suffix = "" if seed is None else f" (seed {seed})"
-    fig.suptitle(f"Fields at nu = {nu:.4g}{suffix}")
+    fig.suptitle(f"Fields at {task}{suffix}")
     return fig

@@ -94,10 +94,18 @@ def describe_task(tasks: PyTree, i: int) -> str:
         parts = []
         for field in dataclasses.fields(tasks):
             value = np.asarray(getattr(tasks, field.name))[i]
-            parts.append(f"{field.name}={value.item():.6g}")
+            parts.append(f"{field.name}={_format_value(value)}")
         return ", ".join(parts)
-    values = [np.asarray(leaf)[i].item() for leaf in jax.tree_util.tree_leaves(tasks)]
-    return ", ".join(f"{v:.6g}" for v in values)
+    values = [np.asarray(leaf)[i] for leaf in jax.tree_util.tree_leaves(tasks)]
+    return ", ".join(_format_value(v) for v in values)
+
+
+def _format_value(value: np.ndarray) -> str:
+    """A scalar as `0.0091`, a vector (e.g. a random initial condition's
+    coefficients) as `[0.5, -0.12, ...]`."""
+    if value.ndim == 0:
+        return f"{value.item():.6g}"
+    return "[" + ", ".join(f"{v:.4g}" for v in value.reshape(-1).tolist()) + "]"
 
 
 def _tasks_size(tasks: PyTree) -> int:

@@ -66,15 +66,15 @@ QUICK = os.environ.get("METAPINN_QUICK", "") not in ("", "0")
 config = mp.ExperimentConfig()
 if QUICK:  # a smaller network too: compilation dominates a smoke run
     config = config.replace(
-        width=8, depth=1, meta_steps=5, seeds=[0], test_nus=list(config.test_nus[2:]),
+        width=8, depth=1, meta_steps=5, seeds=[0], test_params=list(config.test_params[2:]),
         eval_steps=[0, 10, 50], budget=10,
     )  # fmt: skip
 else:
     config = config.replace(seeds=[0])
 dtype = jnp.float32
 seed = config.seeds[0]
-print("training viscosities:", [round(nu, 4) for nu in config.train_nus])
-print("held-out viscosities:", [round(nu, 4) for nu in config.test_nus])
+print("training viscosities:", [round(nu, 4) for nu in config.train_params])
+print("held-out viscosities:", [round(nu, 4) for nu in config.test_params])
 
 pde = mp.Burgers()
 loss_fn = mp.PINNLoss(pde)
@@ -82,8 +82,8 @@ points = mp.sample_collocation(
     jr.key(config.points_seed), pde, config.n_interior, config.n_initial, config.n_boundary
 )
 points = jax.tree_util.tree_map(lambda x: x.astype(dtype), points)
-train_tasks = mp.BurgersTask(jnp.asarray(config.train_nus, dtype=dtype))
-test_tasks = mp.BurgersTask(jnp.asarray(config.test_nus, dtype=dtype))
+train_tasks = mp.BurgersTask(jnp.asarray(config.train_params, dtype=dtype))
+test_tasks = mp.BurgersTask(jnp.asarray(config.test_params, dtype=dtype))
 
 init_key, run_key = jr.split(jr.key(seed))
 pinn = mp.MLPPINN(config.width, config.depth, dtype=dtype, key=init_key)
@@ -129,7 +129,7 @@ mp.plot_meta_training(curves, labels)
 
 # %%
 x, t = mp.standard_grid()
-u_ref = mp.cached_reference_solution(np.asarray(config.test_nus), x, t)
+u_ref = mp.cached_reference_solution(np.asarray(config.test_params), x, t)
 grid = mp.grid_points(x, t, dtype=dtype)
 print("reference fields:", u_ref.shape)
 
@@ -151,7 +151,7 @@ trace = mp.few_shot(
     steps=config.eval_steps, optimizer=optax.adam(config.eval_lr),
 )  # fmt: skip
 
-n_init, n_nu, n_k = len(names), len(config.test_nus), len(config.eval_steps)
+n_init, n_nu, n_k = len(names), len(config.test_params), len(config.eval_steps)
 flat = jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[3:]), trace.params)
 task_index = jnp.broadcast_to(jnp.arange(n_nu)[None, :, None], (n_init, n_nu, n_k)).reshape(-1)
 metrics = mp.field_metrics(
@@ -192,7 +192,10 @@ display_labels = ["Random init"] + [labels[n] for n in learners]
 mp.plot_few_shot(config.eval_steps, {"rel_l2": rel_l2, "loss": loss}, display_labels)
 
 # %%
-mp.plot_per_viscosity(config.test_nus, rel_l2, display_labels, config.eval_steps, config.budget)
+mp.plot_per_task(
+    [f"nu={nu:.4g}" for nu in config.test_params], rel_l2, display_labels, config.eval_steps,
+    config.budget,
+)  # fmt: skip
 
 # %% [markdown]
 # Finally the fields themselves for the first held-out viscosity: the reference, and
@@ -204,7 +207,8 @@ for i in range(n_init):
     p = jax.tree_util.tree_map(lambda a, i=i: a[i, 0, kb], trace.params)
     u = eqx.combine(p, static)(grid)
     fields[f"{display_labels[i]} + {config.budget}"] = np.asarray(u).reshape(len(t), len(x))
-mp.plot_fields(np.asarray(x), np.asarray(t), u_ref[0], fields, config.test_nus[0], seed=seed)
+label = f"nu={config.test_params[0]:.4g}"
+mp.plot_fields(np.asarray(x), np.asarray(t), u_ref[0], fields, label, seed=seed)
 
 # %% [markdown]
 # ## The whole experiment in one call

@@ -22,8 +22,8 @@ TINY = {
     "n_interior": 16,
     "n_initial": 8,
     "n_boundary": 4,
-    "train_nus": [0.02, 0.03, 0.04],
-    "test_nus": [0.04, 0.05],  # one reference grid size: one solver compilation
+    "train_params": [0.02, 0.03, 0.05],
+    "test_params": [0.04, 0.05],  # one reference grid size: one solver compilation
     "inner_steps": 2,
     "meta_steps": 6,
     "tasks_per_step": 2,
@@ -34,7 +34,7 @@ TINY = {
     "eps": [0.95, 0.5],
 }
 METHODS = ["maml", "fomaml", "reptile", "multitask"]
-PLOTS = ["few_shot.png", "fields.png", "meta_training.png", "per_viscosity.png"]
+PLOTS = ["few_shot.png", "fields.png", "meta_training.png", "per_task.png"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -161,7 +161,7 @@ def test_train_one_method_then_evaluate(tmp_path, config_file, capsys):
 def test_non_finite_loss_stops_cleanly(tmp_path, config_file, capsys):
     out = tmp_path / "diverges"
     argv = ["train", "--config", str(config_file), "--method", "multitask",
-            "--train-nus", "3e38", "0.02", "0.03", "--tasks-per-step", "1",
+            "--train-params", "3e38", "0.02", "0.03", "--tasks-per-step", "1",
             "--checkpoint-every", "1", "--meta-steps", "40", "--out", str(out)]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err
@@ -182,8 +182,8 @@ def test_non_finite_loss_stops_cleanly(tmp_path, config_file, capsys):
         (["reproduce", "--methods", "maml", "magic"], "methods='magic'"),
         (["reproduce", "--methods", "all", "maml"], "'all' stands alone"),
         (["reproduce", "--inner-steps", "-1"], "inner_steps=-1"),
-        (["reproduce", "--train-nus", "0.01", "-0.02"], "train_nus=-0.02"),
-        (["reproduce", "--test-nus", "0"], "test_nus=0.0"),
+        (["reproduce", "--train-params", "0.01", "-0.02"], "train_params=-0.02"),
+        (["reproduce", "--test-params", "0"], "test_params=0.0"),
         (["reproduce", "--meta-steps", "-5"], "meta_steps=-5"),
         (["reproduce", "--eval-steps", "0", "100", "10"], "strictly increasing"),
         (["reproduce", "--budget", "7"], "budget=7"),
@@ -244,7 +244,7 @@ def test_families_are_listed(capsys):
             task = family.task((low * high) ** 0.5)
             assert float(getattr(task, family.parameter)) == pytest.approx((low * high) ** 0.5)
             family.pde().check_task(task, np.zeros(()))
-    assert {f.design for f in FAMILIES.values()} == {"F1", "F2", "F3", "F4", "F6"}
+    assert {f.design for f in FAMILIES.values()} == {"F1", "F2", "F3", "F4", "F5", "F6"}
 
 
 def test_all_methods_are_one_flag_away():
@@ -311,7 +311,7 @@ def test_resume_after_a_real_kill(tmp_path, config_file):
 def test_reproduce_reports_diverged_runs_and_goes_on(tmp_path, config_file, capsys):
     """A meta-training whose loss overflows (nu = 3e38 is drawn at some step) stops
     with its checkpoint kept, is reported, and the rest of the experiment goes on."""
-    config = {**TINY, "train_nus": [0.02, 0.03, 3e38]}
+    config = {**TINY, "train_params": [0.02, 0.03, 3e38]}
     path = tmp_path / "diverging.json"
     path.write_text(json.dumps(config))
     out = tmp_path / "run"

@@ -31,8 +31,8 @@ TINY_W3 = {
     "n_initial": 8,
     "n_boundary": 4,
     "resample": True,
-    "train_nus": [0.02, 0.03, 0.04],
-    "test_nus": [0.04, 0.05],
+    "train_params": [0.02, 0.03, 0.04],
+    "test_params": [0.04, 0.05],
     "methods": ["multitask", "reptile", "metasgd", "cond-multitask", "cond-reptile", "transfer"],
     "overrides": [
         "reptile.init=multitask",
@@ -93,6 +93,17 @@ def test_every_initialisation_is_evaluated(tiny_run):
     assert sorted(p.name for p in (out / "train" / "transfer" / "seed0").iterdir()) == ["task2"]
     assert "adaptation_step_seconds" in results["timing"]
     assert (out / "results.md").exists() and (out / "plots" / "few_shot.png").exists()
+    # nu = 0.05 lies outside the training range [0.02, 0.04]: the summaries average
+    # the in-range task only, and the out-of-range one is reported on its own.
+    assert results["test_tasks"] == ["nu=0.04", "nu=0.05"]
+    assert results["in_range"] == [True, False]
+    np.testing.assert_allclose(results["curves"]["random"][0]["rel_l2"]["mean"],
+                               rel[0, :, 0, 0].mean())  # fmt: skip
+    outside = results["out_of_range"]
+    assert outside["tasks"] == ["nu=0.05"] and outside["steps"] == [0, 2, 5]
+    row = next(r for r in outside["rows"] if r["init"] == "reptile")
+    np.testing.assert_allclose(row["rel_l2"]["5"]["mean"], rel[2, :, 1, -1].mean())
+    assert "Outside the training range (extrapolation): nu=0.05" in (out / "results.md").read_text()
 
 
 def test_warm_start_begins_at_the_source_and_anil_adapts_the_last_layer(tiny_run):
@@ -253,7 +264,7 @@ def test_named_workloads():
         250,
         125,
     )
-    assert w3.resample and w3.train_nus == mp.ExperimentConfig().train_nus
+    assert w3.resample and w3.train_params == mp.ExperimentConfig().train_params
     pinn = mp.MLPPINN(w3.width, w3.depth, key=jax.random.key(0))
     n = sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(pinn, eqx.is_inexact_array)))
     assert n == 12_737
@@ -331,7 +342,7 @@ def test_a_diverged_warm_start_source_stops_only_its_dependents(tmp_path):
     config = mp.ExperimentConfig.from_dict(
         {
             **TINY_W3,
-            "train_nus": [0.02, 0.03, 3e38],
+            "train_params": [0.02, 0.03, 3e38],
             "seeds": [0],
             "methods": ["multitask", "reptile", "cond-multitask"],
             "overrides": ["reptile.init=multitask"],

@@ -60,6 +60,16 @@ def test_reference_solver_matches_the_exact_solution(family):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_grid_that_starts_late_is_not_a_shifted_solution(family):
+    """The solve starts at the family's t_min whatever the first requested time."""
+    pde, task_type, values = FAMILIES[family]
+    x, t = pde.standard_grid()
+    task = task_type(values[1])
+    late = pde.reference_solution(task, x[::8], t[50::10])
+    np.testing.assert_allclose(late, pde.exact_solution(task, x[::8], t[50::10]), atol=1e-8)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_exact_solution_satisfies_its_pde_and_conditions(getkey, family):
     """On collocation points drawn as training draws them, the loss of the exact
     solution is zero to rounding: its residual, its initial errors (for the wave

@@ -9,14 +9,12 @@ import re
 import typing
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 from .._meta._methods import METHODS
+from .._pde._registry import FAMILIES, family as get_family
 
-
-_W1_ALL = np.linspace(0.005, 0.05, 12)
-W1_TRAIN_NUS = tuple(float(v) for v in _W1_ALL[::2])
-W1_TEST_NUS = tuple(float(v) for v in _W1_ALL[1::2][:4])
 
 LEARNER_LABELS = {
     "maml": "MAML",
@@ -77,7 +75,15 @@ RESIDUAL_STRIDE = 2
 in x and in t (128 x 51 of the 256 x 101 points): it needs second derivatives."""
 DIVERGED = "diverged.json"
 """Written into a run's folder when its meta-training stopped on a non-finite loss."""
-EVALUATION_KEYS = ("test_nus", "eval_steps", "eval_lr", "eval_warmup", "budget", "eps")
+EVALUATION_KEYS = (
+    "test_params",
+    "n_test_tasks",
+    "eval_steps",
+    "eval_lr",
+    "eval_warmup",
+    "budget",
+    "eps",
+)
 """Settings that only change the evaluation, not the meta-training."""
 
 
@@ -108,8 +114,24 @@ class ExperimentConfig:
     n_initial: int = _field(50, "collocation points on t = 0 (initial condition)")
     n_boundary: int = _field(20, "collocation points on each boundary x = -1, x = 1")
     points_seed: int = _field(0, "seed of the collocation points, drawn once for all methods")
-    train_nus: tuple[float, ...] = _field(W1_TRAIN_NUS, "training viscosities")
-    test_nus: tuple[float, ...] = _field(W1_TEST_NUS, "held-out viscosities for evaluation")
+    family: str = _field(
+        "burgers", "the PDE family (DESIGN.md §2): " + ", ".join(FAMILIES) + " (metapinn families)"
+    )
+    train_params: tuple[float, ...] = _field(
+        (),
+        "training values of the family's parameter (Burgers: the viscosities nu); empty: "
+        "the family's standard ones (a family of drawn functions has none)",
+    )
+    test_params: tuple[float, ...] = _field(
+        (), "held-out values of the family's parameter for evaluation; empty: the standard ones"
+    )
+    n_train_tasks: int = _field(
+        0, "a family of drawn functions (burgers-random-ic): training tasks; 0: its standard"
+    )
+    n_test_tasks: int = _field(
+        0, "a family of drawn functions: held-out tasks; 0: its standard number"
+    )
+    tasks_seed: int = _field(0, "a family of drawn functions: the seed its tasks are drawn from")
     methods: tuple[str, ...] = _field(
         ("maml", "fomaml", "reptile", "multitask"),
         "methods to train: " + ", ".join(METHOD_NAMES) + "; or all (every one of them)",
@@ -164,6 +186,18 @@ class ExperimentConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(f.name, f.type, getattr(self, f.name)))
+        if self.family not in FAMILIES:
+            _fail("family", self.family, f"unknown family; choose one of {sorted(FAMILIES)}")
+        fam = get_family(self.family)
+        if fam.scalar:
+            for key, standard in (("train_params", fam.train_values),
+                                  ("test_params", fam.test_values)):  # fmt: skip
+                if not getattr(self, key):
+                    object.__setattr__(self, key, standard)
+        else:
+            for key, standard in (("n_train_tasks", fam.n_train), ("n_test_tasks", fam.n_test)):
+                if not getattr(self, key):
+                    object.__setattr__(self, key, standard)
         if ALL_METHODS in self.methods:
             if len(self.methods) > 1:
                 _fail("methods", self.methods, f"{ALL_METHODS!r} stands alone")
@@ -180,13 +214,28 @@ class ExperimentConfig:
         _at_least("checkpoint_every", self.checkpoint_every, 1)
         if self.dtype not in ("float32", "float64"):
             _fail("dtype", self.dtype, "choose float32 or float64")
-        for key in ("train_nus", "test_nus"):
-            values = getattr(self, key)
-            if not values:
-                _fail(key, values, "give at least one viscosity")
-            for nu in values:
-                if not (math.isfinite(nu) and nu > 0):
-                    _fail(key, nu, "every viscosity nu must be finite and > 0")
+        fam = get_family(self.family)
+        _at_least("tasks_seed", self.tasks_seed, 0)
+        if fam.scalar:
+            for key in ("n_train_tasks", "n_test_tasks"):
+                if getattr(self, key):
+                    _fail(key, getattr(self, key), f"{self.family}'s tasks are its parameter "
+                          "values (train_params, test_params), not drawn")  # fmt: skip
+            for key in ("train_params", "test_params"):
+                for value in getattr(self, key):
+                    if not (math.isfinite(value) and value > 0):
+                        _fail(key, value, f"every {fam.parameter} must be finite and > 0")
+                try:
+                    fam.task(jnp.asarray(getattr(self, key), dtype=jnp.zeros(()).dtype))
+                except ValueError as e:
+                    _fail(key, getattr(self, key), str(e))
+        else:
+            for key in ("train_params", "test_params"):
+                if getattr(self, key):
+                    why = "tasks are drawn (n_train_tasks, n_test_tasks, tasks_seed), not values"
+                    _fail(key, getattr(self, key), f"{self.family}'s {why}")
+            for key in ("n_train_tasks", "n_test_tasks"):
+                _at_least(key, getattr(self, key), 1)
         known = sorted(METHOD_NAMES)
         if not self.methods:
             _fail("methods", self.methods, f"choose one or more of {known}")
@@ -224,11 +273,11 @@ class ExperimentConfig:
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 _fail(key, value, "a learning rate must be finite and > 0")
-        if not 1 <= self.tasks_per_step <= len(self.train_nus):
+        if not 1 <= self.tasks_per_step <= self.n_train:
             _fail(
                 "tasks_per_step",
                 self.tasks_per_step,
-                f"must be between 1 and the number of training viscosities ({len(self.train_nus)})",
+                f"must be between 1 and the number of training tasks ({self.n_train})",
             )
         if self.tasks_at_once and self.tasks_per_step % self.tasks_at_once:
             _fail(
@@ -255,6 +304,16 @@ class ExperimentConfig:
         for e in self.eps:
             if not (math.isfinite(e) and e > 0):
                 _fail("eps", e, "a target must be finite and > 0")
+
+    @property
+    def n_train(self) -> int:
+        """The number of training tasks."""
+        return len(self.train_params) if self.train_params else self.n_train_tasks
+
+    @property
+    def n_test(self) -> int:
+        """The number of held-out tasks."""
+        return len(self.test_params) if self.test_params else self.n_test_tasks
 
     def method_settings(self, method: str) -> dict[str, Any]:
         """The settings of `method`: the run-wide ones with its `overrides` applied.
@@ -322,6 +381,11 @@ class ExperimentConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
         types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for old, new in _RENAMED.items():  # the keys of Burgers-only configs
+            if old in data:
+                if new in data:
+                    raise ConfigError(f"config keys {old!r} and {new!r} name the same setting")
+                data = {(new if k == old else k): v for k, v in data.items()}
         unknown = sorted(set(data) - set(types))
         if unknown:
             raise ConfigError(
@@ -337,8 +401,19 @@ class ExperimentConfig:
         }
 
     def replace(self, **changes) -> "ExperimentConfig":
-        """A copy with some values changed (and checked)."""
-        return self.from_dict({**self.to_dict(), **changes})
+        """A copy with some values changed (and checked). A change of `family` drops
+        the tasks (back to the new family's standard ones) unless `changes` gives
+        them."""
+        changes = {_RENAMED.get(k, k): v for k, v in changes.items()}
+        data = self.to_dict()
+        if changes.get("family", self.family) != self.family:
+            data = {k: v for k, v in data.items() if k not in _TASK_KEYS}
+        return self.from_dict({**data, **changes})
+
+
+_RENAMED = {"train_nus": "train_params", "test_nus": "test_params"}
+"""Config keys of earlier versions, read as their new names (`config.json` files of
+runs made before the families)."""
 
 
 def _fail(key: str, value: Any, why: str) -> typing.NoReturn:
@@ -475,19 +550,49 @@ PINN, 2000/250/125-per-side points re-sampled every meta-step, the W1 viscositie
 methods and budgets, sized to about 13 minutes on 2 CPU cores for its one seed
 (`--seeds 0 1 2` for the spread over seeds)."""
 
-WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W3": W3}
+W2_TRAIN_NUS = tuple(float(v) for v in np.geomspace(0.001, 0.1, 25))
+"""W2's training viscosities: the log-uniform distribution on [0.001, 0.1] (DESIGN.md
+§3), as 25 geometrically spaced values (a factor of 1.21 apart) of which each
+meta-step draws `tasks_per_step`."""
+W2_TEST_NUS = (0.0015, 0.003, 0.0075, 0.015, 0.03, 0.075, 0.0007, 0.15)
+"""W2's held-out viscosities: six in the training range and two outside it
+(extrapolation), reported separately."""
+
+W2 = {**W3, "name": "W2", "train_params": W2_TRAIN_NUS, "test_params": W2_TEST_NUS}
+"""Workload W2 (DESIGN.md §3), the wide Burgers family: W3 with nu from 0.001 to 0.1."""
+
+WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W2": W2, "W3": W3}
 """The named workloads, as changes to the defaults (which are W1)."""
+FAMILY_WORKLOADS: dict[str, tuple[str, ...]] = {"W2": ("burgers",)}
+"""The workloads that fix their family (W2 is a range of Burgers viscosities); the
+others run on any family, with its standard tasks."""
 DEFAULT_WORKLOAD = "W3"
 """The workload of `metapinn reproduce` (and `metapinn.reproduce()`) without settings."""
 
 
-def workload(name: str, **changes: Any) -> "ExperimentConfig":
-    """The configuration of a named workload (`W1`, `W3`), with `changes` applied.
+def workload(name: str, family: str | None = None, **changes: Any) -> "ExperimentConfig":
+    """The configuration of a named workload (`W1`, `W2`, `W3`) on `family` (default:
+    Burgers; W1 and W3 run on any family, with its standard training and held-out
+    tasks, and are named `W3-heat` etc. on another), with `changes` applied.
 
-    **Raises:** [`metapinn.ConfigError`][] for an unknown workload or a bad change."""
+    **Raises:** [`metapinn.ConfigError`][] for an unknown workload or family, a
+    workload that does not run on the family, or a bad change."""
     if name not in WORKLOADS:
         raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
-    return ExperimentConfig.from_dict({**WORKLOADS[name], **changes})
+    data = dict(WORKLOADS[name])
+    if family is not None and family != data.get("family", "burgers"):
+        if family not in FAMILIES:
+            _fail("family", family, f"unknown family; choose one of {sorted(FAMILIES)}")
+        if name in FAMILY_WORKLOADS and family not in FAMILY_WORKLOADS[name]:
+            _fail("family", family, f"workload {name} is defined on {FAMILY_WORKLOADS[name]}")
+        data = {k: v for k, v in data.items() if k not in _TASK_KEYS}
+        data.update(family=family, name=f"{data.get('name', name)}-{family}")
+    return ExperimentConfig.from_dict({**data, **changes})
+
+
+_TASK_KEYS = ("train_params", "test_params", "n_train_tasks", "n_test_tasks")
+"""The settings that pick a family's tasks: dropped (back to the family's standard
+ones) when the family changes."""
 
 
 QUICK = {

@@ -25,37 +25,47 @@ import numpy as np
 
 from .._checkpoint import atomic_write, write_json, write_text
 from .._evaluate import adapt_recording, few_shot, field_metrics, pinn_field
-from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_viscosity
-from .._reference import cached_reference_solution, grid_points, standard_grid
+from .._pde._registry import family as get_family
+from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_task
+from .._reference import grid_points
 from .._run import METRICS, load_meta_params
 from ._config import DIVERGED, LABELS, RESIDUAL_STRIDE, RULE, TRANSFER, ExperimentConfig
 from ._problem import (
     adam,
     build_problem,
     eval_optimizer,
+    experiment_tasks,
     has_learned_rule,
     initialisation,
     is_conditioned,
     make_method,
     nearest_training_tasks,
     outer_optimizer,
+    task_labels,
 )
 from ._report import plain_adam_summary, summarise, to_markdown
 from ._training import load_final, run_dir, run_dirs, transfer_tasks
 
 
 def reference_fields(
-    nus: tuple[float, ...],
+    config: ExperimentConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The reference solutions for `nus` on the standard grid (float64), from the disk
-    cache of [`metapinn.cached_reference_solution`][] when they are there. Computing
-    one needs `jax_enable_x64` (the `metapinn` command turns it on at start-up).
+    """The reference solutions of `config`'s held-out tasks on its family's standard
+    grid (float64), from the disk cache when they are there (see
+    [`metapinn.Family.reference`][]). Computing one needs `jax_enable_x64` (the
+    `metapinn` command turns it on at start-up).
 
-    **Returns:** `(x, t, points, u)` with `u[b, i, j] = u(x[j], t[i]; nus[b])` and
-    `points` the grid as `(len(t) * len(x), 2)` rows `(x, t)` in the same order.
+    **Returns:** `(x, t, points, u)` with `u[b, i, j] = u(x[j], t[i])` for held-out task
+    `b`, and `points` the grid as `(len(t) * len(x), 2)` rows `(x, t)` in the same order.
     """
-    x, t = (np.asarray(a, dtype=np.float64) for a in standard_grid())
-    u = cached_reference_solution(np.asarray(nus, dtype=np.float64), x, t)
+    fam = get_family(config.family)
+    pde = fam.pde()
+    x = np.linspace(pde.x_min, pde.x_max, 256)  # the standard grid (DESIGN.md §5), in float64
+    t = np.linspace(pde.t_min, pde.t_max, 101)
+    _, tasks = experiment_tasks(config, "float32")
+    if fam.scalar:  # the stated values, not their float32 roundings
+        tasks = jax.tree_util.tree_map(lambda _: np.asarray(config.test_params), tasks)
+    u = fam.reference(tasks, x, t)
     points = np.asarray(grid_points(x, t, dtype=jnp.zeros(()).dtype), dtype=np.float64)
     return x, t, points, np.asarray(u, dtype=np.float64)
 
@@ -112,7 +122,7 @@ def _initialisations(config: ExperimentConfig, out_dir: pathlib.Path, inits: tup
             else:
                 params = load_final(config, out_dir, init, seed, like)
             if init == TRANSFER and marker is not None:
-                params = _stack([params] * len(config.test_nus))
+                params = _stack([params] * config.n_test)
             found[init].append(params)
     return found, diverged
 
@@ -145,7 +155,7 @@ def _adapt_all(config, problem, inits, found, statics, steps, optimizer):
         "conditioned": [i for i in inits if is_conditioned(i)],
         "transfer": [i for i in inits if i == TRANSFER],
     }
-    n_s, n_n = len(config.seeds), len(config.test_nus)
+    n_s, n_n = len(config.seeds), config.n_test
     params_of, losses_of = {}, {}
     for group, names in groups.items():
         if not names:
@@ -233,7 +243,7 @@ def _adapt_with_learned_rules(config, problem, out_dir, rules, found, diverged, 
             )
             params = trace.params
             if conditioned:
-                params = _bound(params, static, loss_fn, problem.test_tasks, len(config.test_nus))
+                params = _bound(params, static, loss_fn, problem.test_tasks, config.n_test)
             per_seed_params.append(jax.tree_util.tree_map(lambda a: a[0], params))
             per_seed_losses.append(np.asarray(trace.losses)[0])
         params_out.append(_stack(per_seed_params))
@@ -292,10 +302,10 @@ def evaluate_runs(
 
     Every initialisation gets the same adaptation: the config's schedule (Adam at
     `eval_lr`, after `eval_warmup` warm-up steps) on the same collocation points,
-    read at `eval_steps`, on every held-out viscosity.
+    read at `eval_steps`, on every held-out task.
 
     `reference`, if given, is a future of [`metapinn.reference_fields`][] for
-    `config.test_nus` (see [`metapinn.reproduce`][]).
+    `config` (see [`metapinn.reproduce`][]).
 
     **Returns:** the results (as in `results.json`).
 
@@ -315,13 +325,13 @@ def evaluate_runs(
     statics = (static, cond_static)
     log(
         f"adapting {len(inits)} initialisations x {len(config.seeds)} seeds on "
-        f"{len(config.test_nus)} held-out viscosities for {config.eval_steps[-1]} Adam steps"
+        f"{config.n_test} held-out tasks for {config.eval_steps[-1]} Adam steps"
     )
     all_params, losses = _adapt_all(
         config, problem, inits, found, statics, config.eval_steps, eval_optimizer(config)
     )
     if reference is None:
-        x, t, grid, u_ref = reference_fields(config.test_nus)
+        x, t, grid, u_ref = reference_fields(config)
     else:
         x, t, grid, u_ref = reference.result()
     grid = np.asarray(grid).reshape(len(t), len(x), 2)
@@ -393,12 +403,12 @@ def _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, gri
         _save(plot_meta_training(curves, {m: LABELS[m] for m in curves}), plot_dir, "meta_training")
     _save(plot_few_shot(config.eval_steps, per_run, labels), plot_dir, "few_shot")
     _save(
-        plot_per_viscosity(config.test_nus, per_run["rel_l2"], labels, config.eval_steps,
+        plot_per_task(task_labels(config), per_run["rel_l2"], labels, config.eval_steps,
                            config.budget),
         plot_dir,
-        "per_viscosity",
+        "per_task",
     )  # fmt: skip
-    # Fields for the first seed and the first held-out viscosity, at the budget.
+    # Fields for the first seed and the first held-out task, at the budget.
     kb = config.eval_steps.index(config.budget)
     dtype = jnp.dtype(config.dtype)
     points = jnp.asarray(grid.reshape(-1, 2), dtype=dtype)
@@ -415,7 +425,7 @@ def _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, gri
         )
     fields = {k: np.asarray(v, dtype=np.float64).reshape(len(t), len(x)) for k, v in fields.items()}
     _save(
-        plot_fields(x, t, u_ref[0], fields, config.test_nus[0], seed=config.seeds[0]),
+        plot_fields(x, t, u_ref[0], fields, task_labels(config)[0], seed=config.seeds[0]),
         plot_dir,
         "fields",
     )

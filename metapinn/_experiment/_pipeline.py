@@ -64,7 +64,7 @@ def reproduce(
     log(f"run folder: {out_dir}")
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metapinn-reference")
     try:
-        reference = pool.submit(reference_fields, config.test_nus)
+        reference = pool.submit(reference_fields, config)
         train_runs(
             config,
             out_dir,

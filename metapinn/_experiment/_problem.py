@@ -9,7 +9,7 @@ multi-task training of the plain network on one training task.
 """
 
 import functools
-import math
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -17,12 +17,14 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optax
+from jaxtyping import PyTree
 
-from .._conditioned import ConditionedLoss, ConditionedPINN, LogScaledFeature
+from .._conditioned import ConditionedLoss, ConditionedPINN
 from .._loss import AbstractLoss, PINNLoss
 from .._meta._base import AbstractMetaLearner
 from .._meta._methods import make_learner
-from .._pde._burgers import Burgers, BurgersTask
+from .._pde._base import AbstractPDE
+from .._pde._registry import family as get_family
 from .._pinn import MLPPINN
 from .._sampling import CollocationBatch, sample_collocation
 from ._config import CONDITIONED, TRANSFER, ConfigError, ExperimentConfig, _learner_name
@@ -31,14 +33,15 @@ from ._config import CONDITIONED, TRANSFER, ConfigError, ExperimentConfig, _lear
 class Problem(eqx.Module):
     """The fixed ingredients of an experiment, built from its config."""
 
-    pde: Burgers
+    pde: AbstractPDE
     points: CollocationBatch
     """The fixed draw: every method's points when `resample` is off, and every
     adaptation's points."""
-    train_tasks: BurgersTask
-    test_tasks: BurgersTask
-    features: LogScaledFeature
-    """The conditioned network's input: log ν scaled to [-1, 1] over the training range."""
+    train_tasks: PyTree
+    test_tasks: PyTree
+    features: Callable[[PyTree], jax.Array]
+    """The conditioned network's input (see [`metapinn.Family.features`][]): for a
+    scalar parameter, its log scaled to [-1, 1] over the training range."""
 
     def loss(self, method: str) -> AbstractLoss:
         """The loss `method` trains and adapts with."""
@@ -51,36 +54,54 @@ def is_conditioned(method: str) -> bool:
     return method.startswith(CONDITIONED)
 
 
+def experiment_tasks(config: ExperimentConfig, dtype: Any = None) -> tuple[PyTree, PyTree]:
+    """The training and held-out tasks of `config`'s family, in `dtype` (default:
+    `config.dtype`): its parameter values, or its drawn functions."""
+    fam = get_family(config.family)
+    dtype = config.dtype if dtype is None else dtype
+    train = fam.tasks(config.train_params, config.n_train_tasks, config.tasks_seed, dtype=dtype)
+    test = fam.tasks(config.test_params, config.n_test_tasks, config.tasks_seed, held_out=True,
+                     dtype=dtype)  # fmt: skip
+    return train, test
+
+
+def task_labels(config: ExperimentConfig) -> list[str]:
+    """A label per held-out task: `nu=0.0091`, or `u0 #2` for a drawn function."""
+    fam = get_family(config.family)
+    if fam.scalar:
+        return [f"{fam.parameter}={v:.4g}" for v in config.test_params]
+    return fam.labels(experiment_tasks(config, "float32")[1])
+
+
 def build_problem(config: ExperimentConfig) -> Problem:
-    """The Burgers family, the fixed collocation points (drawn once from `points_seed`),
-    the training and held-out tasks (in `config.dtype`) and the conditioning features."""
+    """The family, the fixed collocation points (drawn once from `points_seed`), the
+    training and held-out tasks (in `config.dtype`) and the conditioning features."""
     dtype = jnp.dtype(config.dtype)
     if jnp.zeros((), dtype).dtype != dtype:
         raise ConfigError(
             f"config value dtype={config.dtype!r} needs jax_enable_x64 (set it at start-up, "
             'e.g. jax.config.update("jax_enable_x64", True))'
         )
-    pde = Burgers()
+    fam = get_family(config.family)
+    pde = fam.pde()
     points = _points(
         jr.key(config.points_seed), pde, config.n_interior, config.n_initial, config.n_boundary
     )
     points = jax.tree_util.tree_map(lambda x: x.astype(dtype), points)
-    low, high = min(config.train_nus), max(config.train_nus)
-    if high == low:  # one training viscosity: a factor of 2 either side of it
-        low, high = low / 2, high * 2
+    train_tasks, test_tasks = experiment_tasks(config)
     return Problem(
         pde=pde,
         points=points,
-        train_tasks=BurgersTask(jnp.asarray(config.train_nus, dtype=dtype)),
-        test_tasks=BurgersTask(jnp.asarray(config.test_nus, dtype=dtype)),
-        features=LogScaledFeature(low, high),
+        train_tasks=train_tasks,
+        test_tasks=test_tasks,
+        features=fam.features(train_tasks),
     )
 
 
 class PointSampler(eqx.Module):
     """One task's re-sampled points, `sampler(key)`, in the training dtype."""
 
-    pde: Burgers
+    pde: AbstractPDE
     n_interior: int = eqx.field(static=True)
     n_initial: int = eqx.field(static=True)
     n_boundary: int = eqx.field(static=True)
@@ -115,7 +136,8 @@ def initialisation(config: ExperimentConfig, seed: int, method: str = "random"):
     init_key, run_key = jr.split(jr.key(seed))
     dtype = jnp.dtype(config.dtype)
     if is_conditioned(method):
-        net = _conditioned_pinn(1, config.width, config.depth, dtype=dtype, key=init_key)
+        n_conditions = get_family(config.family).n_conditions()
+        net = _conditioned_pinn(n_conditions, config.width, config.depth, dtype=dtype, key=init_key)
     else:
         net = _pinn(config.width, config.depth, dtype=dtype, key=init_key)
     params, static = eqx.partition(net, eqx.is_inexact_array)
@@ -222,20 +244,17 @@ def tasks_at_once(config: ExperimentConfig, method: str) -> int | None:
 
 
 def nearest_training_tasks(config: ExperimentConfig) -> tuple[int, ...]:
-    """For each held-out viscosity, the index of the training one nearest to it in
-    log ν (the one a transfer baseline trains on; ties go to the smaller)."""
-    return tuple(
-        min(
-            range(len(config.train_nus)),
-            key=lambda i, nu=nu: (abs(math.log(config.train_nus[i] / nu)), i),
-        )
-        for nu in config.test_nus
-    )
+    """For each held-out task, the index of the nearest training task (in log of a
+    scalar parameter; see [`metapinn.Family.nearest`][]): the one a transfer baseline
+    trains on."""
+    train, test = experiment_tasks(config, "float32")
+    return get_family(config.family).nearest(train, test)
 
 
 _TRAINING_KEYS = (
     "width", "depth", "dtype", "n_interior", "n_initial", "n_boundary", "points_seed",
-    "train_nus", "tasks_per_step", "checkpoint_every", "resample",
+    "train_params", "tasks_per_step", "checkpoint_every", "resample", "family",
+    "n_train_tasks", "tasks_seed",
 )  # fmt: skip
 """The run-wide settings a training run depends on. (`tasks_at_once` is not one: it
 changes how the tasks are mapped, not what is computed, beyond rounding.)"""
@@ -257,6 +276,12 @@ def run_settings(
     # settings existed (W1's) stay valid.
     if not config.resample:
         settings.pop("resample")
+    if config.family == "burgers":  # as written before the families: earlier runs resume
+        settings.pop("family")
+        settings["train_nus"] = settings.pop("train_params")
+    if get_family(config.family).scalar:
+        settings.pop("n_train_tasks")
+        settings.pop("tasks_seed")
     if own.get("adapt") == "all":
         own.pop("adapt")
     if own.get("init") == "random":

@@ -15,6 +15,7 @@ from ._config import (
     ExperimentConfig,
     _learner_name,
 )
+from ._problem import task_labels
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,20 +68,24 @@ def summarise(
     """Tables from the raw measurements.
 
     **Arguments:** the config, the initialisations (`"random"` first), arrays
-    `(init, seed, held-out nu, k)` named `loss`, `rms_residual`, `rel_l2`, `max_abs`;
+    `(init, seed, held-out task, k)` named `loss`, `rms_residual`, `rel_l2`, `max_abs`;
     `valid`, `(init, seed)`, false where a meta-training diverged (those seeds are left
     out of that method's statistics), and the `diverged` runs' records.
 
     **Returns:** plain data: per-`k` curves, the results table, steps to each `eps`
-    with speed-ups over random init, per-viscosity errors, and the verdict.
+    with speed-ups over random init, per-task errors, and the verdict; where some
+    held-out values lie outside the training range, the same table over those
+    (extrapolation), reported separately.
 
     Each summary statistic is the mean over seeds, ± the sample standard deviation
-    over seeds, of the average over the held-out viscosities.
+    over seeds, of the average over the held-out tasks in the training range.
     """
     steps = config.eval_steps
     n_i, n_s = len(inits), len(config.seeds)
     valid = np.ones((n_i, n_s), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    per_seed = {name: a.mean(axis=2) for name, a in per_run.items()}  # (I, S, K)
+    inside = in_range(config)
+    # (I, S, K): averaged over the held-out tasks in the training range.
+    per_seed = {name: a[:, :, inside].mean(axis=2) for name, a in per_run.items()}
     stats = {  # name -> (mean, std), each (I, K), over the valid seeds of each init
         name: tuple(np.stack(z) for z in zip(*(_mean_std(a[i, valid[i]]) for i in range(n_i)),
                                               strict=True))
@@ -107,7 +112,7 @@ def summarise(
         table.append({"init": "random", "method": LABELS["random"], "steps": steps[-1],
                       "seeds": n_seeds["random"], **entry(0, len(steps) - 1)})  # fmt: skip
 
-    mean_curve = stats["rel_l2"][0]  # (I, K): over valid seeds and all nus
+    mean_curve = stats["rel_l2"][0]  # (I, K): over valid seeds and in-range tasks
     steps_to_eps = []
     for eps in config.eps:
         k_random = _steps_to(mean_curve[0], steps, eps)
@@ -122,7 +127,7 @@ def summarise(
     picks = [(i, kb) for i in range(n_i)]
     if steps[-1] != config.budget:
         picks.append((0, len(steps) - 1))
-    per_viscosity = [
+    per_task = [
         {
             "init": inits[i],
             "steps": steps[k],
@@ -137,12 +142,16 @@ def summarise(
         "inits": list(inits),
         "labels": {i: LABELS[i] for i in inits},
         "steps": list(steps),
-        "test_nus": list(config.test_nus),
+        "family": config.family,
+        "test_params": list(config.test_params),
+        "test_tasks": task_labels(config),
+        "in_range": inside.tolist(),
         "seeds": list(config.seeds),
         "table": table,
         "curves": curves,
         "steps_to_eps": steps_to_eps,
-        "per_viscosity": per_viscosity,
+        "per_task": per_task,
+        "out_of_range": _out_of_range(config, inits, per_run, valid, ~inside),
         "verdict": _verdict(config, inits, stats["rel_l2"], n_seeds, n_s),
         "seeds_used": n_seeds,
         "diverged": [
@@ -150,8 +159,57 @@ def summarise(
             for d in diverged
         ],
         "per_run": {name: _json_array(a) for name, a in per_run.items()},
-        "per_run_axes": ["init", "seed", "test_nu", "steps"],
+        "per_run_axes": ["init", "seed", "test_task", "steps"],
     }
+
+
+def in_range(config: ExperimentConfig) -> np.ndarray:
+    """Which held-out tasks lie in the training range (`(N,)` bools): a scalar value
+    between the smallest and largest training values (with a relative tolerance of
+    1e-9); every drawn function (drawn from the training distribution)."""
+    if not config.test_params:
+        return np.ones(config.n_test, dtype=bool)
+    low, high = min(config.train_params), max(config.train_params)
+    values = np.asarray(config.test_params)
+    return (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+
+
+def _out_of_range(config, inits, per_run, valid, outside: np.ndarray) -> dict[str, Any] | None:
+    """rel-L2 over the held-out tasks outside the training range, at the first step
+    count, the budget and the longest adaptation: the mean over seeds, ± their
+    spread, of the mean over those tasks; `None` if every task is in range."""
+    if not outside.any():
+        return None
+    steps = config.eval_steps
+    picks = list(dict.fromkeys((steps[0], config.budget, steps[-1])))
+    rel = per_run["rel_l2"][:, :, outside]  # (I, S, M, K)
+    rows = []
+    for i, init in enumerate(inits):
+        per_seed = rel[i, valid[i]].mean(axis=1)  # (S', K)
+        mean, std = _mean_std(per_seed)
+        rows.append({"init": init, "rel_l2": {
+            str(k): _stat(mean[steps.index(k)], std[steps.index(k)]) for k in picks}})  # fmt: skip
+    labels = [lab for lab, out in zip(task_labels(config), outside, strict=True) if out]
+    return {"tasks": labels, "steps": picks, "rows": rows}
+
+
+def out_of_range_table(results: dict[str, Any]) -> str:
+    """The out-of-range table (Markdown), or "" when every held-out task is in range."""
+    out = results.get("out_of_range")
+    if not out:
+        return ""
+    rows = [
+        [results["labels"][r["init"]]] + [_fmt(r["rel_l2"][str(k)]) for k in out["steps"]]
+        for r in out["rows"]
+    ]
+    return _md_table(["Initialisation"] + [f"rel-L2, k = {k}" for k in out["steps"]], rows)
+
+
+def task_names(results: dict[str, Any]) -> list[str]:
+    """The held-out tasks' labels of a results file (older ones: the viscosities)."""
+    if "test_tasks" in results:
+        return list(results["test_tasks"])
+    return [f"nu={nu:.4g}" for nu in results["test_nus"]]
 
 
 def plain_adam_summary(
@@ -378,7 +436,11 @@ def to_markdown(results: dict[str, Any]) -> str:
     """`results.md`: every table of a run, with the definitions."""
     c = results["config"]
     n_seeds, steps, labels = len(results["seeds"]), results["steps"], results["labels"]
-    nus = ", ".join(f"{nu:.4g}" for nu in results["test_nus"])
+    tasks = task_names(results)
+    inside = results.get("in_range", [True] * len(tasks))
+    shown = ", ".join(t for t, i in zip(tasks, inside, strict=True) if i)
+    n_train = len(c.get("train_params") or c.get("train_nus") or ()) or c.get("n_train_tasks")
+    family = c.get("family", "burgers")
     out = [
         f"# metapinn results: {c['name']}",
         "",
@@ -387,18 +449,18 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"outer Adam at {c['outer_lr']:g}"
         f"{', cosine-decayed' if c.get('outer_schedule') == 'cosine' else ''}; "
         f"{c['tasks_per_step']} of "
-        f"{len(c['train_nus'])} training viscosities per step), from the random "
+        f"{n_train} training tasks of the {family} family per step), from the random "
         f"initialisation of each seed ({', '.join(map(str, results['seeds']))}), unless "
         "a method's own settings below say otherwise. Each initialisation is then "
-        f"adapted with {schedule_text(c)} on the held-out viscosities nu = {nus}, on "
+        f"adapted with {schedule_text(c)} on the held-out tasks {shown}, on "
         f"the same {c['n_interior']}/{c['n_initial']}/{c['n_boundary']}-per-side "
         "collocation points (one fixed draw). Meta-training points: "
         + ("re-sampled every meta-step." if c.get("resample") else "that same fixed draw."),
         "",
         *_method_lines(results),
         f"Values: mean ± sample standard deviation over {n_seeds} seed(s) of the average "
-        "over the held-out viscosities. *PINN loss*: the training objective on the "
-        "collocation points. *PDE residual*: RMS of the Burgers residual on the "
+        "over those held-out tasks. *PINN loss*: the training objective on the "
+        "collocation points. *PDE residual*: RMS of the PDE residual on the "
         "256 × 101 reference grid. *rel-L2*: ‖u_PINN − u_ref‖₂ / ‖u_ref‖₂ on that grid, "
         "against the reference solution.",
         "",
@@ -406,6 +468,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         results_table(results),
         "",
+        *_out_of_range_lines(results),
         "## Verdict (relative L2 error, means over seeds)",
         "",
         *[f"- {line}" for line in results["verdict"]],
@@ -417,7 +480,7 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         "## Steps to ε (speed-up over random init)",
         "",
-        "The fewest recorded steps k whose seed-and-viscosity-averaged rel-L2 is ≤ ε "
+        "The fewest recorded steps k whose seed-and-task-averaged rel-L2 is ≤ ε "
         f"(k is read only at {steps}); speed-up = random init's steps ÷ the method's.",
         "",
         steps_to_eps_table(results),
@@ -459,12 +522,12 @@ def to_markdown(results: dict[str, Any]) -> str:
                 _md_table(["Initialisation"] + [f"k={k}" for k in steps], rows), ""]  # fmt: skip
     rows = [
         [f"{labels[r['init']]} + {r['steps']}"] + [_fmt(s) for s in r["rel_l2"]]
-        for r in results["per_viscosity"]
+        for r in results.get("per_task", results.get("per_viscosity"))
     ]
     out += [
-        "## rel-L2 per held-out viscosity",
+        "## rel-L2 per held-out task",
         "",
-        _md_table(["Initialisation"] + [f"nu={nu:.4g}" for nu in results["test_nus"]], rows),
+        _md_table(["Initialisation"] + tasks, rows),
         "",
     ]
     timing = results.get("timing")
@@ -508,6 +571,21 @@ def _method_lines(results: dict[str, Any]) -> list[str]:
     return ["Methods' own settings:", "", *lines, ""] if lines else []
 
 
+def _out_of_range_lines(results: dict[str, Any]) -> list[str]:
+    table = out_of_range_table(results)
+    if not table:
+        return []
+    tasks = ", ".join(results["out_of_range"]["tasks"])
+    return [
+        f"## Outside the training range (extrapolation): {tasks}",
+        "",
+        "Not in the averages above: the mean over seeds of the mean over these tasks.",
+        "",
+        table,
+        "",
+    ]
+
+
 def _diverged_lines(results: dict[str, Any]) -> list[str]:
     if not results.get("diverged"):
         return []
@@ -532,7 +610,8 @@ def format_summary(results: dict[str, Any]) -> str:
     c = results["config"]
     return "\n".join(
         [
-            f"Few-shot results on {len(results['test_nus'])} held-out viscosities "
+            f"Few-shot results on {sum(results.get('in_range', [1] * len(task_names(results))))} "
+            f"held-out tasks of the {c.get('family', 'burgers')} family "
             f"({len(results['seeds'])} seeds, mean ± std):",
             "",
             results_table(results),
@@ -548,6 +627,7 @@ def format_summary(results: dict[str, Any]) -> str:
                 if (t := amortisation_table(results))
                 else []
             ),
+            *_out_of_range_lines(results),
             f"Verdict at {c['budget']} steps (rel-L2):",
             *[f"- {line}" for line in results["verdict"]],
             "",

@@ -63,20 +63,23 @@ class RandomICTask(eqx.Module):
 
 
 def random_initial_conditions(
-    key: PRNGKeyArray, n: int, num_modes: int = RANDOM_IC_MODES
+    key: PRNGKeyArray, n: int, num_modes: int = RANDOM_IC_MODES, *, draw_dtype=None
 ) -> Float[Array, "n K"]:
     r"""`n` random initial conditions of the family (DESIGN.md F6): $a_k \sim
     \mathcal{N}(0, 1/k^2)$ for $k \le$ `num_modes`, each draw divided by
     $\max(1, \max_x |u_0|)$ so that $\max |u_0| \le 1$ (the maximum bounded from a
     grid of spacing 1/1024 and the curvature between its points). A pure function of
-    `key`.
+    `key`, in the default float dtype; `draw_dtype` (e.g. `jnp.float32`) fixes the dtype
+    of the normal draws, so that the same key gives the same conditions (to rounding)
+    with or without `jax_enable_x64`.
 
     **Raises:** `ValueError` unless `n` and `num_modes` are positive integers."""
     for name, value in (("n", n), ("num_modes", num_modes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    k = jnp.arange(1, num_modes + 1, dtype=jnp.zeros(()).dtype)
-    a = jr.normal(key, (n, num_modes)) / k[None, :]
+    dtype = jnp.zeros(()).dtype
+    k = jnp.arange(1, num_modes + 1, dtype=dtype)
+    a = jr.normal(key, (n, num_modes), dtype=draw_dtype).astype(dtype) / k[None, :]
     x = jnp.linspace(-1.0, 1.0, _CHECK_POINTS)
     peak = jnp.max(jnp.abs(jnp.sin(jnp.pi * x[:, None] * k[None, :]) @ a.T), axis=0)
     # Between grid points |u0| exceeds its grid maximum by at most h^2/8 max|u0''|, with

@@ -77,5 +77,5 @@ class Convection(AbstractPDE):
             a, b = y
             return -beta * k * b, beta * k * a
 
-        a, b = _spectral.integrate(field, (a0, b0), t, beta)
+        a, b = _spectral.integrate(field, (a0, b0), t, beta, t0=self.t_min)
         return _spectral.fourier_series(a, b, x, self.x_min, self.x_max)

@@ -81,5 +81,5 @@ class Heat(AbstractPDE):
             del time
             return -kappa * rates * b
 
-        b = _spectral.integrate(field, b0, t, kappa)
+        b = _spectral.integrate(field, b0, t, kappa, t0=self.t_min)
         return _spectral.sine_series(b, x, self.x_min, self.x_max)

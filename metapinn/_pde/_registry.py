@@ -1,20 +1,60 @@
-"""The PDE families by name: what `metapinn families` lists."""
+"""The PDE families by name, and what an experiment needs of each: its tasks, the
+conditioned network's input, the nearest training task, labels and the reference.
+
+`metapinn families` lists them; `metapinn reproduce --family NAME` runs one.
+"""
 
 import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import PyTree
+
+from .._conditioned import LogScaledFeature, ScaledFeature
+from ._allen_cahn import AllenCahn, AllenCahnTask
 from ._base import AbstractPDE
 from ._burgers import Burgers, BurgersTask
-from ._burgers_random_ic import BurgersRandomIC, RandomICTask
+from ._burgers_random_ic import (
+    RANDOM_IC_MODES,
+    BurgersRandomIC,
+    RandomICTask,
+    random_initial_conditions,
+)
+from ._cache import cached_family_reference
 from ._convection import Convection, ConvectionTask
 from ._heat import Heat, HeatTask
 from ._wave import Wave, WaveTask
 
 
+def _geometric_split(low: float, high: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Standard training and held-out values over `[low, high]`: 11 points spaced
+    geometrically, the 6 of even index for training (both ends among them), and
+    those of index 1, 3, 7, 9 held out (two in each half of the range), each rounded
+    to 4 significant digits."""
+    grid = [float(f"{v:.4g}") for v in np.geomspace(low, high, 11)]  # 4 significant digits
+    return tuple(grid[::2]), tuple(grid[i] for i in (1, 3, 7, 9))
+
+
+_W1_ALL = np.linspace(0.005, 0.05, 12)
+_BURGERS_VALUES = (
+    tuple(float(v) for v in _W1_ALL[::2]),
+    tuple(float(v) for v in _W1_ALL[1::2][:4]),
+)
+"""W1's viscosities (DESIGN.md §3): 12 evenly spaced, the even ones for training,
+the first four odd ones held out."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """A PDE family of DESIGN.md §2 as the library knows it."""
+    """A PDE family of DESIGN.md §2 as the library and the experiment know it.
+
+    A family's tasks are either one scalar parameter (`parameter`, a field of its
+    task type, with standard training and held-out values), or functions drawn at
+    random (`draw`, e.g. F6's initial conditions, `n_train` and `n_test` of them)."""
 
     name: str
     """Its name on the command line."""
@@ -24,11 +64,103 @@ class Family:
     task: Callable[..., Any]
     """The task type, e.g. `BurgersTask`."""
     parameter: str
-    """What a task varies: a field of the task, or a description for a function."""
+    """The field of the task a scalar family varies (`nu`, `kappa`, ...); for a
+    function-valued family, the field holding the function's coefficients."""
     train_range: tuple[float, float] | None
     """The training range of a scalar parameter (DESIGN.md §2); `None` for a function."""
     truth: str
     """What results are judged against."""
+    train_values: tuple[float, ...] = ()
+    """A scalar family's standard training values."""
+    test_values: tuple[float, ...] = ()
+    """A scalar family's standard held-out values."""
+    draw: Callable[[jax.Array, int], PyTree] | None = None
+    """A function-valued family's sampler: `draw(key, n)` is a batch of `n` tasks."""
+    n_train: int = 0
+    """A function-valued family's standard number of training tasks."""
+    n_test: int = 0
+    """A function-valued family's standard number of held-out tasks."""
+    describes: str = ""
+    """What a task varies, in words (for `metapinn families` and the reports)."""
+
+    @property
+    def scalar(self) -> bool:
+        """Whether a task is one scalar parameter (else a drawn function)."""
+        return self.draw is None
+
+    def tasks(self, values: tuple[float, ...] = (), count: int = 0, seed: int = 0, *,
+              held_out: bool = False, dtype: Any = None) -> PyTree:  # fmt: skip
+        """A batch of the family's tasks in `dtype` (default: the default float dtype):
+        for a scalar family, one per value of `values`; for a function-valued one,
+        `count` tasks drawn from the stream `seed` (the training tasks from one
+        sub-stream, the held-out ones, `held_out`, from another)."""
+        dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
+        if self.scalar:
+            return self.task(jnp.asarray(values, dtype=dtype))
+        assert self.draw is not None
+        tasks = self.draw(jr.fold_in(jr.key(seed), int(held_out)), count)
+        return jax.tree_util.tree_map(lambda a: a.astype(dtype), tasks)
+
+    def features(self, train_tasks: PyTree) -> Callable[[PyTree], jax.Array]:
+        """The conditioned network's input for a task: a scalar parameter on a log
+        scale, `[-1, 1]` over the training tasks' range (a factor of 2 either side of a
+        single training value), or a function's coefficients scaled to order one."""
+        if not self.scalar:
+            k = np.arange(1, RANDOM_IC_MODES + 1)
+            return ScaledFeature(1.0 / k, self.parameter)
+        values = np.asarray(getattr(train_tasks, self.parameter), dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if high == low:
+            low, high = low / 2, high * 2
+        return LogScaledFeature(low, high, self.parameter)
+
+    def n_conditions(self) -> int:
+        """The number of inputs `features` gives the conditioned network."""
+        return 1 if self.scalar else RANDOM_IC_MODES
+
+    def nearest(self, train_tasks: PyTree, test_tasks: PyTree) -> tuple[int, ...]:
+        """For each held-out task, the index of the nearest training task in the
+        conditioned network's features (log distance for a scalar parameter, L2
+        distance of the scaled coefficients for a function; ties go to the lower
+        index): the task a transfer baseline trains on."""
+        feature = jax.vmap(self.features(train_tasks))
+        train = np.asarray(feature(train_tasks), dtype=np.float64)
+        test = np.asarray(feature(test_tasks), dtype=np.float64)
+        distance = np.linalg.norm(test[:, None, :] - train[None, :, :], axis=-1)
+        # Rounded, so that a tie (a held-out value at a geometric midpoint) is a tie.
+        distance = np.round(distance, 9)
+        return tuple(int(i) for i in np.argmin(distance, axis=1))
+
+    def labels(self, tasks: PyTree) -> list[str]:
+        """A short label per task of a batch: `nu=0.0091`, or `u0 #2` for a drawn one."""
+        if self.scalar:
+            values = np.asarray(getattr(tasks, self.parameter), dtype=np.float64)
+            return [f"{self.parameter}={v:.4g}" for v in values]
+        n = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+        return [f"u0 #{i}" for i in range(n)]
+
+    def reference(self, tasks: PyTree, x: Any = None, t: Any = None) -> np.ndarray:
+        """The reference solution of each task of the batch `tasks` on the grid (the
+        standard one by default), float64 `(B, len(t), len(x))`, from the disk cache
+        where it is there."""
+        pde = self.pde()
+        if x is None or t is None:
+            grid = pde.standard_grid()
+            x = np.asarray(grid[0], dtype=np.float64) if x is None else x
+            t = np.asarray(grid[1], dtype=np.float64) if t is None else t
+        if isinstance(pde, Burgers):
+            from .._reference import cached_reference_solution
+
+            nus = np.asarray(tasks.nu, dtype=np.float64)
+            return cached_reference_solution(nus, x, t)
+        return cached_family_reference(pde, tasks, x, t)
+
+
+def _random_ics(key: jax.Array, n: int) -> RandomICTask:
+    """`n` random initial conditions of F6 at its standard viscosity, 0.01, drawn in
+    float32 (the same with or without `jax_enable_x64`)."""
+    a = random_initial_conditions(key, n, draw_dtype=jnp.float32)
+    return RandomICTask(a, jnp.full((n,), 0.01, dtype=a.dtype))
 
 
 FAMILIES: dict[str, Family] = {
@@ -37,37 +169,57 @@ FAMILIES: dict[str, Family] = {
         Family(
             "burgers", "F1", Burgers, BurgersTask, "nu", (0.005, 0.05),
             "spectral reference (diffrax), verified against Cole-Hopf",
+            *_BURGERS_VALUES, describes="the viscosity nu",
         ),
         Family(
             "heat", "F2", Heat, HeatTask, "kappa", (0.01, 0.5),
             "exact sine series; spectral reference (diffrax)",
+            *_geometric_split(0.01, 0.5), describes="the diffusivity kappa",
         ),
         Family(
             "wave", "F3", Wave, WaveTask, "c", (0.5, 2.0),
             "exact modal solution; spectral reference (diffrax)",
+            *_geometric_split(0.5, 2.0), describes="the wave speed c",
         ),
         Family(
             "convection", "F4", Convection, ConvectionTask, "beta", (1.0, 40.0),
             "exact u0(x - beta t); spectral reference (diffrax)",
+            *_geometric_split(1.0, 40.0), describes="the speed beta",
         ),
         Family(
-            "burgers-random-ic", "F6", BurgersRandomIC, RandomICTask,
-            "coefficients (u0 = sum of 8 sine modes, a_k ~ N(0, 1/k^2), max|u0| <= 1), nu",
-            None, "Cole-Hopf by quadrature; spectral reference (diffrax)",
+            "allen-cahn", "F5", AllenCahn, AllenCahnTask, "epsilon", (1e-4, 1e-2),
+            "Fourier spectral reference (diffrax), self-converged under refinement",
+            *_geometric_split(1e-4, 1e-2), describes="the diffusivity epsilon",
+        ),
+        Family(
+            "burgers-random-ic", "F6", BurgersRandomIC, RandomICTask, "coefficients", None,
+            "Cole-Hopf by quadrature; spectral reference (diffrax)",
+            draw=_random_ics, n_train=48, n_test=4,
+            describes="the initial condition u0 = sum of 8 sine modes, a_k ~ N(0, 1/k^2), "
+            "scaled to max abs u0 <= 1; nu = 0.01",
         ),
     )
 }  # fmt: skip
-"""Every family with verified truth, by name. (F5, Allen-Cahn, is not here yet.) Only
-`burgers` runs in the main job so far; the others are library-level."""
+"""Every family with verified truth, by name."""
+
+
+def family(name: str) -> Family:
+    """The family called `name`. **Raises:** `ValueError` naming the known ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of {sorted(FAMILIES)}")
+    return FAMILIES[name]
 
 
 def family_table() -> str:
     """`FAMILIES` as a Markdown table."""
-    rows = ["| family | DESIGN | PDE | task parameter | training range | truth |"]
+    rows = ["| family | DESIGN | PDE | a task varies | training range | truth |"]
     rows.append("|---|---|---|---|---|---|")
     for f in FAMILIES.values():
-        span = "—" if f.train_range is None else f"[{f.train_range[0]:g}, {f.train_range[1]:g}]"
+        span = (
+            f"{f.n_train} drawn" if f.train_range is None
+            else f"[{f.train_range[0]:g}, {f.train_range[1]:g}]"
+        )  # fmt: skip
         rows.append(
-            f"| {f.name} | {f.design} | {f.pde.__name__} | {f.parameter} | {span} | {f.truth} |"
+            f"| {f.name} | {f.design} | {f.pde.__name__} | {f.describes} | {span} | {f.truth} |"
         )
     return "\n".join(rows)

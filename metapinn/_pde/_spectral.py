@@ -96,17 +96,20 @@ def integrate(
     t: Float[Array, " nt"],
     args: PyTree = None,
     *,
+    t0: float | None = None,
     rtol: float = 1e-10,
     atol: float = 1e-12,
     max_steps: int = 100_000,
 ) -> PyTree:
-    """The solution of `y' = vector_field(t, y, args)` from `y(t[0]) = y0` at the times
-    `t` (strictly increasing): diffrax's `Tsit5` with a PID controller, saved at `t`
-    by its dense output. Raises under JIT if the solve fails."""
+    """The solution of `y' = vector_field(t, y, args)` from `y(t0) = y0` (default
+    `t0 = t[0]`; a family passes its `t_min`, so a grid that starts later is not a
+    shifted solution) at the times `t` (increasing, `t[0] >= t0`): diffrax's `Tsit5`
+    with a PID controller, saved at `t` by its dense output. Raises under JIT if the
+    solve fails."""
     sol = dfx.diffeqsolve(
         dfx.ODETerm(vector_field),
         dfx.Tsit5(),
-        t0=t[0],
+        t0=t[0] if t0 is None else t0,
         t1=t[-1],
         dt0=None,
         y0=y0,

@@ -86,5 +86,5 @@ class Wave(AbstractPDE):
             b, v = y
             return v, -(c**2) * rates * b
 
-        b, _ = _spectral.integrate(field, (b0, jnp.zeros_like(b0)), t, c)
+        b, _ = _spectral.integrate(field, (b0, jnp.zeros_like(b0)), t, c, t0=self.t_min)
         return _spectral.sine_series(b, x, self.x_min, self.x_max)
