@@ -100,9 +100,10 @@ def describe_task(tasks: PyTree, i: int) -> str:
     return ", ".join(_format_value(v) for v in values)
 
 
-def _format_value(value: np.ndarray) -> str:
+def _format_value(value: Any) -> str:
     """A scalar as `0.0091`, a vector (e.g. a random initial condition's
     coefficients) as `[0.5, -0.12, ...]`."""
+    value = np.asarray(value)
     if value.ndim == 0:
         return f"{value.item():.6g}"
     return "[" + ", ".join(f"{v:.4g}" for v in value.reshape(-1).tolist()) + "]"
