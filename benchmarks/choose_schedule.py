@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     from metapinn._experiment import ExperimentConfig, evaluate_runs
 
     config = ExperimentConfig.from_dict(json.loads((args.run / "config.json").read_text()))
+    if not config.train_params:
+        raise SystemExit(
+            f"{config.family}'s tasks are drawn: this script evaluates on the training "
+            "values of a scalar family's parameter"
+        )
     methods = [m for m in config.methods if m != "transfer"]
     base = config.replace(
         test_params=config.train_params, methods=methods, eval_steps=args.steps, budget=args.budget

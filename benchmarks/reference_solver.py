@@ -32,13 +32,13 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import metapinn._reference as reference  # noqa: E402
-from metapinn._exact import cole_hopf_solution  # noqa: E402
+import metapinn._pde._burgers._reference as reference  # noqa: E402
+from metapinn._grid import standard_grid  # noqa: E402
 from metapinn._metrics import relative_l2_error  # noqa: E402
-from metapinn._reference import (  # noqa: E402
+from metapinn._pde._burgers._exact import cole_hopf_solution  # noqa: E402
+from metapinn._pde._burgers._reference import (  # noqa: E402
     SpectralBurgersSolver,
     default_grid_size,
-    standard_grid,
 )
 
 

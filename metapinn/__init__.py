@@ -16,7 +16,6 @@ from ._evaluate import (
     few_shot as few_shot,
     field_metrics as field_metrics,
 )
-from ._exact import cole_hopf_solution as cole_hopf_solution, default_num_nodes as default_num_nodes
 from ._experiment import (
     DEFAULT_WORKLOAD as DEFAULT_WORKLOAD,
     WORKLOADS as WORKLOADS,
@@ -29,6 +28,7 @@ from ._experiment import (
     train_runs as train_runs,
     workload as workload,
 )
+from ._grid import grid_points as grid_points, standard_grid as standard_grid
 from ._loss import (
     AbstractLoss as AbstractLoss,
     LossTerms as LossTerms,
@@ -65,6 +65,17 @@ from ._metrics import (
 from ._pde._allen_cahn import AllenCahn as AllenCahn, AllenCahnTask as AllenCahnTask
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
+from ._pde._burgers._cached import cached_reference_solution as cached_reference_solution
+from ._pde._burgers._exact import (
+    cole_hopf_solution as cole_hopf_solution,
+    default_num_nodes as default_num_nodes,
+)
+from ._pde._burgers._reference import (
+    ReferenceSolution as ReferenceSolution,
+    SpectralBurgersSolver as SpectralBurgersSolver,
+    default_grid_size as default_grid_size,
+    reference_solution as reference_solution,
+)
 from ._pde._burgers_random_ic import (
     BurgersRandomIC as BurgersRandomIC,
     RandomICTask as RandomICTask,
@@ -89,15 +100,6 @@ from ._plots import (
     plot_fields as plot_fields,
     plot_meta_training as plot_meta_training,
     plot_per_task as plot_per_task,
-)
-from ._reference import (
-    ReferenceSolution as ReferenceSolution,
-    SpectralBurgersSolver as SpectralBurgersSolver,
-    cached_reference_solution as cached_reference_solution,
-    default_grid_size as default_grid_size,
-    grid_points as grid_points,
-    reference_solution as reference_solution,
-    standard_grid as standard_grid,
 )
 from ._run import (
     MetaTrainResult as MetaTrainResult,

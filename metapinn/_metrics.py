@@ -7,9 +7,9 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from ._custom_types import Points, Scalar
+from ._grid import grid_points
 from ._pde._base import AbstractPDE
 from ._pinn import AbstractPINN, check_points
-from ._reference import grid_points
 
 
 def _wider_float(*dtypes) -> np.dtype:

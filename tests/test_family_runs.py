@@ -54,23 +54,39 @@ def test_reproduce_quick_runs_every_family(family, tmp_path, capsys):
 
 @pytest.mark.parametrize("family", list(mp.FAMILIES))
 def test_reference_fields_are_the_familys_own(family):
-    """The evaluation's truth is each held-out task's reference on the family's grid:
-    its first time row is the task's initial condition."""
+    """The evaluation's truth is each held-out task's own reference, in the order of
+    the held-out tasks, on the family's standard grid: its first time row is the
+    task's initial condition, and a later row is that task's reference solution."""
     config = mp.workload("W1", family=family)
     x, t, points, u = mp.reference_fields(config)
-    pde = mp.FAMILIES[family].pde()
+    fam = mp.FAMILIES[family]
+    pde = fam.pde()
     assert (x[0], x[-1], t[0], t[-1]) == (pde.x_min, pde.x_max, pde.t_min, pde.t_max)
     assert u.shape == (config.n_test, 101, 256)
     np.testing.assert_array_equal(points.reshape(101, 256, 2)[3, 5], [x[5], t[3]])
-    _, tasks = experiment_tasks(config, "float64")
+    if fam.scalar:
+        tasks = fam.tasks(config.test_params, dtype="float64")
+    else:
+        tasks = experiment_tasks(config, "float32")[1]
     for b in range(config.n_test):
-        if mp.FAMILIES[family].scalar:
-            u0 = pde.initial_condition(jnp.asarray(x))
-        else:  # the task's own initial condition
-            u0 = jax.tree_util.tree_map(lambda a, b=b: a[b], tasks).initial_condition(
-                jnp.asarray(x)
-            )
+        task = jax.tree_util.tree_map(lambda a, b=b: jnp.asarray(a[b], jnp.float64), tasks)
+        u0 = task.initial_condition(jnp.asarray(x)) if not fam.scalar else None
+        u0 = pde.initial_condition(jnp.asarray(x)) if u0 is None else u0
         np.testing.assert_allclose(u[b, 0], np.asarray(u0), atol=1e-6)
+        late = pde.reference_solution(task, jnp.asarray(x[::16]), jnp.asarray(t[60:61]))
+        np.testing.assert_allclose(u[b, 60, ::16], np.asarray(late)[0], atol=1e-7)
+
+
+def test_nearest_training_task_breaks_ties_to_the_lower_index():
+    heat = mp.FAMILIES["heat"]
+    # 0.4 is the geometric midpoint of 0.2 and 0.8: a tie, to the first.
+    assert heat.nearest(np.array([0.2, 0.8]), np.array([0.4, 0.5, 0.3])) == (0, 1, 0)
+    config = mp.workload("W1", train_params=(0.2, 0.8), test_params=(0.4,), tasks_per_step=1)
+    assert nearest_training_tasks(config) == (0,)
+    # A drawn function's nearest task is the nearest in L2 of its coefficients.
+    f6 = mp.FAMILIES["burgers-random-ic"]
+    train = np.array([[1.0, 0.0], [0.0, 0.3]])
+    assert f6.nearest(train, np.array([[0.1, 0.0], [0.6, 0.0]])) == (1, 0)
 
 
 def test_family_settings_are_checked():
@@ -128,7 +144,7 @@ def test_drawn_tasks_do_not_depend_on_x64():
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, check=True)  # fmt: skip
     without = np.asarray(json.loads(done.stdout.splitlines()[-1]))
-    np.testing.assert_allclose(without, np.asarray(test.coefficients), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(without, np.asarray(test.coefficients))
 
 
 def test_family_reference_cache(tmp_path):
@@ -142,12 +158,19 @@ def test_family_reference_cache(tmp_path):
     )
     # A read comes from the files (planted values are returned as they are); a
     # corrupt file is recomputed, not loaded.
-    key = str(np.load(files[1])["key"])
-    np.savez(files[1], u=np.full((101, 256), 7.0), key=np.array(key))
-    files[0].write_bytes(b"not an npz file")
+    # The file of each task, by the task's own key.
+    by_task = {}
+    for f in files:
+        with np.load(f) as data:
+            kappa = json.loads(str(data["key"]))["task"]
+            by_task[0.2 if kappa == _task_key_of(0.2, pde, x, t) else 0.1] = f
+    assert set(by_task) == {0.1, 0.2}
+    key = str(np.load(by_task[0.2])["key"])
+    np.savez(by_task[0.2], u=np.full((101, 256), 7.0), key=np.array(key))
+    by_task[0.1].write_bytes(b"not an npz file")
     again = mp.cached_family_reference(pde, tasks, x, t, cache_dir=tmp_path)
     assert np.all(again[1] == 7.0) and np.all(again[0] == u[0])
-    assert np.load(files[0])["u"].shape == (101, 256)
+    assert np.load(by_task[0.1])["u"].shape == (101, 256)
 
 
 def test_a_drawn_task_is_described_by_its_values():
@@ -157,3 +180,25 @@ def test_a_drawn_task_is_described_by_its_values():
     tasks = mp.RandomICTask(jnp.asarray([[0.5, -0.25], [0.1, 0.2]]), jnp.asarray([0.01, 0.02]))
     assert describe_task(tasks, 1) == "coefficients=[0.1, 0.2], nu=0.02"
     assert describe_task(mp.BurgersTask(jnp.asarray([0.0091])), 0) == "nu=0.0091"
+
+
+def _task_key_of(kappa, pde, x, t):
+    from metapinn._pde._cache import _task_key
+
+    task = mp.HeatTask(np.float64(kappa))
+    return json.loads(_task_key(pde, task, x, t))["task"]
+
+
+def test_every_summary_averages_the_in_range_tasks():
+    from metapinn._experiment._report import in_range, plain_adam_summary
+
+    config = mp.ExperimentConfig(train_params=(0.02, 0.04), test_params=(0.03, 0.05),
+                                 tasks_per_step=1)  # fmt: skip
+    assert in_range(config).tolist() == [True, False]
+    rel = np.array([[[0.1, 9.0], [0.3, 9.0]]])  # (init, seed, task): 9 is out of range
+    summary = plain_adam_summary(config, ("random",), rel, np.ones((1, 2), bool), 1e-3)
+    assert summary["rel_l2"]["random"]["mean"] == pytest.approx(0.2)
+    # With no held-out value in the training range, every task counts (nothing to
+    # set the extrapolation apart from), rather than an empty average.
+    lone = mp.ExperimentConfig(train_params=(0.01,), test_params=(0.02, 0.03), tasks_per_step=1)
+    assert in_range(lone).tolist() == [True, True]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import metapinn as mp
+from metapinn._grid import grid_points
 from metapinn._metrics import (
     ErrorReport,
     evaluate_pinn,
@@ -14,7 +15,6 @@ from metapinn._metrics import (
     rms_residual,
 )
 from metapinn._pinn import Derivatives
-from metapinn._reference import grid_points
 
 
 class _FormulaPINN(mp.AbstractPINN):

@@ -12,15 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import metapinn._reference as reference
-from metapinn._exact import cole_hopf_solution, default_num_nodes
-from metapinn._reference import (
+import metapinn._pde._burgers._cached as cached
+import metapinn._pde._burgers._reference as reference
+from metapinn._grid import grid_points, standard_grid
+from metapinn._pde._burgers._cached import cached_reference_solution
+from metapinn._pde._burgers._exact import cole_hopf_solution, default_num_nodes
+from metapinn._pde._burgers._reference import (
     SpectralBurgersSolver,
-    cached_reference_solution,
     default_grid_size,
-    grid_points,
     reference_solution,
-    standard_grid,
 )
 
 
@@ -330,7 +330,7 @@ def test_cache_hit_returns_identical_arrays(tmp_path, monkeypatch):
     def no_solving(*args, **kwargs):
         raise AssertionError("a cache hit must not solve")
 
-    monkeypatch.setattr(reference, "reference_solution", no_solving)
+    monkeypatch.setattr(cached, "reference_solution", no_solving)
     again = cached_reference_solution(0.1, x, t, cache_dir=tmp_path)
     np.testing.assert_array_equal(again, first)
     # The default grid is the standard grid, with the same key.
@@ -351,12 +351,12 @@ def test_cache_changed_setting_misses(tmp_path):
     # Every setting that changes the numbers changes the key.
     xs, ts = np.asarray(x), np.asarray(t)
     settings = dict(grid_size=48, rtol=1e-8, atol=1e-10, t_final=1.0)
-    base = reference._cache_key(0.1, xs, ts, **settings)
-    assert reference._cache_key(0.1, xs, ts, **settings) == base
-    assert reference._cache_key(0.1 + 1e-15, xs, ts, **settings) != base
-    assert reference._cache_key(0.1, xs[:-1], ts, **settings) != base
+    base = cached._cache_key(0.1, xs, ts, **settings)
+    assert cached._cache_key(0.1, xs, ts, **settings) == base
+    assert cached._cache_key(0.1 + 1e-15, xs, ts, **settings) != base
+    assert cached._cache_key(0.1, xs[:-1], ts, **settings) != base
     for name, value in [("grid_size", 64), ("rtol", 1e-9), ("atol", 1e-11), ("t_final", 2.0)]:
-        assert reference._cache_key(0.1, xs, ts, **{**settings, name: value}) != base
+        assert cached._cache_key(0.1, xs, ts, **{**settings, name: value}) != base
 
 
 def test_cache_batch_and_corrupt_file(tmp_path):

@@ -25,9 +25,9 @@ import numpy as np
 
 from .._checkpoint import atomic_write, write_json, write_text
 from .._evaluate import adapt_recording, few_shot, field_metrics, pinn_field
+from .._grid import grid_points
 from .._pde._registry import family as get_family
 from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_task
-from .._reference import grid_points
 from .._run import METRICS, load_meta_params
 from ._config import DIVERGED, LABELS, RESIDUAL_STRIDE, RULE, TRANSFER, ExperimentConfig
 from ._problem import (
@@ -43,7 +43,7 @@ from ._problem import (
     outer_optimizer,
     task_labels,
 )
-from ._report import plain_adam_summary, summarise, to_markdown
+from ._report import in_range, plain_adam_summary, summarise, to_markdown
 from ._training import load_final, run_dir, run_dirs, transfer_tasks
 
 
@@ -401,7 +401,9 @@ def _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, gri
     labels = [LABELS[i] for i in inits]
     if curves:
         _save(plot_meta_training(curves, {m: LABELS[m] for m in curves}), plot_dir, "meta_training")
-    _save(plot_few_shot(config.eval_steps, per_run, labels), plot_dir, "few_shot")
+    inside = in_range(config)  # the curves average the tasks the tables average
+    in_range_runs = {name: values[:, :, inside] for name, values in per_run.items()}
+    _save(plot_few_shot(config.eval_steps, in_range_runs, labels), plot_dir, "few_shot")
     _save(
         plot_per_task(task_labels(config), per_run["rel_l2"], labels, config.eval_steps,
                            config.budget),

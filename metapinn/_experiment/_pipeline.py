@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._config import DEFAULT_WORKLOAD, ExperimentConfig, workload
+from ._config import ExperimentConfig
 from ._evaluation import evaluate_runs, reference_fields
 from ._training import train_runs
+from ._workloads import DEFAULT_WORKLOAD, workload
 
 
 def reproduce(

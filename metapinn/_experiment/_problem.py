@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import optax
 from jaxtyping import PyTree
 
@@ -65,12 +66,19 @@ def experiment_tasks(config: ExperimentConfig, dtype: Any = None) -> tuple[PyTre
     return train, test
 
 
-def task_labels(config: ExperimentConfig) -> list[str]:
-    """A label per held-out task: `nu=0.0091`, or `u0 #2` for a drawn function."""
+def task_values(config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The parameter values of the training and held-out tasks in float64: a scalar
+    family's as the config states them, a function family's coefficients as drawn."""
     fam = get_family(config.family)
     if fam.scalar:
-        return [f"{fam.parameter}={v:.4g}" for v in config.test_params]
-    return fam.labels(experiment_tasks(config, "float32")[1])
+        return np.asarray(config.train_params), np.asarray(config.test_params)
+    train, test = experiment_tasks(config, "float32")
+    return fam.values(train), fam.values(test)
+
+
+def task_labels(config: ExperimentConfig) -> list[str]:
+    """A label per held-out task: `nu=0.0091`, or `u0 #2` for a drawn function."""
+    return get_family(config.family).labels(task_values(config)[1])
 
 
 def build_problem(config: ExperimentConfig) -> Problem:
@@ -94,7 +102,7 @@ def build_problem(config: ExperimentConfig) -> Problem:
         points=points,
         train_tasks=train_tasks,
         test_tasks=test_tasks,
-        features=fam.features(train_tasks),
+        features=fam.features(task_values(config)[0]),
     )
 
 
@@ -247,8 +255,7 @@ def nearest_training_tasks(config: ExperimentConfig) -> tuple[int, ...]:
     """For each held-out task, the index of the nearest training task (in log of a
     scalar parameter; see [`metapinn.Family.nearest`][]): the one a transfer baseline
     trains on."""
-    train, test = experiment_tasks(config, "float32")
-    return get_family(config.family).nearest(train, test)
+    return get_family(config.family).nearest(*task_values(config))
 
 
 _TRAINING_KEYS = (

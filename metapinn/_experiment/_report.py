@@ -166,12 +166,15 @@ def summarise(
 def in_range(config: ExperimentConfig) -> np.ndarray:
     """Which held-out tasks lie in the training range (`(N,)` bools): a scalar value
     between the smallest and largest training values (with a relative tolerance of
-    1e-9); every drawn function (drawn from the training distribution)."""
+    1e-9); every drawn function (drawn from the training distribution). If no
+    held-out value is in that range (e.g. a single training value), every task
+    counts as in range: there is nothing to set the extrapolation apart from."""
     if not config.test_params:
         return np.ones(config.n_test, dtype=bool)
     low, high = min(config.train_params), max(config.train_params)
     values = np.asarray(config.test_params)
-    return (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+    inside = (values >= low * (1 - 1e-9)) & (values <= high * (1 + 1e-9))
+    return inside if inside.any() else np.ones_like(inside)
 
 
 def _out_of_range(config, inits, per_run, valid, outside: np.ndarray) -> dict[str, Any] | None:
@@ -216,8 +219,9 @@ def plain_adam_summary(
     config: ExperimentConfig, inits, rel: np.ndarray, valid: np.ndarray, lr: float
 ) -> dict[str, Any]:
     """rel-L2 after the budget with plain Adam at 1e-3 (the W1 adaptation), `rel`
-    `(I, S, N)`: the mean over seeds, ± their spread, of the mean over tasks."""
-    per_seed = rel.mean(axis=2)
+    `(I, S, N)`: the mean over seeds, ± their spread, of the mean over the held-out
+    tasks in the training range (as every other summary)."""
+    per_seed = rel[:, :, in_range(config)].mean(axis=2)
     return {
         "steps": config.budget,
         "lr": lr,

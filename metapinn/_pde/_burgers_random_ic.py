@@ -1,6 +1,8 @@
 """Burgers' equation with random initial conditions (DESIGN.md F6): the task is a
 function, `u0 = Σ_k a_k sin(kπx)`, not one scalar."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from .._custom_types import Errors, Points, ScalarLike, Values
 from .._pinn import Derivatives
 from ._base import AbstractPDE, parameter_array, parameter_check
+from ._burgers._reference import CODE_VERSION as _SOLVER_VERSION
 
 
 RANDOM_IC_MODES = 8
@@ -78,15 +81,17 @@ def random_initial_conditions(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     dtype = jnp.zeros(()).dtype
-    k = jnp.arange(1, num_modes + 1, dtype=dtype)
-    a = jr.normal(key, (n, num_modes), dtype=draw_dtype).astype(dtype) / k[None, :]
-    x = jnp.linspace(-1.0, 1.0, _CHECK_POINTS)
+    # Everything in the draw dtype, then one cast: the same numbers with or without x64.
+    work = dtype if draw_dtype is None else jnp.dtype(draw_dtype)
+    k = jnp.arange(1, num_modes + 1, dtype=work)
+    a = jr.normal(key, (n, num_modes), dtype=work) / k[None, :]
+    x = jnp.linspace(-1.0, 1.0, _CHECK_POINTS, dtype=work)
     peak = jnp.max(jnp.abs(jnp.sin(jnp.pi * x[:, None] * k[None, :]) @ a.T), axis=0)
     # Between grid points |u0| exceeds its grid maximum by at most h^2/8 max|u0''|, with
     # max|u0''| <= sum_k |a_k| (k pi)^2: dividing by that bound makes max |u0| <= 1.
     h = 2.0 / (_CHECK_POINTS - 1)
     peak = peak + h * h / 8 * (jnp.abs(a) @ (jnp.pi * k) ** 2)
-    return a / jnp.maximum(1.0, peak)[:, None]
+    return (a / jnp.maximum(1.0, peak)[:, None]).astype(dtype)
 
 
 class BurgersRandomIC(AbstractPDE):
@@ -104,6 +109,8 @@ class BurgersRandomIC(AbstractPDE):
     ([`metapinn.SpectralBurgersSolver`][]) from the same coefficients.
     """
 
+    REFERENCE_VERSION: ClassVar[int] = _SOLVER_VERSION
+    """The Burgers solver's code version: part of the reference cache's key."""
     x_min: float = eqx.field(static=True, default=-1.0)
     x_max: float = eqx.field(static=True, default=1.0)
     t_min: float = eqx.field(static=True, default=0.0)
@@ -134,7 +141,7 @@ class BurgersRandomIC(AbstractPDE):
         return jnp.zeros_like(t)
 
     def exact_solution(self, task: RandomICTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
-        from .._exact import cole_hopf_on_grid
+        from ._burgers._exact import cole_hopf_on_grid
 
         return cole_hopf_on_grid(x, t, task.nu, np.asarray(task.coefficients))
 
@@ -143,7 +150,7 @@ class BurgersRandomIC(AbstractPDE):
     ) -> Float[Array, "nt nx"]:
         """The spectral reference on `x × t`, on `grid_size` points (default:
         [`metapinn.default_grid_size`][]`(nu)`)."""
-        from .._reference import SpectralBurgersSolver, default_grid_size
+        from ._burgers._reference import SpectralBurgersSolver, default_grid_size
 
         size = default_grid_size(float(task.nu)) if grid_size is None else grid_size
         solver = SpectralBurgersSolver(size)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import tempfile
 from typing import Any
 
 import jax
@@ -16,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-from .._reference import _default_cache_dir, _digest, _load, _save
 from ._base import AbstractPDE
 
 
@@ -24,6 +24,47 @@ CODE_VERSION = 1
 """Bump when a family's reference solver changes its numbers: the key includes it, so
 stale files are then ignored. A solver may also carry its own `REFERENCE_VERSION`
 class attribute, which the key includes too."""
+
+
+# The files: where they live, their keys' digests, atomic reads and writes.
+
+
+def _default_cache_dir() -> pathlib.Path:
+    env = os.environ.get("METAPINN_CACHE")
+    if env:
+        return pathlib.Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
+    return base / "metapinn"
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
+
+
+def _load(path: pathlib.Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """A cached solution, or `None` if it is missing, unreadable or does not match."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key:
+                return None
+            u = np.array(data["u"], dtype=np.float64)
+    except (OSError, KeyError, ValueError, EOFError):
+        return None
+    return u if u.shape == shape else None
+
+
+def _save(path: pathlib.Path, key: str, u: np.ndarray) -> None:
+    """Write atomically: a temporary file in the same folder, then `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            np.savez(file, u=u, key=np.array(key))
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def _task_key(pde: AbstractPDE, task: PyTree, x: np.ndarray, t: np.ndarray) -> str:

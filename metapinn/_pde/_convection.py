@@ -52,7 +52,7 @@ class Convection(AbstractPDE):
         return jnp.sin(x)
 
     def exact_solution(self, task: ConvectionTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
-        x, t = jnp.asarray(x), jnp.asarray(t)
+        x, t = jnp.asarray(x), jnp.asarray(t) - self.t_min  # the time since t_min
         beta = self.check_task(task, task.beta)
         return jnp.sin(x[None, :] - beta * t[:, None])
 

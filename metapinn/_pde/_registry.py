@@ -82,6 +82,16 @@ class Family:
     """A function-valued family's standard number of held-out tasks."""
     describes: str = ""
     """What a task varies, in words (for `metapinn families` and the reports)."""
+    function_features: Callable[[], Callable[[PyTree], jax.Array]] | None = None
+    """A function-valued family's conditioned-network input (e.g. its coefficients
+    scaled to order one), made by calling this."""
+    function_conditions: int = 0
+    """The number of inputs `function_features` gives."""
+    label: str = "task"
+    """A function-valued family's task label: `u0 #2` for F6."""
+    own_reference: Callable[[PyTree, np.ndarray, np.ndarray], np.ndarray] | None = None
+    """A family whose references have a cache of their own (Burgers); the others use
+    [`metapinn.cached_family_reference`][]."""
 
     @property
     def scalar(self) -> bool:
@@ -101,14 +111,20 @@ class Family:
         tasks = self.draw(jr.fold_in(jr.key(seed), int(held_out)), count)
         return jax.tree_util.tree_map(lambda a: a.astype(dtype), tasks)
 
-    def features(self, train_tasks: PyTree) -> Callable[[PyTree], jax.Array]:
+    def values(self, tasks: PyTree) -> np.ndarray:
+        """The field `parameter` of a batch of tasks in float64: `(B,)` for a scalar
+        family, `(B, K)` for a function's coefficients."""
+        return np.asarray(getattr(tasks, self.parameter), dtype=np.float64)
+
+    def features(self, train_values: np.ndarray) -> Callable[[PyTree], jax.Array]:
         """The conditioned network's input for a task: a scalar parameter on a log
-        scale, `[-1, 1]` over the training tasks' range (a factor of 2 either side of a
-        single training value), or a function's coefficients scaled to order one."""
+        scale, `[-1, 1]` over the range of `train_values` (the training values, in
+        float64; a factor of 2 either side of a single one), or a function family's
+        `function_features`."""
         if not self.scalar:
-            k = np.arange(1, RANDOM_IC_MODES + 1)
-            return ScaledFeature(1.0 / k, self.parameter)
-        values = np.asarray(getattr(train_tasks, self.parameter), dtype=np.float64)
+            assert self.function_features is not None
+            return self.function_features()
+        values = np.asarray(train_values, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         if high == low:
             low, high = low / 2, high * 2
@@ -116,44 +132,56 @@ class Family:
 
     def n_conditions(self) -> int:
         """The number of inputs `features` gives the conditioned network."""
-        return 1 if self.scalar else RANDOM_IC_MODES
+        return 1 if self.scalar else self.function_conditions
 
-    def nearest(self, train_tasks: PyTree, test_tasks: PyTree) -> tuple[int, ...]:
-        """For each held-out task, the index of the nearest training task in the
-        conditioned network's features (log distance for a scalar parameter, L2
-        distance of the scaled coefficients for a function; ties go to the lower
-        index): the task a transfer baseline trains on."""
-        feature = jax.vmap(self.features(train_tasks))
-        train = np.asarray(feature(train_tasks), dtype=np.float64)
-        test = np.asarray(feature(test_tasks), dtype=np.float64)
-        distance = np.linalg.norm(test[:, None, :] - train[None, :, :], axis=-1)
-        # Rounded, so that a tie (a held-out value at a geometric midpoint) is a tie.
-        distance = np.round(distance, 9)
-        return tuple(int(i) for i in np.argmin(distance, axis=1))
+    def nearest(self, train_values: np.ndarray, test_values: np.ndarray) -> tuple[int, ...]:
+        """For each held-out task, the index of the nearest training task: in log of a
+        scalar parameter, in the L2 distance of a function's coefficients (for sine
+        coefficients, the L2 distance of the functions, by Parseval). Ties, to a
+        relative 1e-9 (a held-out value at a geometric midpoint), go to the lower
+        index. This is the task a transfer baseline trains on.
 
-    def labels(self, tasks: PyTree) -> list[str]:
-        """A short label per task of a batch: `nu=0.0091`, or `u0 #2` for a drawn one."""
+        **Arguments:** the parameter values of the training and held-out tasks in
+        float64 (see `values`), `(N,)` or `(N, K)`."""
+        train = np.asarray(train_values, dtype=np.float64)
+        test = np.asarray(test_values, dtype=np.float64)
         if self.scalar:
-            values = np.asarray(getattr(tasks, self.parameter), dtype=np.float64)
-            return [f"{self.parameter}={v:.4g}" for v in values]
-        n = jax.tree_util.tree_leaves(tasks)[0].shape[0]
-        return [f"u0 #{i}" for i in range(n)]
+            train, test = np.log(train)[:, None], np.log(test)[:, None]
+        distance = np.linalg.norm(test[:, None, :] - train[None, :, :], axis=-1)
+        best = distance.min(axis=1, keepdims=True)
+        ties = distance <= best * (1 + 1e-9) + 1e-300
+        return tuple(int(np.flatnonzero(row)[0]) for row in ties)
+
+    def labels(self, values: np.ndarray) -> list[str]:
+        """A short label per task, from its parameter values (see `values`):
+        `nu=0.0091`, or `u0 #2` for a drawn function."""
+        if self.scalar:
+            return [f"{self.parameter}={v:.4g}" for v in np.asarray(values).reshape(-1)]
+        return [f"{self.label} #{i}" for i in range(len(values))]
 
     def reference(self, tasks: PyTree, x: Any = None, t: Any = None) -> np.ndarray:
         """The reference solution of each task of the batch `tasks` on the grid (the
-        standard one by default), float64 `(B, len(t), len(x))`, from the disk cache
-        where it is there."""
+        standard one by default, made in float64), float64 `(B, len(t), len(x))`, from
+        the disk cache where it is there."""
         pde = self.pde()
-        if x is None or t is None:
-            grid = pde.standard_grid()
-            x = np.asarray(grid[0], dtype=np.float64) if x is None else x
-            t = np.asarray(grid[1], dtype=np.float64) if t is None else t
-        if isinstance(pde, Burgers):
-            from .._reference import cached_reference_solution
-
-            nus = np.asarray(tasks.nu, dtype=np.float64)
-            return cached_reference_solution(nus, x, t)
+        x = np.linspace(pde.x_min, pde.x_max, 256) if x is None else np.asarray(x, np.float64)
+        t = np.linspace(pde.t_min, pde.t_max, 101) if t is None else np.asarray(t, np.float64)
+        if self.own_reference is not None:
+            return self.own_reference(tasks, x, t)
         return cached_family_reference(pde, tasks, x, t)
+
+
+def _burgers_reference(tasks: BurgersTask, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Burgers' references from its own cache (keyed by the viscosity)."""
+    from ._burgers._cached import cached_reference_solution
+
+    return cached_reference_solution(np.asarray(tasks.nu, dtype=np.float64), x, t)
+
+
+def _coefficient_features() -> ScaledFeature:
+    """F6's conditioned input: the coefficients `a_k` times `k`, of order one (before
+    the bound on max |u0|, `a_k ~ N(0, 1/k^2)`)."""
+    return ScaledFeature(1.0 / np.arange(1, RANDOM_IC_MODES + 1), "coefficients")
 
 
 def _random_ics(key: jax.Array, n: int) -> RandomICTask:
@@ -169,7 +197,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "burgers", "F1", Burgers, BurgersTask, "nu", (0.005, 0.05),
             "spectral reference (diffrax), verified against Cole-Hopf",
-            *_BURGERS_VALUES, describes="the viscosity nu",
+            *_BURGERS_VALUES, describes="the viscosity nu", own_reference=_burgers_reference,
         ),
         Family(
             "heat", "F2", Heat, HeatTask, "kappa", (0.01, 0.5),
@@ -194,7 +222,8 @@ FAMILIES: dict[str, Family] = {
         Family(
             "burgers-random-ic", "F6", BurgersRandomIC, RandomICTask, "coefficients", None,
             "Cole-Hopf by quadrature; spectral reference (diffrax)",
-            draw=_random_ics, n_train=48, n_test=4,
+            draw=_random_ics, n_train=48, n_test=4, function_features=_coefficient_features,
+            function_conditions=RANDOM_IC_MODES, label="u0",
             describes="the initial condition u0 = sum of 8 sine modes, a_k ~ N(0, 1/k^2), "
             "scaled to max abs u0 <= 1; nu = 0.01",
         ),

@@ -4,9 +4,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from .._custom_types import ScalarLike, Values
-from .._pinn import Derivatives
-from ._base import AbstractPDE, parameter_array, parameter_check
+from ..._custom_types import ScalarLike, Values
+from ..._pinn import Derivatives
+from .._base import AbstractPDE, parameter_array, parameter_check
 
 
 class BurgersTask(eqx.Module):
@@ -54,12 +54,12 @@ class Burgers(AbstractPDE):
 
     def exact_solution(self, task: BurgersTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
         """Cole–Hopf ([`metapinn.cole_hopf_solution`][]) on the grid `x × t`."""
-        from .._exact import cole_hopf_on_grid
+        from ._exact import cole_hopf_on_grid
 
         return cole_hopf_on_grid(x, t, task.nu)
 
     def reference_solution(self, task: BurgersTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
         """The spectral reference ([`metapinn.reference_solution`][]) on `x × t`."""
-        from .._reference import reference_solution
+        from ._reference import reference_solution
 
         return reference_solution(task.nu, x, t)

@@ -6,12 +6,7 @@ preserves both properties, so the Dirichlet problem on `[-1, 1]` has the same so
 as the periodic problem on `[-1, 1)`: a sine series is exact for it.
 """
 
-import hashlib
-import json
 import math
-import os
-import pathlib
-import tempfile
 
 import diffrax as dfx
 import equinox as eqx
@@ -20,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, Real
 
+from ..._grid import standard_grid
 from ._exact import _concrete
 
 
@@ -38,10 +34,6 @@ _MIN_GRID_SIZE = 32
 _PCOEFF = 0.4
 _ICOEFF = 0.3
 _METHOD = f"fourier-galerkin-2/3-sine-tsit5-pi({_PCOEFF},{_ICOEFF})"
-# The standard grid, made by NumPy in float64 so that it is the same bits (and so the
-# same cache keys) with or without `jax_enable_x64`.
-_STANDARD_X = np.linspace(-1.0, 1.0, 256)
-_STANDARD_T = np.linspace(0.0, 1.0, 101)
 
 
 def _require_x64() -> None:
@@ -79,45 +71,6 @@ def default_grid_size(nu: float) -> int:
         best = size if best is None else min(best, size)
         power_of_two *= 2
     return best
-
-
-def standard_grid() -> tuple[Float[Array, " 256"], Float[Array, " 101"]]:
-    """The evaluation grid of the accuracy protocol (DESIGN.md §5).
-
-    **Returns:** `(x, t)`: 256 points from -1 to 1 and 101 times from 0 to 1, both
-    ends included, in the default float dtype.
-    """
-    dtype = jnp.zeros(()).dtype
-    return jnp.asarray(_STANDARD_X, dtype=dtype), jnp.asarray(_STANDARD_T, dtype=dtype)
-
-
-def grid_points(
-    x: Real[ArrayLike, "..."], t: Real[ArrayLike, "..."], dtype=None
-) -> Float[Array, "n 2"]:
-    """The grid `x × t` as collocation points, in the order in which reference
-    solutions are flattened: row `i * len(x) + j` is `(x[j], t[i])`, so for
-    `u = reference_solution(nu, x, t)`, `u.reshape(-1)[k]` is the value at row `k`
-    and `pinn(grid_points(x, t)).reshape(len(t), len(x))` lines up with `u`.
-
-    **Arguments:**
-
-    - `x`, `t`: 1-D arrays.
-    - `dtype`: the dtype of the result; defaults to the default float dtype (pass the
-      PINN's own dtype, e.g. `jnp.float32`, to evaluate a float32 network).
-
-    **Returns:** an array of shape `(len(t) * len(x), 2)`, columns `(x, t)`.
-
-    **Raises:** `ValueError` unless `x` and `t` are 1-D.
-    """
-    dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
-    x = jnp.asarray(x, dtype=dtype)
-    t = jnp.asarray(t, dtype=dtype)
-    if x.ndim != 1 or t.ndim != 1:
-        raise ValueError(f"x and t must be 1-D; got shapes {x.shape} and {t.shape}")
-    shape = (t.shape[0], x.shape[0])
-    xs = jnp.broadcast_to(x[None, :], shape).reshape(-1)
-    ts = jnp.broadcast_to(t[:, None], shape).reshape(-1)
-    return jnp.stack([xs, ts], axis=1)
 
 
 class ReferenceSolution(eqx.Module):
@@ -505,170 +458,3 @@ def reference_solution(
     if not u:
         return jnp.zeros((0, t.shape[0], x.shape[0]), jnp.float64)
     return jnp.stack(u)
-
-
-# ---------------------------------------------------------------------------------------
-# The cache on disk.
-
-
-def _default_cache_dir() -> pathlib.Path:
-    env = os.environ.get("METAPINN_CACHE")
-    if env:
-        return pathlib.Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
-    return base / "metapinn"
-
-
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float64).tobytes()).hexdigest()
-
-
-def _cache_key(
-    nu: float,
-    x: np.ndarray,
-    t: np.ndarray,
-    *,
-    grid_size: int,
-    rtol: float,
-    atol: float,
-    t_final: float,
-) -> str:
-    """A JSON string of every setting that changes the numbers of one solution.
-
-    `max_steps` is left out: a solve either succeeds with the same numbers or fails.
-    """
-    return json.dumps(
-        {
-            "code_version": CODE_VERSION,
-            "method": _METHOD,
-            "nu": float(nu).hex(),
-            "x": [int(x.shape[0]), _digest(x)],
-            "t": [int(t.shape[0]), _digest(t)],
-            "grid_size": int(grid_size),
-            "rtol": float(rtol).hex(),
-            "atol": float(atol).hex(),
-            "t_final": float(t_final).hex(),
-        },
-        sort_keys=True,
-    )
-
-
-def _cache_path(directory: pathlib.Path, key: str) -> pathlib.Path:
-    name = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return directory / f"burgers-reference-{name}.npz"
-
-
-def _load(path: pathlib.Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
-    """A cached solution, or `None` if it is missing, unreadable or does not match."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:
-                return None
-            u = np.array(data["u"], dtype=np.float64)
-    except (OSError, KeyError, ValueError, EOFError):
-        return None
-    return u if u.shape == shape else None
-
-
-def _save(path: pathlib.Path, key: str, u: np.ndarray) -> None:
-    """Write atomically: a temporary file in the same folder, then `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez(file, u=u, key=np.array(key))
-        os.replace(temporary, path)
-    except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def cached_reference_solution(
-    nu: Real[ArrayLike, "..."] | float,
-    x: Real[ArrayLike, "..."] | None = None,
-    t: Real[ArrayLike, "..."] | None = None,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    grid_size: int | None = None,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 100_000,
-    t_final: float = 1.0,
-) -> np.ndarray:
-    """[`metapinn.reference_solution`][] with a cache on disk, one `.npz` file per
-    viscosity, so repeated runs do not recompute.
-
-    A file's name is a hash of every setting that changes the numbers: `nu`, the `x`
-    and `t` arrays, the grid size, the tolerances, `t_final` and the code version
-    (`metapinn._reference.CODE_VERSION`); the full key is stored inside the file and
-    checked on load, and an unreadable or mismatched file is recomputed. Files are
-    written atomically (a temporary file, then `os.replace`), so concurrent runs and
-    interruptions never leave a torn file.
-
-    **Arguments:**
-
-    - `nu`, `x`, `t`, `grid_size`, `rtol`, `atol`, `max_steps`, `t_final`: as for
-      [`metapinn.reference_solution`][]; `nu` must be concrete (not traced). Leave
-      `x` and `t` out for the standard grid: that hits the same cache entries with
-      or without `jax_enable_x64` (a float32 copy of the grid would not).
-    - `cache_dir`: the folder for the files; default: the environment variable
-      `METAPINN_CACHE` if set, else `$XDG_CACHE_HOME/metapinn`, else
-      `~/.cache/metapinn`.
-
-    **Returns:** a float64 NumPy array of shape `(len(t), len(x))`, or
-    `(B, len(t), len(x))` for a 1-D `nu`. (A NumPy array, so that cached solutions
-    can be loaded in a process without `jax_enable_x64`.)
-
-    **Raises:** as [`metapinn.reference_solution`][], and `ValueError` for a traced
-    `nu`, `x` or `t`.
-    """
-    directory = _default_cache_dir() if cache_dir is None else pathlib.Path(cache_dir)
-    values = {}
-    for name, value, default in (("nu", nu, None), ("x", x, _STANDARD_X), ("t", t, _STANDARD_T)):
-        value = default if value is None else _concrete(value)
-        if value is None:
-            raise ValueError(f"cached_reference_solution needs a concrete {name}, not a tracer")
-        values[name] = np.asarray(value, dtype=np.float64)
-    nus, x_values, t_values = values["nu"], values["x"], values["t"]
-    if nus.ndim > 1:
-        raise ValueError(f"nu must be a scalar or 1-D; got shape {nus.shape}")
-    for name, grid in (("x", x_values), ("t", t_values)):
-        if grid.ndim != 1 or grid.shape[0] == 0:
-            raise ValueError(f"{name} must be a non-empty 1-D array; got shape {grid.shape}")
-    _check_grid_values("x", x_values, -1.0, 1.0)
-    _check_grid_values("t", t_values, 0.0, float(t_final))
-    _check_viscosities(nus)
-
-    flat = nus.reshape(-1)
-    shape = (t_values.shape[0], x_values.shape[0])
-    sizes = [default_grid_size(v) if grid_size is None else grid_size for v in flat]
-    keys = [
-        _cache_key(v, x_values, t_values, grid_size=s, rtol=rtol, atol=atol, t_final=t_final)
-        for v, s in zip(flat, sizes, strict=True)
-    ]
-    paths = [_cache_path(directory, key) for key in keys]
-    u = [_load(path, key, shape) for path, key in zip(paths, keys, strict=True)]
-    missing = [i for i, found in enumerate(u) if found is None]
-    if missing:
-        # One call per grid size keeps the batch vmapped (and matches the sizes above).
-        for size in sorted({sizes[i] for i in missing}):
-            index = [i for i in missing if sizes[i] == size]
-            computed = np.asarray(
-                reference_solution(
-                    flat[index],
-                    x_values,
-                    t_values,
-                    grid_size=size,
-                    rtol=rtol,
-                    atol=atol,
-                    max_steps=max_steps,
-                    t_final=t_final,
-                )
-            )
-            for row, i in enumerate(index):
-                u[i] = computed[row]
-                _save(paths[i], keys[i], u[i])
-    if nus.ndim == 0:
-        return u[0]
-    return np.stack(u) if u else np.zeros((0, *shape), np.float64)

@@ -1,6 +1,6 @@
 """The exact solution of the Burgers benchmark by the Cole–Hopf transformation.
 
-It is the oracle that the numerical reference solver (`metapinn._reference`) is tested
+It is the oracle that the numerical reference solver (`._reference`) is tested
 against, so it shares no discretisation with it: a quadrature of the heat-kernel
 integral, not a method of lines.
 """

@@ -1,0 +1,124 @@
+"""The named workloads of DESIGN.md §3 (W1, W2, W3) as changes to the configuration's
+defaults (which are W1), on any family; and the `--quick` smoke-run preset."""
+
+from typing import Any
+
+import numpy as np
+
+from .._pde._registry import FAMILIES
+from ._config import _TASK_KEYS, ConfigError, ExperimentConfig, _fail, _parse_override
+
+
+W3 = {
+    "name": "W3",
+    "width": 64,
+    "depth": 4,
+    "n_interior": 2000,
+    "n_initial": 250,
+    "n_boundary": 125,
+    "resample": True,
+    "tasks_at_once": 1,
+    "seeds": (0,),
+    "methods": (
+        "multitask", "reptile", "maml", "metasgd", "cond-multitask", "cond-reptile", "transfer",
+    ),
+    "meta_steps": 1000,
+    "inner_steps": 5,
+    "inner_lr": 0.01,
+    "overrides": (
+        # Pre-training from the random initialisation: Adam decaying from 1e-2.
+        "multitask.meta_steps=2000", "multitask.outer_lr=0.01", "multitask.outer_schedule=cosine",
+        "cond-multitask.meta_steps=2000", "cond-multitask.outer_lr=0.01",
+        "cond-multitask.outer_schedule=cosine",
+        "transfer.outer_lr=0.01", "transfer.outer_schedule=cosine",
+        # The meta-learners, warm-started from multi-task pre-training of their network.
+        "reptile.init=multitask", "reptile.meta_steps=60", "reptile.inner_steps=10",
+        "reptile.inner_optimizer=adam", "reptile.inner_lr=0.001",
+        "maml.init=multitask", "maml.meta_steps=25", "maml.inner_optimizer=adam",
+        "maml.inner_lr=0.001",
+        "metasgd.init=multitask", "metasgd.meta_steps=25",
+        "cond-reptile.init=cond-multitask", "cond-reptile.meta_steps=100",
+        "cond-reptile.inner_steps=10", "cond-reptile.inner_optimizer=adam",
+        "cond-reptile.inner_lr=0.001",
+        # The rest of `--methods all`, warm-started with the budgets of their kin above
+        # (not tuned further): first-order MAML as Reptile's, MAML++ and iMAML as MAML's.
+        # On the conditioned network, SGD inner loops start at 1e-3: from its multi-task
+        # run, 5 SGD steps at 1e-2 (and 3e-3) diverge on the training task nu = 0.005.
+        "fomaml.init=multitask", "fomaml.meta_steps=60", "fomaml.inner_optimizer=adam",
+        "fomaml.inner_lr=0.001",
+        "mamlpp.init=multitask", "mamlpp.meta_steps=25",
+        "imaml.init=multitask", "imaml.meta_steps=25",
+        "cond-maml.init=cond-multitask", "cond-maml.meta_steps=25",
+        "cond-maml.inner_optimizer=adam", "cond-maml.inner_lr=0.001",
+        "cond-fomaml.init=cond-multitask", "cond-fomaml.meta_steps=60",
+        "cond-fomaml.inner_optimizer=adam", "cond-fomaml.inner_lr=0.001",
+        "cond-metasgd.init=cond-multitask", "cond-metasgd.meta_steps=25",
+        "cond-metasgd.inner_lr=0.001",
+        "cond-mamlpp.init=cond-multitask", "cond-mamlpp.meta_steps=25",
+        "cond-mamlpp.inner_lr=0.001",
+        "cond-imaml.init=cond-multitask", "cond-imaml.meta_steps=25",
+        "cond-imaml.inner_lr=0.001",
+    ),
+    "eval_warmup": 20,
+    "eps": (0.1, 0.05, 0.02, 0.01),
+}  # fmt: skip
+"""Workload W3 (DESIGN.md §3), the default of `metapinn reproduce`: the 12,737-parameter
+PINN, 2000/250/125-per-side points re-sampled every meta-step, the W1 viscosities; its
+methods and budgets, sized to about 13 minutes on 2 CPU cores for its one seed
+(`--seeds 0 1 2` for the spread over seeds)."""
+
+W2_TRAIN_NUS = tuple(float(v) for v in np.geomspace(0.001, 0.1, 25))
+"""W2's training viscosities: the log-uniform distribution on [0.001, 0.1] (DESIGN.md
+§3), as 25 geometrically spaced values (a factor of 1.21 apart) of which each
+meta-step draws `tasks_per_step`."""
+W2_TEST_NUS = (0.0015, 0.003, 0.0075, 0.015, 0.03, 0.075, 0.0007, 0.15)
+"""W2's held-out viscosities: six in the training range and two outside it
+(extrapolation), reported separately."""
+
+W2 = {**W3, "name": "W2", "train_params": W2_TRAIN_NUS, "test_params": W2_TEST_NUS}
+"""Workload W2 (DESIGN.md §3), the wide Burgers family: W3 with nu from 0.001 to 0.1."""
+
+WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W2": W2, "W3": W3}
+"""The named workloads, as changes to the defaults (which are W1)."""
+FAMILY_WORKLOADS: dict[str, tuple[str, ...]] = {"W2": ("burgers",)}
+"""The workloads that fix their family (W2 is a range of Burgers viscosities); the
+others run on any family, with its standard tasks."""
+DEFAULT_WORKLOAD = "W3"
+"""The workload of `metapinn reproduce` (and `metapinn.reproduce()`) without settings."""
+
+
+def workload(name: str, family: str | None = None, **changes: Any) -> "ExperimentConfig":
+    """The configuration of a named workload (`W1`, `W2`, `W3`) on `family` (default:
+    Burgers; W1 and W3 run on any family, with its standard training and held-out
+    tasks, and are named `W3-heat` etc. on another), with `changes` applied.
+
+    **Raises:** [`metapinn.ConfigError`][] for an unknown workload or family, a
+    workload that does not run on the family, or a bad change."""
+    if name not in WORKLOADS:
+        raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
+    data = dict(WORKLOADS[name])
+    if family is not None and family != data.get("family", "burgers"):
+        if family not in FAMILIES:
+            _fail("family", family, f"unknown family; choose one of {sorted(FAMILIES)}")
+        if name in FAMILY_WORKLOADS and family not in FAMILY_WORKLOADS[name]:
+            _fail("family", family, f"workload {name} is defined on {FAMILY_WORKLOADS[name]}")
+        data = {k: v for k, v in data.items() if k not in _TASK_KEYS}
+        data.update(family=family, name=f"{data.get('name', name)}-{family}")
+    return ExperimentConfig.from_dict({**data, **changes})
+
+
+QUICK = {
+    "meta_steps": 20,
+    "seeds": (0, 1),
+    "checkpoint_every": 10,
+    "eval_steps": (0, 10, 20, 50, 100),
+    "budget": 10,
+}
+"""Overrides for a smoke run (`--quick`): the whole pipeline, not meaningful numbers
+(measured on 2 cores: W3 about 5 minutes, W1 about one)."""
+
+
+def quick(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` shrunk to a smoke run (see `QUICK`); methods' own `meta_steps` go too."""
+    overrides = [o for o in config.overrides if _parse_override(o)[1] != "meta_steps"]
+    return config.replace(**QUICK, overrides=overrides)

@@ -1,0 +1,5 @@
+"""The Burgers family (DESIGN.md F1): its PDE and task (`_equation`), its spectral
+reference solver (`_reference`) and its disk cache (`_cached`), and its exact
+Cole–Hopf solution (`_exact`)."""
+
+from ._equation import Burgers as Burgers, BurgersTask as BurgersTask
