@@ -33,7 +33,7 @@ from ._experiment import (
     train_runs,
     workload,
 )
-from ._experiment._config import METHOD_NAMES, OVERRIDE_KEYS, _parse_override
+from ._experiment._config import _RENAMED, METHOD_NAMES, OVERRIDE_KEYS, _parse_override
 from ._experiment._training import run_dirs
 from ._pde._registry import family_table
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
@@ -68,7 +68,8 @@ def _add_config_flags(
         else:
             kwargs.update(type=f.type, metavar=f.type.__name__.upper())
             shown = str(default)
-        group.add_argument(_flag(f.name), help=f"{f.metadata['help']} (default: {shown})", **kwargs)
+        flags = [_flag(f.name)] + [_flag(old) for old, new in _RENAMED.items() if new == f.name]
+        group.add_argument(*flags, help=f"{f.metadata['help']} (default: {shown})", **kwargs)
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, what: str, default_workload: str) -> None:

@@ -183,6 +183,7 @@ def test_non_finite_loss_stops_cleanly(tmp_path, config_file, capsys):
         (["reproduce", "--methods", "all", "maml"], "'all' stands alone"),
         (["reproduce", "--inner-steps", "-1"], "inner_steps=-1"),
         (["reproduce", "--train-params", "0.01", "-0.02"], "train_params=-0.02"),
+        (["reproduce", "--train-nus", "0.01", "-0.02"], "train_params=-0.02"),  # its old name
         (["reproduce", "--test-params", "0"], "test_params=0.0"),
         (["reproduce", "--meta-steps", "-5"], "meta_steps=-5"),
         (["reproduce", "--eval-steps", "0", "100", "10"], "strictly increasing"),
