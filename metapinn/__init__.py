@@ -41,6 +41,7 @@ from ._meta._base import (
     AbstractMetaLearner as AbstractMetaLearner,
     MetaAux as MetaAux,
     adapt as adapt,
+    remat_scan as remat_scan,
 )
 from ._meta._imaml import IMAML as IMAML, ProximalLoss as ProximalLoss
 from ._meta._learned_rates import (

@@ -1,10 +1,12 @@
 """The shared inner loop (one `lax.scan`) and the abstract meta-learner."""
 
 import abc
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -54,6 +56,61 @@ _INNER_VJPS = ("hvp", "autodiff")
 def _check_inner_vjp(inner_vjp: str) -> None:
     if inner_vjp not in _INNER_VJPS:
         raise ValueError(f"inner_vjp must be one of {_INNER_VJPS}, got {inner_vjp!r}")
+
+
+InnerRemat = Literal["sqrt", "binomial"] | int | None
+"""How the inner loop is checkpointed for reverse mode (see [`metapinn.adapt`][])."""
+
+
+def _check_remat(remat: Any) -> None:
+    if remat is None or remat in ("sqrt", "binomial"):
+        return
+    if isinstance(remat, bool) or not isinstance(remat, int) or remat < 1:
+        raise ValueError(
+            f"inner_remat must be None, 'sqrt', 'binomial' or a segment length >= 1, got {remat!r}"
+        )
+
+
+def remat_scan(body, init, steps: int, *, remat: InnerRemat = None, unroll: int | bool = 1):
+    r"""`jax.lax.scan(body, init, length=steps)`, checkpointed for reverse mode.
+
+        Reverse mode through a scan stores every step's residuals: memory grows like
+        $K$. With `remat`:
+
+        - `"sqrt"`: segments of $M = \lceil\sqrt K\,
+    ceil$ steps (and one shorter tail),
+          each under `jax.checkpoint`: the outer scan stores one carry per segment and the
+          backward pass reruns one segment at a time, so about $K/M + M pprox 2\sqrt K$
+          steps' worth of memory, for one extra forward pass of the loop (Griewank &
+          Walther 2008, ch. 12; Chen et al. 2016).
+        - an int `M`: segments of `M` steps, as above.
+        - `"binomial"`: `equinox.internal.scan(kind="checkpointed")`, the online binomial
+          (treeverse) schedule of Stumm & Walther (2010), with $O(\sqrt K)$ checkpoints;
+          it supports reverse mode only.
+
+        Every choice gives the same values and derivatives as the plain scan (to
+        rounding). `unroll` applies to the plain scan and within segments.
+    """
+    if remat is None or steps <= 1:
+        return jax.lax.scan(body, init, length=steps, unroll=unroll)
+    if remat == "binomial":
+        return eqxi.scan(body, init, None, length=steps, kind="checkpointed", checkpoints=None)
+    segment = math.isqrt(steps - 1) + 1 if remat == "sqrt" else min(remat, steps)
+    count, tail = divmod(steps, segment)
+
+    def run(length):
+        @jax.checkpoint
+        def segment_of(carry):
+            return jax.lax.scan(body, carry, length=length, unroll=unroll)
+
+        return segment_of
+
+    carry, out = jax.lax.scan(lambda c, _: run(segment)(c), init, length=count)
+    out = jtu.tree_map(lambda y: y.reshape((count * segment,) + y.shape[2:]), out)
+    if tail:
+        carry, rest = run(tail)(carry)
+        out = jtu.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+    return carry, out
 
 
 def _is_none(x: Any) -> bool:
@@ -225,6 +282,7 @@ def adapt(
     return_trajectory: bool = False,
     unroll: int | bool = 1,
     inner_vjp: InnerVJP = "hvp",
+    remat: InnerRemat = None,
 ) -> tuple[Params, Float[Array, " steps"]] | tuple[Params, Float[Array, " steps"], Params]:
     r"""Adapt `params` to one task: `steps` optimiser steps on `loss_fn`, as ONE `lax.scan`.
 
@@ -256,6 +314,11 @@ def adapt(
       reverse-over-reverse, which stores every intermediate of every inner gradient
       but also allows forward mode (`jax.jvp`, `jax.hessian`) through the loop.
       Both give the same derivatives.
+    - `remat`: checkpoint the loop for reverse mode, so that second order at a long
+      inner length $K$ stores $O(\sqrt K)$ steps instead of $K$ (static): `None`
+      (default, the plain scan), `"sqrt"`, a segment length, or `"binomial"` (see
+      [`metapinn.remat_scan`][]). Same values and derivatives; about one more forward
+      pass of the loop in reverse mode.
 
     **Returns:** `(params_K, losses)` where `losses[k]` is the loss at $\phi_k$ before
     step `k`; with `return_trajectory`, also the stacked $\phi_1, \dots, \phi_K$.
@@ -264,11 +327,12 @@ def adapt(
     [`metapinn.AbstractLoss`][] (for [`metapinn.PINNLoss`][], the network's hand-written
     adjoint), otherwise reverse-mode AD.
 
-    **Raises:** `ValueError` for `steps < 0` or an unknown `inner_vjp`; `TypeError` for
-    a bad `optimizer`.
+    **Raises:** `ValueError` for `steps < 0`, an unknown `inner_vjp` or a bad `remat`;
+    `TypeError` for a bad `optimizer`.
     """
     _check_steps(steps)
     _check_inner_vjp(inner_vjp)
+    _check_remat(remat)
     optimizer = as_optimizer(optimizer)
     if adapt_spec is None:
         adapting, frozen = params, jax.tree_util.tree_map(lambda _: None, params)
@@ -293,7 +357,7 @@ def adapt(
         return (p, opt_state), ((loss, p) if return_trajectory else loss)
 
     init = (adapting, optimizer.init(adapting))
-    (adapted, _), out = jax.lax.scan(body, init, length=steps, unroll=unroll)
+    (adapted, _), out = remat_scan(body, init, steps, remat=remat, unroll=unroll)
     adapted = eqx.combine(adapted, frozen)
     losses, trajectory = out if return_trajectory else (out, None)
     if isinstance(loss_fn, AbstractLoss):
@@ -335,6 +399,8 @@ class AbstractMetaLearner(eqx.Module):
     - `inner_unroll`: `lax.scan` unrolling of the inner loop (static; default 1).
     - `inner_vjp`: `"hvp"` or `"autodiff"`, how second-order MAML differentiates
       through each inner gradient (static; see [`metapinn.adapt`][]).
+    - `inner_remat`: checkpointing of the inner loop for reverse mode: `None`,
+      `"sqrt"`, a segment length or `"binomial"` (static; see [`metapinn.adapt`][]).
     """
 
     inner_steps: int = eqx.field(static=True, default=5)
@@ -342,11 +408,13 @@ class AbstractMetaLearner(eqx.Module):
     adapt_spec: FilterSpec | None = None
     inner_unroll: int | bool = eqx.field(static=True, default=1)
     inner_vjp: InnerVJP = eqx.field(static=True, default="hvp")
+    inner_remat: InnerRemat = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         _check_steps(self.inner_steps)
         as_optimizer(self.inner_optimizer)
         _check_inner_vjp(self.inner_vjp)
+        _check_remat(self.inner_remat)
 
     def adapt(
         self,
@@ -371,6 +439,7 @@ class AbstractMetaLearner(eqx.Module):
             stop_inner_gradients=stop_inner_gradients,
             unroll=self.inner_unroll,
             inner_vjp=self.inner_vjp,
+            remat=self.inner_remat,
         )
 
     def init_meta_params(self, params: Params) -> PyTree:

@@ -22,6 +22,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 from .._custom_types import FilterSpec, Params, Scalar, Static
 from ._base import (
     AbstractMetaLearner,
+    InnerRemat,
     InnerVJP,
     LossFn,
     MetaAux,
@@ -176,6 +177,7 @@ def _adapt_with(
         # mode never goes back through them and the plain autodiff path costs nothing.
         inner_vjp="autodiff" if first_order else learner.inner_vjp,
         return_trajectory=return_trajectory,
+        remat=learner.inner_remat,
     )
 
 
@@ -299,6 +301,7 @@ class MAMLPlusPlus(AbstractMetaLearner):
         adapt_spec: FilterSpec | None = None,
         inner_unroll: int | bool = 1,
         inner_vjp: InnerVJP = "hvp",
+        inner_remat: InnerRemat = None,
         *,
         msl_weights: Float[ArrayLike, " K"] | None = None,
         first_order: bool = False,
@@ -312,7 +315,8 @@ class MAMLPlusPlus(AbstractMetaLearner):
         - `inner_steps`: $K \ge 1$ (static).
         - `inner_optimizer`: the initial inner rate $\alpha_0 > 0$, a float, for every
           leaf and step (default 0.01).
-        - `adapt_spec`, `inner_unroll`, `inner_vjp`: as for [`metapinn.MAML`][].
+        - `adapt_spec`, `inner_unroll`, `inner_vjp`, `inner_remat`: as for
+          [`metapinn.MAML`][].
         - `msl_weights`: this step's weights $w$, shape `(K,)`; default uniform $1/K$
           (the start of the annealing).
         - `first_order`: stop the inner gradients (static; default `False`). The rates
@@ -339,6 +343,7 @@ class MAMLPlusPlus(AbstractMetaLearner):
         self.adapt_spec = adapt_spec
         self.inner_unroll = inner_unroll
         self.inner_vjp = inner_vjp
+        self.inner_remat = inner_remat
         if msl_weights is None:
             msl_weights = jnp.full((inner_steps,), 1 / inner_steps)
         msl_weights = jnp.asarray(msl_weights)
