@@ -124,6 +124,7 @@ def test_w2_reports_its_out_of_range_viscosities_separately():
     np.testing.assert_allclose(ratios, ratios[0])  # log-uniform: evenly spaced in log nu
 
 
+@pytest.mark.slow  # a second Python process
 def test_drawn_tasks_do_not_depend_on_x64():
     """F6's tasks are drawn in float32, so a run's tasks (and its reference cache keys)
     are the same with and without jax_enable_x64 (this process has it on)."""

@@ -56,14 +56,10 @@ def _compare(name, inner, remat, getkey):
     assert tree_allclose(aux, plain_aux, rtol=1e-10, atol=1e-13)
 
 
-@pytest.mark.parametrize(("inner", "remat"), [("adam", "sqrt"), ("sgd", 3), ("adam", "binomial")])
-def test_remat_maml_meta_gradient_is_the_plain_one(getkey, inner, remat):
-    _compare("maml", inner, remat, getkey)
-
-
-@pytest.mark.parametrize("name", [n for n in LEARNERS if n != "maml"])
-def test_remat_meta_gradient_is_the_plain_one_for_every_learner(getkey, name):
-    _compare(name, "adam" if name in ("fomaml", "reptile", "imaml") else "sgd", "sqrt", getkey)
+def test_remat_maml_meta_gradient_is_the_plain_one(getkey):
+    """Second-order MAML through an Adam inner loop with a tail segment; every other
+    learner, optimiser and schedule is the slow test below."""
+    _compare("maml", "adam", "sqrt", getkey)
 
 
 @pytest.mark.slow
