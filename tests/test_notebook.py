@@ -18,6 +18,7 @@ def quick_env(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow  # 13-18 s: the default run stays under 10 minutes on 2 cores
 def test_tutorial_runs_at_quick_size(quick_env):
     namespace = runpy.run_path(str(SOURCE), run_name="__main__")
     assert namespace["QUICK"]
