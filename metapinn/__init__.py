@@ -19,12 +19,17 @@ from ._evaluate import (
 from ._experiment import (
     DEFAULT_WORKLOAD as DEFAULT_WORKLOAD,
     WORKLOADS as WORKLOADS,
+    AblationGrid as AblationGrid,
     ConfigError as ConfigError,
     ExperimentConfig as ExperimentConfig,
+    GridError as GridError,
     evaluate_runs as evaluate_runs,
     load_config as load_config,
+    make_grid as make_grid,
+    read_grid_file as read_grid_file,
     reference_fields as reference_fields,
     reproduce as reproduce,
+    run_ablation as run_ablation,
     train_runs as train_runs,
     workload as workload,
 )
@@ -97,6 +102,7 @@ from ._pinn import (
     check_needs as check_needs,
 )
 from ._plots import (
+    plot_ablation as plot_ablation,
     plot_few_shot as plot_few_shot,
     plot_fields as plot_fields,
     plot_meta_training as plot_meta_training,

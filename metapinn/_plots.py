@@ -159,3 +159,48 @@ def plot_fields(
     suffix = "" if seed is None else f" (seed {seed})"
     fig.suptitle(f"Fields at {task}{suffix}")
     return fig
+
+
+def plot_ablation(
+    series: Mapping[str, Mapping[str, np.ndarray]],
+    x_label: str,
+    budget: int,
+    random: float | None = None,
+):
+    """An ablation grid against one numeric setting (e.g. the inner length K): the
+    rel-L2 error at the few-shot budget (± its std over seeds), the meta-step time and
+    XLA's temporary memory of the meta-step, one line per combination of the other
+    settings.
+
+    **Arguments:** `series[label]` with arrays `x`, `rel_l2`, `rel_l2_std`, `seconds`,
+    `temp_mib`; the x-axis label; the budget; random init's error at the budget (a
+    dashed line), if given.
+    """
+    fig = _figure(figsize=(13, 4))
+    axes = fig.subplots(1, 3)
+    for label, s in series.items():
+        order = np.argsort(s["x"])
+        x = s["x"][order]
+        (line,) = axes[0].plot(x, s["rel_l2"][order], marker="o", ms=4, label=label)
+        low = s["rel_l2"][order] - s["rel_l2_std"][order]
+        high = s["rel_l2"][order] + s["rel_l2_std"][order]
+        axes[0].fill_between(x, np.maximum(low, 1e-12), high, alpha=0.2, lw=0,
+                             color=line.get_color())  # fmt: skip
+        axes[1].plot(x, s["seconds"][order], marker="o", ms=4, label=label)
+        axes[2].plot(x, s["temp_mib"][order], marker="o", ms=4, label=label)
+    if random is not None and np.isfinite(random):
+        axes[0].axhline(random, color="k", ls="--", lw=1, label="random init")
+    titles = (
+        f"rel-L2 after {budget} adaptation steps",
+        "meta-step time (s, median)",
+        "XLA temporary memory of a meta-step (MiB)",
+    )
+    positive = all(np.all(s["x"] > 0) for s in series.values())
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(x_label)
+        ax.set_yscale("log")
+        if positive:
+            ax.set_xscale("log")
+    axes[0].legend(fontsize=8)
+    return fig

@@ -191,12 +191,13 @@ def test_few_shot_is_adapt_recording_for_every_pair(getkey, per_task_inits):
         )  # fmt: skip
         for at_once in (None, 1, 4)
     }
+    adapt_recording = eqx.filter_jit(mp.adapt_recording)  # compiled once for every pair
     for i in range(2):
         for n, nu in enumerate(nus):
             start = jax.tree_util.tree_map(
                 lambda x, i=i, n=n: x[i, n] if per_task_inits else x[i], inits
             )
-            want = eqx.filter_jit(mp.adapt_recording)(
+            want = adapt_recording(
                 start, static, loss_fn, mp.BurgersTask(jnp.asarray(nu)), batch,
                 steps=steps, optimizer=opt,
             )  # fmt: skip

@@ -2,8 +2,16 @@
 (`_config`) and named workloads (`_workloads`); what its methods are made of
 (`_problem`); the pipeline (`_pipeline`) that meta-trains (`_training`) and evaluates
 (`_evaluation`); and the report that turns measurements into tables and text
-(`_report`)."""
+(`_report`); and the ablation grid over learner settings (`_ablation`), each cell a
+run of that pipeline, with its report (`_ablation_report`)."""
 
+from ._ablation import (
+    AblationGrid as AblationGrid,
+    GridError as GridError,
+    make_grid as make_grid,
+    read_grid_file as read_grid_file,
+    run_ablation as run_ablation,
+)
 from ._config import (
     EVALUATION_KEYS as EVALUATION_KEYS,
     ConfigError as ConfigError,

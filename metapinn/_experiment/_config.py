@@ -56,6 +56,11 @@ ALL_METHODS = "all"
 """`methods = ["all"]` (`--methods all`) runs every method of `METHOD_NAMES`."""
 ADAPT_SPECS = ("all", "last-layer")
 """Which parameters an inner loop adapts: all, or only the output layer (ANIL)."""
+INNER_REMATS = ("none", "sqrt", "binomial")
+"""How an inner loop is checkpointed for the meta-gradient (`metapinn.remat_scan`):
+not at all, in segments of about sqrt(K) steps, by the binomial schedule; or a
+positive integer, segments of that many steps. It changes the memory and the time of
+a meta-step, not its values (beyond rounding)."""
 OUTER_SCHEDULES = ("constant", "cosine")
 """The outer learning rate over a method's meta-steps: constant, or a cosine decay from
 `outer_lr` to `outer_lr / 100` at its last step."""
@@ -68,6 +73,7 @@ OVERRIDE_KEYS = {
     "meta_steps": int,
     "adapt": str,
     "init": str,
+    "inner_remat": str,
 }
 """Settings one method may set for itself: `overrides = ["reptile.inner_steps=20"]`."""
 RESIDUAL_STRIDE = 2
@@ -139,6 +145,12 @@ class ExperimentConfig:
     inner_steps: int = _field(5, "inner-loop steps K (not used by multitask)")
     inner_optimizer: str = _field("sgd", "inner-loop optimiser: sgd or adam")
     inner_lr: float = _field(0.01, "inner-loop learning rate")
+    inner_remat: str = _field(
+        "none",
+        "checkpointing of the inner loop for the meta-gradient: none, sqrt (segments of "
+        "about sqrt(K) steps), binomial, or a segment length N; less memory for long "
+        "inner loops, the same values",
+    )
     outer_lr: float = _field(1e-3, "outer (meta) Adam learning rate")
     outer_schedule: str = _field(
         "constant",
@@ -251,7 +263,8 @@ class ExperimentConfig:
             if method not in METHOD_NAMES:
                 _fail("overrides", item, f"unknown method {method!r}; choose from {known}")
             no_loop = _learner_name(method) == "multitask"
-            if no_loop and key in ("inner_steps", "inner_optimizer", "inner_lr", "adapt"):
+            loop_keys = ("inner_steps", "inner_optimizer", "inner_lr", "adapt", "inner_remat")
+            if no_loop and key in loop_keys:
                 _fail("overrides", item, f"{method} has no inner loop")
             if method == TRANSFER and key == "init":
                 _fail("overrides", item, "transfer trains from the random initialisation")
@@ -347,6 +360,13 @@ class ExperimentConfig:
                 _fail(where + key, s[key], "a learning rate must be finite and > 0")
         if s["outer_schedule"] not in OUTER_SCHEDULES:
             _fail(where + "outer_schedule", s["outer_schedule"], f"choose one of {OUTER_SCHEDULES}")
+        remat = s["inner_remat"]
+        if remat not in INNER_REMATS and not (remat.isdigit() and int(remat) >= 1):
+            _fail(
+                where + "inner_remat",
+                remat,
+                f"choose one of {INNER_REMATS} or a segment length >= 1",
+            )
         if s["adapt"] not in ADAPT_SPECS:
             _fail(where + "adapt", s["adapt"], f"choose one of {ADAPT_SPECS}")
         learner = _learner_name(method)

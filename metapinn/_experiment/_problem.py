@@ -228,7 +228,21 @@ def make_method(config: ExperimentConfig, method: str, params: Any = None) -> Ab
     else:  # pragma: no cover - the config has checked it
         raise ConfigError(f"unknown inner optimiser {s['inner_optimizer']!r}")
     spec = None if params is None else adapt_spec(params, s["adapt"])
-    return make_learner(name, inner_steps=s["inner_steps"], inner_optimizer=inner, adapt_spec=spec)
+    return make_learner(
+        name,
+        inner_steps=s["inner_steps"],
+        inner_optimizer=inner,
+        adapt_spec=spec,
+        inner_remat=inner_remat(s["inner_remat"]),
+    )
+
+
+def inner_remat(setting: str) -> str | int | None:
+    """The learners' `inner_remat` for a config's setting (`"none"`, `"sqrt"`,
+    `"binomial"` or a segment length)."""
+    if setting == "none":
+        return None
+    return int(setting) if setting.isdigit() else setting
 
 
 def has_learned_rule(method: str) -> bool:
@@ -276,6 +290,7 @@ def run_settings(
     data = config.to_dict()
     settings = {k: data[k] for k in _TRAINING_KEYS}
     own = config.method_settings(method)
+    own.pop("inner_remat")  # how the meta-gradient is computed, not what: resumable
     if own["inner_steps"] == 0:
         for k in ("inner_steps", "inner_optimizer", "inner_lr", "adapt"):
             own.pop(k)

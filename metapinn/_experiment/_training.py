@@ -26,6 +26,7 @@ from .._run import (
     load_initialisation,
     meta_train,
 )
+from .._train import meta_step
 from ._config import (
     DIVERGED,
     EVALUATION_KEYS,
@@ -47,10 +48,10 @@ from ._problem import (
 )
 
 
-RESUMABLE_RUN_KEYS = ("overrides", "tasks_at_once", "seeds", "methods")
+RESUMABLE_RUN_KEYS = ("overrides", "tasks_at_once", "inner_remat", "seeds", "methods")
 """Run-wide settings a resumed run folder may change: the per-method settings (each
-run checks its own against its checkpoint), how tasks are mapped, and which seeds and
-methods it holds."""
+run checks its own against its checkpoint), how tasks are mapped and the inner loop
+checkpointed, and which seeds and methods it holds."""
 
 
 def run_dir(
@@ -344,3 +345,30 @@ def train_runs(
                     )
                 results[name, seed] = result
     return results
+
+
+def meta_step_memory(config: ExperimentConfig, method: str) -> dict[str, int]:
+    """XLA's memory analysis of `method`'s compiled meta-step under `config` (one step
+    on `tasks_per_step` tasks, mapped as in training; compiled, not run): the bytes of
+    its temporaries, arguments and outputs. Deterministic for a given XLA, unlike a
+    process's peak memory (DESIGN.md §4).
+
+    **Returns:** `{"temp_bytes", "argument_bytes", "output_bytes"}`."""
+    problem = build_problem(config)
+    params, static, key = initialisation(config, config.seeds[0], method)
+    learner = make_method(config, method, params)
+    meta = learner.init_meta_params(params)
+    optimizer = outer_optimizer(config, method)
+    sampler = point_sampler(config, problem)
+    support = problem.points if sampler is None else sampler(key)
+    tasks = jax.tree_util.tree_map(lambda x: x[: config.tasks_per_step], problem.train_tasks)
+    lowered = meta_step.lower(
+        learner, meta, static, optimizer.init(meta), optimizer, problem.loss(method), tasks,
+        support, support, tasks_at_once=tasks_at_once(config, method),
+    )  # fmt: skip
+    analysis = lowered.compile().compiled.memory_analysis()
+    return {
+        "temp_bytes": int(analysis.temp_size_in_bytes),
+        "argument_bytes": int(analysis.argument_size_in_bytes),
+        "output_bytes": int(analysis.output_size_in_bytes),
+    }

@@ -74,22 +74,21 @@ def _check_remat(remat: Any) -> None:
 def remat_scan(body, init, steps: int, *, remat: InnerRemat = None, unroll: int | bool = 1):
     r"""`jax.lax.scan(body, init, length=steps)`, checkpointed for reverse mode.
 
-        Reverse mode through a scan stores every step's residuals: memory grows like
-        $K$. With `remat`:
+    Reverse mode through a scan stores every step's residuals: memory grows like
+    $K$. With `remat`:
 
-        - `"sqrt"`: segments of $M = \lceil\sqrt K\,
-    ceil$ steps (and one shorter tail),
-          each under `jax.checkpoint`: the outer scan stores one carry per segment and the
-          backward pass reruns one segment at a time, so about $K/M + M pprox 2\sqrt K$
-          steps' worth of memory, for one extra forward pass of the loop (Griewank &
-          Walther 2008, ch. 12; Chen et al. 2016).
-        - an int `M`: segments of `M` steps, as above.
-        - `"binomial"`: `equinox.internal.scan(kind="checkpointed")`, the online binomial
-          (treeverse) schedule of Stumm & Walther (2010), with $O(\sqrt K)$ checkpoints;
-          it supports reverse mode only.
+    - `"sqrt"`: segments of $M = \lceil\sqrt K\,\rceil$ steps (and one shorter tail),
+      each under `jax.checkpoint`: the outer scan stores one carry per segment and the
+      backward pass reruns one segment at a time, so about $K/M + M \approx 2\sqrt K$
+      steps' worth of memory, for one extra forward pass of the loop (Griewank &
+      Walther 2008, ch. 12; Chen et al. 2016).
+    - an int `M`: segments of `M` steps, as above.
+    - `"binomial"`: `equinox.internal.scan(kind="checkpointed")`, the online binomial
+      (treeverse) schedule of Stumm & Walther (2010), with $O(\sqrt K)$ checkpoints;
+      it supports reverse mode only.
 
-        Every choice gives the same values and derivatives as the plain scan (to
-        rounding). `unroll` applies to the plain scan and within segments.
+    Every choice gives the same values and derivatives as the plain scan (to
+    rounding). `unroll` applies to the plain scan and within segments.
     """
     if remat is None or steps <= 1:
         return jax.lax.scan(body, init, length=steps, unroll=unroll)
