@@ -2,7 +2,13 @@
 
 import importlib.metadata
 
-from ._checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+from ._checkpoint import (
+    CorruptCheckpointError as CorruptCheckpointError,
+    RunFolderError as RunFolderError,
+    load_checkpoint as load_checkpoint,
+    previous_checkpoint as previous_checkpoint,
+    save_checkpoint as save_checkpoint,
+)
 from ._conditioned import (
     ConditionedLoss as ConditionedLoss,
     ConditionedPINN as ConditionedPINN,

@@ -2,15 +2,26 @@
 
 Every write goes to a temporary file in the destination folder, is flushed to disk,
 and is then renamed over the destination with `os.replace`, which is atomic on POSIX
-and Windows. A reader therefore sees either the old file or the new one, never half
-of one, whatever moment the writer is killed at.
+and Windows; the folder is then flushed too, so that the rename itself survives a
+power loss. A reader therefore sees either the old file or the new one, never half of
+one, whatever moment the writer is killed at. A write that fails (a full disk, a
+read-only folder) leaves the old file as it was, removes its temporary file, and
+raises [`metapinn.RunFolderError`][] naming the file.
+
+A checkpoint keeps its predecessor beside it (`checkpoint.prev.npz` for
+`checkpoint.npz`), so a checkpoint damaged after it was written (a truncated copy, a
+failing disk) costs at most the steps since the one before; it is read only when
+asked for (see [`metapinn.load_checkpoint`][]).
 """
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
+import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -20,24 +31,72 @@ import numpy as np
 from jaxtyping import PyTree
 
 
+class RunFolderError(OSError):
+    """A file of a run could not be written (the disk is full, the folder read-only,
+    ...); the message names the file and the cause. The previous version of the file,
+    if any, is intact."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read (truncated, damaged, not a checkpoint); the
+    message names it, and the previous checkpoint if there is one."""
+
+
+def previous_checkpoint(path: str | os.PathLike) -> pathlib.Path:
+    """Where the checkpoint before `path` is kept: `checkpoint.prev.npz` beside
+    `checkpoint.npz`."""
+    path = pathlib.Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def _fsync_folder(folder: pathlib.Path) -> None:
+    """Flush a folder's entries (a rename) to disk, where the platform allows it."""
+    if os.name != "posix":  # pragma: no cover - Windows has no folder fsync
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: pathlib.Path, error: OSError) -> RunFolderError:
+    why = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exhausted",
+        errno.EROFS: "the folder is on a read-only file system",
+        errno.EACCES: "no permission to write there",
+        errno.EPERM: "no permission to write there",
+    }.get(error.errno, error.strerror or type(error).__name__)
+    return RunFolderError(
+        error.errno, f"cannot write {path}: {why} ({error}); nothing was half-written, and "
+        "the previous version of the file, if any, is intact",
+    )  # fmt: skip
+
+
 _META_KEY = "__meta__"
 
 
 @contextlib.contextmanager
 def _atomic_open(path: str | os.PathLike, mode: str) -> Iterator[IO[Any]]:
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        tmp = None
+        _fsync_folder(path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from e
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], binary=False):
@@ -57,7 +116,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, text)
 
 
-def save_checkpoint(path: str | os.PathLike, tree: PyTree, meta: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: str | os.PathLike, tree: PyTree, meta: dict[str, Any], *, keep_previous: bool = True
+) -> None:
     """Save the array leaves of `tree` and a JSON-able `meta` dict to one `.npz` file.
 
     The file is written atomically, so an interrupted save leaves the previous
@@ -69,21 +130,78 @@ def save_checkpoint(path: str | os.PathLike, tree: PyTree, meta: dict[str, Any])
     - `path`: destination, conventionally `checkpoint.npz`.
     - `tree`: a pytree of arrays (parameters, optimiser state, key data, ...).
     - `meta`: plain data (step, config, ...), stored as JSON.
+    - `keep_previous`: keep the checkpoint `path` held before as
+      [`metapinn.previous_checkpoint`][]`(path)` (a hard link where the file system has
+      them, so `path` exists at every moment).
+
+    **Raises:** [`metapinn.RunFolderError`][] if it cannot be written.
     """
+    path = pathlib.Path(path)
     leaves = jax.tree_util.tree_leaves(tree)
     arrays = {f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays[_META_KEY] = np.asarray(json.dumps(meta, allow_nan=False))
+    if keep_previous and path.exists():
+        previous = previous_checkpoint(path)
+        link = previous.with_name(f".{previous.name}.link")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
+            try:
+                os.link(path, link)
+            except OSError:  # no hard links here: a copy
+                shutil.copyfile(path, link)
+            os.replace(link, previous)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(link)
+            raise _write_error(previous, e) from e
     atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
+
+
+@contextlib.contextmanager
+def _open_checkpoint(path: pathlib.Path) -> Iterator[Any]:
+    """`np.load` of a checkpoint (the file closed afterwards, even when it is not a
+    readable `.npz`), its damage turned into a clear error."""
+    with open(path, "rb") as f:  # FileNotFoundError: no checkpoint
+        try:
+            data = np.load(f, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise _corrupt(path, e) from None
+        with data:
+            yield data
+
+
+def _corrupt(path: pathlib.Path, error: BaseException) -> CorruptCheckpointError:
+    previous = previous_checkpoint(path)
+    hint = (
+        f"; the checkpoint before it, {previous}, can be used instead: resume with "
+        "previous=True (--previous-checkpoint), which costs the steps since that one"
+        if previous.exists()
+        else "; there is no earlier checkpoint: start the run again"
+    )
+    return CorruptCheckpointError(
+        f"checkpoint {path} cannot be read, it is truncated or damaged "
+        f"({type(error).__name__}: {error}){hint}"
+    )
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The `meta` dict of a checkpoint written by [`metapinn.save_checkpoint`][],
-    without reading its arrays. **Raises:** `FileNotFoundError` if there is none."""
-    with np.load(pathlib.Path(path), allow_pickle=False) as data:
-        return json.loads(str(data[_META_KEY]))
+    without reading its arrays.
+
+    **Raises:** `FileNotFoundError` if there is none; [`metapinn.CorruptCheckpointError`][]
+    if it cannot be read."""
+    path = pathlib.Path(path)
+    with _open_checkpoint(path) as data:
+        try:
+            return json.loads(str(data[_META_KEY]))
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise _corrupt(path, e) from None
 
 
-def load_checkpoint(path: str | os.PathLike, like: PyTree) -> tuple[PyTree, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike, like: PyTree, *, previous: bool = False
+) -> tuple[PyTree, dict[str, Any]]:
     """Load a checkpoint written by [`metapinn.save_checkpoint`][].
 
     **Arguments:**
@@ -91,17 +209,27 @@ def load_checkpoint(path: str | os.PathLike, like: PyTree) -> tuple[PyTree, dict
     - `path`: the `.npz` file.
     - `like`: a pytree with the structure, shapes and dtypes of the saved one (e.g.
       freshly initialised parameters and optimiser state); its leaves are replaced.
+    - `previous`: read the checkpoint kept before it instead
+      ([`metapinn.previous_checkpoint`][]), e.g. when `path` is damaged.
 
     **Returns:** `(tree, meta)`.
 
-    **Raises:** `FileNotFoundError` if there is no checkpoint; `ValueError` naming the
-    first leaf whose count, shape or dtype differs from `like`.
+    **Raises:** `FileNotFoundError` if there is no checkpoint;
+    [`metapinn.CorruptCheckpointError`][] naming a file that cannot be read;
+    `ValueError` naming the first leaf whose count, shape or dtype differs from `like`.
     """
     path = pathlib.Path(path)
-    with np.load(path, allow_pickle=False) as data:
-        meta = json.loads(str(data[_META_KEY]))
-        names = sorted(k for k in data.files if k != _META_KEY)
-        saved = [data[k] for k in names]
+    if previous:
+        path = previous_checkpoint(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no previous checkpoint {path} to resume from")
+    with _open_checkpoint(path) as data:
+        try:
+            meta = json.loads(str(data[_META_KEY]))
+            names = sorted(k for k in data.files if k != _META_KEY)
+            saved = [data[k] for k in names]
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise _corrupt(path, e) from None
     template, treedef = jax.tree_util.tree_flatten(like)
     if len(saved) != len(template):
         raise ValueError(

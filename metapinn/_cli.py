@@ -8,15 +8,14 @@ stored with the run (`config.json` in its folder).
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import sys
 import typing
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 
+from ._checkpoint import CorruptCheckpointError, RunFolderError, read_checkpoint_meta
 from ._experiment import (
     DEFAULT_WORKLOAD,
     EVALUATION_KEYS,
@@ -108,6 +107,12 @@ def _add_run_flags(parser: argparse.ArgumentParser, what: str, default_workload:
         "--resume",
         action="store_true",
         help="continue the interrupted run in --out from its last checkpoints (default: off)",
+    )
+    parser.add_argument(
+        "--previous-checkpoint",
+        action="store_true",
+        help="with --resume: a run whose checkpoint is damaged continues from the one kept "
+        "before it (default: off, such a run is an error naming the file)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bars (default: shown)"
@@ -231,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="shrink every cell to a smoke run (as reproduce --quick) (default: off)",
     )
+    p.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="tabulate the cells of the grid in --out finished so far; train nothing "
+        "(default: off)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
     _add_run_flags(p, "", DEFAULT_WORKLOAD)
     p.set_defaults(config=None)
@@ -306,6 +317,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         stop_after=args.stop_after,
         plots=not args.no_plots,
+        previous_checkpoint=args.previous_checkpoint,
     )
     print()
     print(format_summary(results))
@@ -335,8 +347,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = args.out or default_out_dir(config, f"-{method}")
     print(f"run folder: {out}", flush=True)
     train_runs(
-        config, out, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after
-    )
+        config, out, resume=args.resume, progress=not args.no_progress,
+        stop_after=args.stop_after, previous_checkpoint=args.previous_checkpoint,
+    )  # fmt: skip
     print(f"trained initialisation: {out / 'train' / method / f'seed{seed}'}")
     print(f"evaluate it with: metapinn evaluate {out}")
     return 0
@@ -366,22 +379,25 @@ def _cmd_show(args: argparse.Namespace) -> int:
         for seed in config.seeds:
             for task, f in run_dirs(config, args.run, method, seed).items():
                 what = "" if task is None else f" task {task}"
-                step = 0
+                state = "0"
                 if (f / CHECKPOINT).exists():
-                    with np.load(f / CHECKPOINT, allow_pickle=False) as data:
-                        step = json.loads(str(data["__meta__"]))["step"]
-                print(f"  {method}{what} seed {seed}: {step}/{steps} meta-steps checkpointed")
+                    try:
+                        state = str(read_checkpoint_meta(f / CHECKPOINT)["step"])
+                    except CorruptCheckpointError:
+                        state = "damaged checkpoint (see --previous-checkpoint), ?"
+                print(f"  {method}{what} seed {seed}: {state}/{steps} meta-steps checkpointed")
     return 0
 
 
 def _cmd_ablate(args: argparse.Namespace) -> int:
     if args.config is not None:
         raise ConfigError("metapinn ablate takes its settings from GRID and flags, not --config")
-    if args.resume and args.out is None:
-        raise ConfigError("--resume needs --out DIR, the grid folder to continue")
+    if (args.resume or args.finished_only) and args.out is None:
+        raise ConfigError("--resume and --finished-only need --out DIR, the grid folder")
     stored = args.out / "grid.json" if args.out is not None else None
     settings = _overrides(args)
-    if args.resume and stored.exists() and args.grid is None and not args.vary:
+    reading = args.resume or args.finished_only
+    if reading and stored.exists() and args.grid is None and not args.vary:
         if settings or args.workload or args.quick:
             raise ConfigError("to continue the stored grid, give no settings (or give the grid)")
         grid = stored_grid(stored)
@@ -405,6 +421,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
         plots=not args.no_plots,
         command=" ".join(["metapinn", *args.argv]),
+        previous_checkpoint=args.previous_checkpoint,
+        train=not args.finished_only,
     )
     print()
     print(format_ablation(results))
@@ -443,8 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return command(args)
-    except (ConfigError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, FileExistsError, FileNotFoundError, CorruptCheckpointError) as e:
         parser.exit(2, f"metapinn {args.command}: error: {e}\n")
+    except RunFolderError as e:
+        print(f"metapinn {args.command}: error: {e}", file=sys.stderr)
+        print("continue with --resume and the same --out once it can be written", file=sys.stderr)
+        return 1
     except NonFiniteLossError as e:
         print(f"metapinn {args.command}: {e}", file=sys.stderr)
         return 1

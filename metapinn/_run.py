@@ -24,7 +24,13 @@ import optax
 from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 from tqdm import tqdm
 
-from ._checkpoint import load_checkpoint, save_checkpoint, write_text
+from ._checkpoint import (
+    load_checkpoint,
+    previous_checkpoint as previous_checkpoint_path,
+    read_checkpoint_meta,
+    save_checkpoint,
+    write_text,
+)
 from ._custom_types import Params, Static
 from ._meta._base import AbstractMetaLearner, LossFn
 from ._train import meta_step
@@ -203,6 +209,7 @@ def meta_train(
     run_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
+    previous_checkpoint: bool = False,
     config: dict[str, Any] | None = None,
     progress: bool = True,
     description: str = "meta-train",
@@ -244,7 +251,12 @@ def meta_train(
       everything in memory (no checkpoints, no resume).
     - `checkpoint_every`: write a checkpoint every this many steps, and at the end.
     - `resume`: continue from `run_dir`'s checkpoint if there is one. The result is
-      the same, bit for bit on a CPU, as that of an uninterrupted run.
+      the same, bit for bit on a CPU, as that of an uninterrupted run. The metrics
+      file must hold a line for every checkpointed step (lines past it are dropped),
+      and the key's PRNG implementation must be the one the run was started with.
+    - `previous_checkpoint`: with `resume`, continue from the checkpoint kept before
+      the last one (`checkpoint.prev.npz`), e.g. when the last is damaged: the steps
+      since are trained again, to the same result.
     - `config`: plain data stored in each checkpoint; on resume it must equal the
       stored one, except for the keys in `RESUMABLE_KEYS`.
     - `progress`: show a progress bar with the current loss.
@@ -260,7 +272,10 @@ def meta_train(
       updated parameters) is not finite, naming the step and the task(s); nothing
       from that step is written, and the last checkpoint stays as it was.
     - `FileExistsError` if `run_dir` already holds a checkpoint and `resume` is false.
-    - `ValueError` for bad settings, or a checkpoint that does not match them.
+    - `ValueError` for bad settings, or a checkpoint that does not match them (its
+      settings, its PRNG implementation, or the metrics file beside it).
+    - [`metapinn.CorruptCheckpointError`][] if the checkpoint cannot be read.
+    - [`metapinn.RunFolderError`][] if a file of the run cannot be written.
     """
     if sample_points is not None and (support is not None or query is not None):
         raise ValueError("give either fixed points (support, query) or sample_points, not both")
@@ -292,9 +307,19 @@ def meta_train(
                 f"{ckpt} exists: pass resume=True (--resume) to continue that run, or "
                 "choose another output folder"
             )
-        if ckpt.exists():
+        if previous_checkpoint and not resume:
+            raise ValueError("previous_checkpoint=True continues a run: it needs resume=True")
+        if ckpt.exists() or (resume and previous_checkpoint):
+            source = previous_checkpoint_path(ckpt) if previous_checkpoint else ckpt
+            # Checked first: a key of another implementation has other shapes.
+            stored_impl = read_checkpoint_meta(source).get("key_impl")
+            if stored_impl is not None and stored_impl != str(jr.key_impl(key)):
+                raise ValueError(
+                    f"cannot resume from {source}: its run drew from a {stored_impl!r} PRNG "
+                    f"key, this one is {str(jr.key_impl(key))!r}"
+                )
             like = {"params": params, "opt_state": opt_state, "key": key_data}
-            state, meta = load_checkpoint(ckpt, like)
+            state, meta = load_checkpoint(ckpt, like, previous=previous_checkpoint)
             bad = _config_mismatch(meta.get("config"), config)
             if bad:
                 raise ValueError(
@@ -310,7 +335,15 @@ def meta_train(
             checkpoint_step = start
         metrics_path = directory / METRICS
         rows = _read_metrics(metrics_path, start)
+        if len(rows) != start:
+            raise ValueError(
+                f"cannot resume from {ckpt}: it is at step {start}, but {metrics_path} holds "
+                f"only {len(rows)} lines (one is written per step before each checkpoint); "
+                "restore the metrics file, or start the run again"
+            )
         write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        if previous_checkpoint:  # the damaged last one goes; the next save replaces it
+            ckpt.unlink(missing_ok=True)
     run_key = jr.wrap_key_data(key_data, impl=jr.key_impl(key))
     # The points' own stream, apart from the task sampling's `fold_in(run_key, step)`.
     points_key = jr.fold_in(run_key, _POINTS_STREAM)
@@ -323,7 +356,8 @@ def meta_train(
         if directory is None:
             return
         tree = {"params": params, "opt_state": opt_state, "key": key_data}
-        save_checkpoint(directory / CHECKPOINT, tree, {"step": done, "config": config})
+        meta = {"step": done, "config": config, "key_impl": str(jr.key_impl(run_key))}
+        save_checkpoint(directory / CHECKPOINT, tree, meta)
 
     metrics_file = None if directory is None else open(directory / METRICS, "a")
     bar = tqdm(

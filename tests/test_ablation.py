@@ -78,6 +78,11 @@ def test_grid_cells_take_their_values_and_share_one_source(tmp_path):
         ({"settings": {"methods": ["maml"]}, "vary": {"method": ["maml"]}}, "vary method"),
         ({"settings": {"widht": 3}, "vary": {"method": ["maml"]}}, "unknown config key"),
         ({"workload": "W9", "vary": {"method": ["maml"]}}, "unknown workload 'W9'"),
+        # Warm starts are checked as in one run: the same network, no transfer.
+        ({"workload": "W3", "vary": {"method": ["cond-maml"], "init": ["multitask"]}},
+         "grid cell cond-maml_init=multitask: .*train different networks"),
+        ({"workload": "W3", "vary": {"method": ["maml"], "init": ["transfer"]}},
+         "grid cell maml_init=transfer: .*transfer"),
     ],
 )  # fmt: skip
 def test_a_bad_grid_is_refused_before_anything_is_written(tmp_path, data, match):
@@ -87,7 +92,7 @@ def test_a_bad_grid_is_refused_before_anything_is_written(tmp_path, data, match)
     assert not out.exists()
 
 
-def test_vary_flags_and_grid_files(tmp_path):
+def test_vary_flags_and_grid_files(tmp_path, monkeypatch):
     assert parse_vary("inner_steps=1,5,20") == ("inner_steps", [1, 5, 20])
     assert parse_vary("inner-lr=1e-3, 0.01") == ("inner_lr", [1e-3, 0.01])
     assert parse_vary("resample=on,off") == ("resample", [True, False])
@@ -109,6 +114,23 @@ def test_vary_flags_and_grid_files(tmp_path):
     assert grid.base.family == "heat" and grid.base.seeds == (0, 1)
     assert dict(grid.axes) == {"method": ("maml", "fomaml"), "inner_steps": (2, 3, 4)}
     assert len(grid.cells(tmp_path)) == 6
+    # Flags win over the file: the family, then the settings after --quick.
+    data = mp.read_grid_file(toml)
+    data["settings"]["family"] = "wave"
+    grid = mp.make_grid(data, family="convection", settings={"seeds": [3]}, quick=True)
+    assert (grid.base.family, grid.base.name, grid.base.seeds) == (
+        "convection",
+        "W1-convection",
+        (3,),
+    )
+    assert grid.base.meta_steps == 20  # --quick's, after the file's settings
+    assert mp.make_grid(data).base.family == "wave"
+    with pytest.raises(mp.GridError, match="--vary method is given twice"):
+        mp.make_grid(data, vary=[("method", ["maml"]), ("method", ["reptile"])])
+    # A cell's sources are named by absolute paths, wherever the grid is run from.
+    w3 = mp.make_grid({"workload": "W3", "vary": {"method": ["maml"]}})
+    monkeypatch.chdir(tmp_path)
+    assert w3.cells("g")[0].config == w3.cells(tmp_path / "g")[0].config
     bad = tmp_path / "bad.json"
     bad.write_text('{"vary": {"method": ["maml"]}, "colour": 1}')
     with pytest.raises(mp.GridError, match=r"unknown key\(s\) \['colour'\]"):
@@ -173,6 +195,10 @@ def test_tiny_grid_runs_resumes_after_a_kill_and_reuses_finished_cells(tmp_path,
     assert (source / "checkpoint.npz").exists() and not cells[0].folder.exists()
     with pytest.raises(FileExistsError, match="resume"):
         mp.run_ablation(grid, out, **quiet)
+    other = mp.make_grid({"workload": "W1", "settings": {**TINY, "width": 9}},
+                         vary=list(dict(grid.axes).items()))  # fmt: skip
+    with pytest.raises(mp.GridError, match=r"another base: width \(stored 8, given 9\)"):
+        mp.run_ablation(other, out, resume=True, **quiet)
     # Resumed: the source finishes, then the first cell is killed in its turn.
     with pytest.raises(mp.RunInterrupted):
         mp.run_ablation(grid, out, resume=True, stop_after=2, **quiet)

@@ -34,6 +34,7 @@ from typing import Any
 
 from .._checkpoint import write_json
 from ._config import (
+    DIVERGED,
     EVALUATION_KEYS,
     LABELS,
     METHOD_NAMES,
@@ -155,7 +156,7 @@ class AblationGrid:
         """Every cell, its configuration built and checked.
 
         **Raises:** `GridError` naming the first cell whose settings are invalid."""
-        out_dir = pathlib.Path(out_dir)
+        out_dir = pathlib.Path(out_dir).resolve()  # the sources' paths, wherever run from
         cells = [self._cell(values, out_dir) for values in self.combinations()]
         names = [c.name for c in cells]
         if len(set(names)) != len(names):  # pragma: no cover - values are distinct
@@ -172,7 +173,16 @@ class AblationGrid:
             own = [f"{method}.{k}={_text(v)}" for k, v in values.items() if k in OVERRIDE_KEYS]
             mine = [o for o in self.base.overrides if _parse_override(o)[0] == method] + own
             chain = _sources(self.base, mine, method)
-            if chain:  # its init becomes the source run's result
+            if chain:
+                # Checked as one run of the method and its sources first (the same
+                # network, no transfer baseline, ...); then its init becomes the
+                # source run's result.
+                self.base.replace(
+                    **run_wide,
+                    methods=(*reversed(chain), method),
+                    overrides=[o for o in self.base.overrides if _parse_override(o)[0] in chain]
+                    + mine,
+                )
                 mine = [o for o in mine if _parse_override(o)[1] != "init"]
             config = self.base.replace(
                 name=_safe(f"{self.base.name}-{name}"), **run_wide, methods=(method,),
@@ -231,6 +241,8 @@ def _grid_value(key: str, value: Any) -> Any:
     kind = GRID_KEYS[key]
     if key == "inner_remat" and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # a segment length
+    if key == "inner_remat" and isinstance(value, str) and re.fullmatch(r"0*[1-9][0-9]*", value):
+        value = str(int(value))  # "04" is 4
     try:
         return _coerce(key, kind, value)
     except ConfigError as e:
@@ -340,26 +352,40 @@ def make_grid(
     name = workload_name or data.get("workload") or DEFAULT_WORKLOAD
     if name not in WORKLOADS:
         raise GridError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
-    changes = {**data.get("settings", {}), **(settings or {})}
-    if "methods" in changes:
+    from_file = dict(data.get("settings", {}))
+    given = dict(settings or {})
+    if "methods" in from_file or "methods" in given:
         raise GridError("a grid's methods are its 'method' axis: vary method, not the methods")
+    # The family: the flag's, else the file's (at its top or among its settings).
+    family = family or given.pop("family", None) or from_file.pop("family", data.get("family"))
+    from_file.pop("family", None)
     try:
-        base = workload(name, family=family or data.get("family"))
+        base = workload(name, family=family)
+        base = _changed(base, from_file)  # the file's settings, then --quick, then flags
         if quick:
             base = _quick(base)
-        if set(changes) & set(OVERRIDE_KEYS) and "overrides" not in changes:
-            changes["overrides"] = [
-                o for o in base.overrides if _parse_override(o)[1] not in changes
-            ]
-        if changes:
-            base = base.replace(**changes)
+        base = _changed(base, given)
     except ConfigError as e:
         raise GridError(f"the grid's base: {e}") from None
     axes = dict(data.get("vary", {}))
+    flagged = [key for key, _ in vary]
+    for key in flagged:
+        if flagged.count(key) > 1:
+            raise GridError(f"--vary {key} is given twice: list its values in one --vary")
     for key, values in vary:
-        axes.pop(key, None)
-        axes[key] = values
+        axes[key] = values  # in the file's position if it has that axis
     return AblationGrid(base, tuple(axes.items()))
+
+
+def _changed(base: ExperimentConfig, changes: dict[str, Any]) -> ExperimentConfig:
+    """`base` with `changes`; a per-method key among them replaces the base's values
+    of it for single methods (as a flag does for `metapinn reproduce`)."""
+    if not changes:
+        return base
+    changes = dict(changes)
+    if set(changes) & set(OVERRIDE_KEYS) and "overrides" not in changes:
+        changes["overrides"] = [o for o in base.overrides if _parse_override(o)[1] not in changes]
+    return base.replace(**changes)
 
 
 def stored_grid(path: str | os.PathLike) -> AblationGrid:
@@ -382,6 +408,8 @@ def run_ablation(
     log: Callable[[str], None] = print,
     plots: bool = True,
     command: str | None = None,
+    previous_checkpoint: bool = False,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Train and evaluate every cell of `grid` in `out_dir` (see the module notes), and
     write the results over all cells.
@@ -390,7 +418,10 @@ def run_ablation(
     cells are read, not rerun); `progress`, `stop_after` and `log` as for
     [`metapinn.train_runs`][] (`stop_after` counts the meta-steps of the first run that
     trains); `plots`, draw every cell's plots and the grid's; `command`, the command
-    line recorded with the results.
+    line recorded with the results; `previous_checkpoint`, with `resume`, a run whose
+    checkpoint is damaged continues from the one before (see [`metapinn.train_runs`][]);
+    `train=False` tabulates the cells finished so far and trains nothing (the others
+    are left out of the table, and named in the log).
 
     **Returns:** the results (as in `ablation.json`).
 
@@ -403,13 +434,18 @@ def run_ablation(
 
     out_dir = pathlib.Path(out_dir)
     cells = grid.cells(out_dir)
-    if (out_dir / "grid.json").exists() and not resume:
+    if not train and not (out_dir / "grid.json").exists():
+        raise FileNotFoundError(f"{out_dir} holds no grid to tabulate (no grid.json)")
+    if (out_dir / "grid.json").exists() and (resume or not train):
+        _check_stored_base(grid, out_dir / "grid.json")
+    if (out_dir / "grid.json").exists() and not resume and train:
         raise FileExistsError(
             f"{out_dir} already holds a grid: continue it with --resume (finished cells are "
             "reused), or choose another output folder"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "grid.json", grid.to_dict())
+    if train:
+        write_json(out_dir / "grid.json", grid.to_dict())
     log(f"grid folder: {out_dir}; {len(cells)} cells over {', '.join(grid.varied) or 'one cell'}")
     t0 = time.perf_counter()
     rows = []
@@ -420,11 +456,19 @@ def run_ablation(
             log(f"{head}: finished before, reused")
             rows.append(row)
             continue
+        if not train:
+            log(f"{head}: not finished, left out of the table")
+            continue
         log(f"{head}: {LABELS[cell.method]}")
         if cell.source is not None:
             again = (cell.source_dir / "config.json").exists()
             train_runs(cell.source, cell.source_dir, resume=again, progress=progress,
-                       stop_after=stop_after, log=log)  # fmt: skip
+                       stop_after=stop_after, log=log, keep_going=True,
+                       previous_checkpoint=previous_checkpoint)  # fmt: skip
+            failed = sorted(str(p.parent) for p in cell.source_dir.glob(f"train/*/*/{DIVERGED}"))
+            if failed:
+                log(f"{head}: not run, its warm-start source diverged ({', '.join(failed)})")
+                continue
         results = reproduce(
             cell.config,
             cell.folder,
@@ -433,12 +477,28 @@ def run_ablation(
             stop_after=stop_after,
             log=log,
             plots=plots,
+            previous_checkpoint=previous_checkpoint,
         )
         row = cell_row(cell, results)
         write_json(cell.folder / CELL_FILE, {"config": cell.config.to_dict(), "row": row})
         rows.append(row)
         log(f"{head}: done ({i}/{len(cells)} cells, {time.perf_counter() - t0:.0f} s so far)")
     return write_ablation(grid, cells, rows, out_dir, plots=plots, command=command)
+
+
+def _check_stored_base(grid: AblationGrid, path: pathlib.Path) -> None:
+    """Refuse to continue a grid folder with another base (the axes may change: a
+    narrower or a wider grid reuses the cells they share); evaluation settings may
+    differ (the cells are evaluated again)."""
+    stored = json.loads(path.read_text())["base"]
+    given = grid.base.to_dict()
+    bad = sorted(k for k in set(stored) | set(given)
+                 if k not in EVALUATION_KEYS and stored.get(k) != given.get(k))  # fmt: skip
+    if bad:
+        raise GridError(
+            f"cannot continue the grid in {path.parent} with another base: "
+            + ", ".join(f"{k} (stored {stored.get(k)!r}, given {given.get(k)!r})" for k in bad)
+        )
 
 
 def _finished_row(cell: Cell) -> dict[str, Any] | None:

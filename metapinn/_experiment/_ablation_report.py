@@ -65,8 +65,8 @@ def cell_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
         },
         "meta_step_seconds": statistics.median(times) if times else None,
         "training_seconds": results["timing"]["training_seconds"].get(method),
-        "temp_mib": memory["temp_bytes"] / 2**20,
-        "argument_mib": memory["argument_bytes"] / 2**20,
+        "temp_mib": None if memory is None else memory["temp_bytes"] / 2**20,
+        "argument_mib": None if memory is None else memory["argument_bytes"] / 2**20,
         "inner_steps": config.method_settings(method)["inner_steps"],
         "inner_remat": config.method_settings(method)["inner_remat"],
         "meta_steps": config.method_settings(method)["meta_steps"],
@@ -94,7 +94,12 @@ def ablation_table(results: dict[str, Any]) -> str:
                  for k in ks]  # fmt: skip
         line += ["—" if r["steps_to_eps"][e] is None else str(r["steps_to_eps"][e]) for e in eps]
         t = r["meta_step_seconds"]
-        line += ["—" if t is None else f"{t:.3g}", f"{r['temp_mib']:.1f}", str(r["seeds"])]
+        m = r["temp_mib"]
+        line += [
+            "—" if t is None else f"{t:.3g}",
+            "—" if m is None else f"{m:.1f}",
+            str(r["seeds"]),
+        ]
         body.append(line)
     return _md_table(header, body)
 
@@ -107,7 +112,12 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         f"Command: `{results['command']}`" if results.get("command") else "",
         "",
-        f"{len(rows)} cells over {', '.join(results['varied']) or 'nothing'}; "
+        (
+            f"{len(rows)} cells"
+            if len(rows) == results.get("cells", len(rows))
+            else f"{len(rows)} of the grid's {results['cells']} cells (the others not finished)"
+        )
+        + f" over {', '.join(results['varied']) or 'nothing'}; "
         f"{len(base['seeds'])} seeds ({', '.join(map(str, base['seeds']))}). Each cell is a "
         "run folder trained and evaluated by `metapinn reproduce`'s pipeline: rel-L2 against "
         "the reference, mean ± std over seeds of the mean over the in-range held-out tasks, "
@@ -176,8 +186,8 @@ def write_ablation(
     """Write `ablation.json`, `ablation.md`, `ablation.csv` and `plots/ablation.png`.
 
     **Returns:** the results (as in `ablation.json`)."""
-    del cells
     results = {
+        "cells": len(cells),
         "base": grid.base.to_dict(),
         "vary": {k: list(v) for k, v in grid.axes},
         "varied": list(grid.varied),
@@ -208,7 +218,7 @@ def write_ablation(
                     [_nan(r["rel_l2"][str(grid.base.budget)]["std"]) for r in group]
                 ),
                 "seconds": np.array([_nan(r["meta_step_seconds"]) for r in group]),
-                "temp_mib": np.array([r["temp_mib"] for r in group]),
+                "temp_mib": np.array([_nan(r["temp_mib"]) for r in group]),
             }
             for label, group in lines.items()
         }

@@ -361,7 +361,7 @@ class ExperimentConfig:
         if s["outer_schedule"] not in OUTER_SCHEDULES:
             _fail(where + "outer_schedule", s["outer_schedule"], f"choose one of {OUTER_SCHEDULES}")
         remat = s["inner_remat"]
-        if remat not in INNER_REMATS and not (remat.isdigit() and int(remat) >= 1):
+        if remat not in INNER_REMATS and not re.fullmatch(r"0*[1-9][0-9]*", remat):
             _fail(
                 where + "inner_remat",
                 remat,

@@ -37,6 +37,7 @@ def reproduce(
     stop_after: int | None = None,
     log: Callable[[str], None] = print,
     plots: bool = True,
+    previous_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """The whole experiment: meta-train every method for every seed, evaluate, write
     the results and plots into `out_dir`.
@@ -57,6 +58,8 @@ def reproduce(
     - `resume`: continue an interrupted run in `out_dir`.
     - `progress`, `stop_after`, `log`: as for [`metapinn.train_runs`][].
     - `plots`: draw the plots into `out_dir/plots`.
+    - `previous_checkpoint`: with `resume`, a run whose checkpoint is damaged
+      continues from the one kept before it (see [`metapinn.train_runs`][]).
 
     **Returns:** the results, as written to `results.json`.
     """
@@ -74,6 +77,7 @@ def reproduce(
             stop_after=stop_after,
             log=log,
             keep_going=True,
+            previous_checkpoint=previous_checkpoint,
         )
         return evaluate_runs(config, out_dir, log=log, plots=plots, reference=reference)
     finally:

@@ -242,7 +242,7 @@ def inner_remat(setting: str) -> str | int | None:
     `"binomial"` or a segment length)."""
     if setting == "none":
         return None
-    return int(setting) if setting.isdigit() else setting
+    return int(setting) if setting.isascii() and setting.isdigit() else setting
 
 
 def has_learned_rule(method: str) -> bool:

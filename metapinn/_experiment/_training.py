@@ -16,7 +16,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from .._checkpoint import read_checkpoint_meta, write_json
+from .._checkpoint import (
+    CorruptCheckpointError,
+    previous_checkpoint as previous_checkpoint_path,
+    read_checkpoint_meta,
+    write_json,
+)
 from .._run import (
     CHECKPOINT,
     RESUMABLE_KEYS,
@@ -96,7 +101,9 @@ def transfer_tasks(config: ExperimentConfig) -> tuple[int, ...]:
     return tuple(sorted(set(nearest_training_tasks(config))))
 
 
-def _start_run_folder(config: ExperimentConfig, out_dir: pathlib.Path, resume: bool) -> None:
+def _start_run_folder(
+    config: ExperimentConfig, out_dir: pathlib.Path, resume: bool, previous_checkpoint: bool
+) -> None:
     path = out_dir / "config.json"
     if path.exists():
         if not resume:
@@ -116,19 +123,42 @@ def _start_run_folder(config: ExperimentConfig, out_dir: pathlib.Path, resume: b
                 f"cannot resume {out_dir} with different settings: "
                 + ", ".join(f"{k} (stored {stored[k]!r}, given {given[k]!r})" for k in bad)
             )
-        _check_resumable_runs(config, out_dir)
+        _check_resumable_runs(config, out_dir, previous_checkpoint)
     write_json(path, config.to_dict())
 
 
-def _check_resumable_runs(config: ExperimentConfig, out_dir: pathlib.Path) -> None:
+def _damaged(folder: pathlib.Path) -> bool:
+    """Whether the run in `folder` has a checkpoint that cannot be read."""
+    try:
+        read_checkpoint_meta(folder / CHECKPOINT)
+    except FileNotFoundError:
+        return False
+    except CorruptCheckpointError:
+        return True
+    return False
+
+
+def _resume_from(folder: pathlib.Path, previous_checkpoint: bool) -> pathlib.Path | None:
+    """The checkpoint a run in `folder` resumes from: its last, or the one before when
+    the last is damaged and `previous_checkpoint` allows it; `None` if it has none."""
+    if previous_checkpoint and _damaged(folder):
+        return previous_checkpoint_path(folder / CHECKPOINT)
+    return folder / CHECKPOINT if (folder / CHECKPOINT).exists() else None
+
+
+def _check_resumable_runs(
+    config: ExperimentConfig, out_dir: pathlib.Path, previous_checkpoint: bool = False
+) -> None:
     """Refuse, before anything is written, to resume runs whose checkpoints were
-    trained with settings other than `config` gives them (other than the length)."""
+    trained with settings other than `config` gives them (other than the length), or
+    cannot be read."""
     bad = []
     for method in config.methods:
         for seed in config.seeds:
             for task, folder in run_dirs(config, out_dir, method, seed).items():
-                if (folder / CHECKPOINT).exists():
-                    stored = read_checkpoint_meta(folder / CHECKPOINT).get("config")
+                path = _resume_from(folder, previous_checkpoint)
+                if path is not None:
+                    stored = read_checkpoint_meta(path).get("config")
                     given = run_settings(config, method, seed, task)
                     bad += [
                         f"{folder}: {k} (stored {stored.get(k)!r}, now {given.get(k)!r})"
@@ -233,6 +263,7 @@ def train_runs(
     log: Callable[[str], None] = print,
     keep_going: bool = False,
     mesh: jax.sharding.Mesh | None = None,
+    previous_checkpoint: bool = False,
 ) -> dict[tuple[str, int], MetaTrainResult | None]:
     """Meta-train every method of `config` for every seed, writing into `out_dir`.
 
@@ -250,6 +281,9 @@ def train_runs(
       instead of raising. Its result is then `None`; the evaluation reports it.
     - `mesh`: split each meta-step's task batch over these devices (see
       [`metapinn.meta_step`][]).
+    - `previous_checkpoint`: with `resume`, a run whose checkpoint cannot be read
+      (truncated, damaged) continues from the checkpoint kept before it; without it,
+      such a run is an error naming the file.
 
     **Returns:** `{(method, seed): MetaTrainResult or None}` (a transfer run's key is
     `("transfer:<task>", seed)`).
@@ -260,7 +294,7 @@ def train_runs(
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _start_run_folder(config, out_dir, resume)
+    _start_run_folder(config, out_dir, resume, previous_checkpoint)
     problem = build_problem(config)
     sampler = point_sampler(config, problem)
     results: dict[tuple[str, int], MetaTrainResult | None] = {}
@@ -319,6 +353,7 @@ def train_runs(
                         run_dir=folder,
                         checkpoint_every=config.checkpoint_every,
                         resume=resume,
+                        previous_checkpoint=resume and previous_checkpoint and _damaged(folder),
                         config=run_settings(config, method, seed, task),
                         progress=progress,
                         description=f"{name} seed {seed}",
@@ -347,26 +382,31 @@ def train_runs(
     return results
 
 
-def meta_step_memory(config: ExperimentConfig, method: str) -> dict[str, int]:
+def meta_step_memory(config: ExperimentConfig, method: str) -> dict[str, int] | None:
     """XLA's memory analysis of `method`'s compiled meta-step under `config` (one step
     on `tasks_per_step` tasks, mapped as in training; compiled, not run): the bytes of
     its temporaries, arguments and outputs. Deterministic for a given XLA, unlike a
     process's peak memory (DESIGN.md §4).
 
-    **Returns:** `{"temp_bytes", "argument_bytes", "output_bytes"}`."""
+    **Returns:** `{"temp_bytes", "argument_bytes", "output_bytes"}`, or `None` where
+    the backend gives no analysis."""
     problem = build_problem(config)
     params, static, key = initialisation(config, config.seeds[0], method)
-    learner = make_method(config, method, params)
+    steps = config.method_settings(method)["meta_steps"]
+    learner = make_method(config, method, params).at_step(0, max(steps, 1))
     meta = learner.init_meta_params(params)
     optimizer = outer_optimizer(config, method)
     sampler = point_sampler(config, problem)
     support = problem.points if sampler is None else sampler(key)
-    tasks = jax.tree_util.tree_map(lambda x: x[: config.tasks_per_step], problem.train_tasks)
+    per_step = 1 if method == TRANSFER else config.tasks_per_step
+    tasks = jax.tree_util.tree_map(lambda x: x[:per_step], problem.train_tasks)
     lowered = meta_step.lower(
         learner, meta, static, optimizer.init(meta), optimizer, problem.loss(method), tasks,
         support, support, tasks_at_once=tasks_at_once(config, method),
     )  # fmt: skip
     analysis = lowered.compile().compiled.memory_analysis()
+    if analysis is None:
+        return None
     return {
         "temp_bytes": int(analysis.temp_size_in_bytes),
         "argument_bytes": int(analysis.argument_size_in_bytes),

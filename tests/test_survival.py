@@ -1,0 +1,148 @@
+"""Runs that survive: the checkpoint before the last is kept; a damaged checkpoint is
+named, and the previous one used only when asked; resume checks the metrics file and
+the PRNG implementation; a full disk or read-only folder is a clear error that leaves
+nothing half-written."""
+
+import errno
+import json
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import metapinn as mp
+from metapinn._cli import main
+
+from .helpers import small_problem, tree_allclose
+
+
+OUTER = optax.adam(1e-3)  # one object: meta_step compiles once for the whole module
+FOMAML = mp.FOMAML(inner_steps=2, inner_optimizer=0.01)
+NUS = [0.02, 0.03, 0.04]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    params, static, loss_fn, batch = small_problem(jr.key(11), width=8, depth=1)
+    to32 = lambda tree: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), tree)
+    return to32(params), static, loss_fn, to32(batch)
+
+
+def _train(problem, run_dir, **kwargs):
+    params, static, loss_fn, batch = problem
+    tasks = mp.BurgersTask(jnp.asarray(NUS, dtype=jnp.float32))
+    settings = dict(steps=6, optimizer=OUTER, key=jr.key(3), tasks_per_step=2, progress=False,
+                    run_dir=run_dir, checkpoint_every=2)  # fmt: skip
+    settings.update(kwargs)
+    return mp.meta_train(FOMAML, params, static, loss_fn, tasks, batch, **settings)
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_the_checkpoint_before_the_last_is_kept(tmp_path, getkey):
+    params, *_ = small_problem(getkey())
+    path = tmp_path / "checkpoint.npz"
+    mp.save_checkpoint(path, params, {"step": 1})
+    assert not mp.previous_checkpoint(path).exists()
+    mp.save_checkpoint(path, params, {"step": 2})
+    mp.save_checkpoint(path, params, {"step": 3})
+    assert mp.previous_checkpoint(path) == tmp_path / "checkpoint.prev.npz"
+    assert mp.load_checkpoint(path, params)[1] == {"step": 3}
+    assert mp.load_checkpoint(path, params, previous=True)[1] == {"step": 2}
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "checkpoint.prev.npz"]
+    mp.save_checkpoint(tmp_path / "other.npz", params, {"step": 1}, keep_previous=False)
+    mp.save_checkpoint(tmp_path / "other.npz", params, {"step": 2}, keep_previous=False)
+    assert not (tmp_path / "other.prev.npz").exists()
+
+
+def test_a_damaged_checkpoint_is_named_and_the_previous_used_only_when_asked(tmp_path, problem):
+    whole = _train(problem, tmp_path / "whole")
+    with pytest.raises(mp.RunInterrupted):
+        _train(problem, tmp_path / "run", stop_after=5)  # checkpoints at 2 and 4
+    ckpt = tmp_path / "run" / "checkpoint.npz"
+    _truncate(ckpt)
+    with pytest.raises(mp.CorruptCheckpointError, match=f"{ckpt} cannot be read.*prev.npz"):
+        _train(problem, tmp_path / "run", resume=True)
+    with pytest.raises(ValueError, match="needs resume=True"):
+        _train(problem, tmp_path / "fresh", previous_checkpoint=True)
+    resumed = _train(problem, tmp_path / "run", resume=True, previous_checkpoint=True)
+    assert resumed.start_step == 2
+    assert tree_allclose(resumed.params, whole.params, rtol=0, atol=0)
+    assert tree_allclose(resumed.opt_state, whole.opt_state, rtol=0, atol=0)
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == list(range(6))
+    # A file that is no checkpoint at all, with nothing before it.
+    bad = tmp_path / "junk" / "checkpoint.npz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(mp.CorruptCheckpointError, match="no earlier checkpoint"):
+        mp.load_checkpoint(bad, problem[0])
+
+
+def test_resume_checks_the_metrics_and_the_prng(tmp_path, problem):
+    with pytest.raises(mp.RunInterrupted):
+        _train(problem, tmp_path / "run", stop_after=5)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    assert len(lines) == 5  # a line past the checkpoint at step 4: dropped on resume
+    metrics.write_text("\n".join(lines[:3]) + "\n")
+    with pytest.raises(ValueError, match="at step 4, but .*metrics.jsonl holds only 3 lines"):
+        _train(problem, tmp_path / "run", resume=True)
+    metrics.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="'threefry2x32' PRNG key, this one is 'rbg'"):
+        _train(problem, tmp_path / "run", resume=True, key=jr.key(3, impl="rbg"))
+    assert _train(problem, tmp_path / "run", resume=True).start_step == 4
+
+
+def test_a_full_disk_or_read_only_folder_is_a_clear_error(tmp_path, getkey, monkeypatch):
+    params, *_ = small_problem(getkey())
+    path = tmp_path / "checkpoint.npz"
+    mp.save_checkpoint(path, params, {"step": 1})
+    before = path.read_bytes()
+
+    def full(file, **arrays):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(mp.RunFolderError, match=f"cannot write {path}: the disk is full"):
+        mp.save_checkpoint(path, params, {"step": 2}, keep_previous=False)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]  # no temporary file left
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(mp.RunFolderError, match="results.json: the folder is on a read-only"):
+        mp._checkpoint.write_json(tmp_path / "results.json", {"a": 1})
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]
+
+
+def test_cli_resumes_a_damaged_run_only_with_previous_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = ["train", "--method", "reptile", "--width", "8", "--depth", "1",
+             "--n-interior", "24", "--n-initial", "8", "--n-boundary", "4",
+             "--meta-steps", "6", "--checkpoint-every", "2", "--no-progress",
+             "--out", str(out)]  # fmt: skip
+    assert main([*flags, "--stop-after", "5"]) == 3
+    ckpt = out / "train" / "reptile" / "seed0" / "checkpoint.npz"
+    _truncate(ckpt)
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0
+    assert "damaged checkpoint" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main([*flags, "--resume"])
+    assert exit_info.value.code == 2
+    assert f"checkpoint {ckpt} cannot be read" in capsys.readouterr().err
+    assert main([*flags, "--resume", "--previous-checkpoint"]) == 0
+    assert mp._checkpoint.read_checkpoint_meta(ckpt)["step"] == 6
