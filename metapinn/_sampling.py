@@ -38,6 +38,12 @@ class CollocationBatch(eqx.Module):
                 "CollocationBatch fields must all be (n, 2) or all be (B, n, 2); got "
                 f"{self.interior.shape}, {self.initial.shape}, {self.boundary.shape}"
             )
+        sizes = {jnp.shape(getattr(self, n))[0] for n in ("interior", "initial", "boundary")}
+        if ndims == {3} and len(sizes) != 1:
+            raise ValueError(
+                "CollocationBatch per-task fields must share the task axis B; got "
+                f"{self.interior.shape}, {self.initial.shape}, {self.boundary.shape}"
+            )
 
     @property
     def task_batch_size(self) -> int | None:

@@ -77,3 +77,15 @@ def test_bad_collocation_is_rejected(getkey):
         mp.CollocationBatch(jnp.zeros((5, 3)), jnp.zeros((2, 2)), jnp.zeros((2, 2)))
     with pytest.raises(ValueError, match="n_interior must be a positive integer, got 0"):
         mp.sample_collocation(getkey(), mp.Burgers(), 0, 5, 5)
+    # Per-task point sets must share their task axis. (The tests' jaxtyping hook
+    # refuses them at the constructor already; the module's own check is for users
+    # without it, so it is called directly here.)
+    fields = {"interior": jnp.zeros((3, 5, 2)), "initial": jnp.zeros((2, 4, 2)),
+              "boundary": jnp.zeros((3, 2, 2))}  # fmt: skip
+    with pytest.raises((ValueError, TypeError)):
+        mp.CollocationBatch(**fields)
+    batch = object.__new__(mp.CollocationBatch)
+    for name, value in fields.items():
+        object.__setattr__(batch, name, value)
+    with pytest.raises(ValueError, match=r"share the task axis B; got \(3, 5, 2\), \(2, 4, 2\)"):
+        batch.__check_init__()
