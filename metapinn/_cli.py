@@ -45,6 +45,7 @@ from ._experiment._config import _RENAMED, METHOD_NAMES, OVERRIDE_KEYS, _parse_o
 from ._experiment._training import run_dirs
 from ._pde._registry import family_table
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
+from ._train import task_mesh
 from ._xla import configure_cpu
 
 
@@ -78,6 +79,115 @@ def _add_config_flags(
             shown = str(default)
         flags = [_flag(f.name)] + [_flag(old) for old, new in _RENAMED.items() if new == f.name]
         group.add_argument(*flags, help=f"{f.metadata['help']} (default: {shown})", **kwargs)
+
+
+def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> None:
+    group = parser.add_argument_group("devices and processes")
+    group.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split each meta-step's task batch over N devices (on CPU: N host devices, "
+        "one per core; a batch that N does not divide runs on one) (default: 1; in a "
+        "multi-process job, every device of every process)",
+    )
+    if not distributed:
+        return
+    group.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="join a multi-process job (jax.distributed) coordinated by process 0 at "
+        "HOST:PORT, with --num-processes and --process-id: every process trains its share "
+        "of each task batch, process 0 writes the run folder and evaluates (default: one "
+        "process)",
+    )
+    group.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes in the job (default: none, one process)",
+    )
+    group.add_argument(
+        "--process-id",
+        type=int,
+        default=None,
+        metavar="I",
+        help="this process, 0 to N-1 (default: none, one process)",
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process job described by the cluster's environment (SLURM, "
+        "...), as jax.distributed.initialize() detects it (default: off)",
+    )
+
+
+def _start_jax(argv: Sequence[str]) -> str | None:
+    """Set the XLA:CPU flags and join a multi-process job as the device flags in
+    `argv` ask, before JAX starts its backend. **Returns:** an error message for
+    inconsistent flags (reported once the command line is parsed), else `None`."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    pre.add_argument("--devices", type=int, default=None)
+    pre.add_argument("--coordinator", default=None)
+    pre.add_argument("--num-processes", type=int, default=None)
+    pre.add_argument("--process-id", type=int, default=None)
+    pre.add_argument("--distributed", action="store_true")
+    try:
+        flags, _ = pre.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None  # the full parser names the bad value
+    joins = flags.distributed or any(
+        v is not None for v in (flags.coordinator, flags.num_processes, flags.process_id)
+    )
+    devices = flags.devices
+    try:
+        # Faster XLA:CPU compiles of the meta-step (see metapinn._xla), and as many host
+        # devices as asked for (in a multi-process job each process keeps its own).
+        configure_cpu(host_devices=devices if devices and devices > 1 and not joins else None)
+    except (RuntimeError, ValueError):
+        pass  # JAX is already running in this Python process: keep its flags
+    try:
+        _join_job(flags)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def _join_job(args: argparse.Namespace) -> None:
+    """Start `jax.distributed` if the flags ask for it (before any computation)."""
+    explicit = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
+    if any(v is not None for v in explicit):
+        if any(v is None for v in explicit):
+            raise ConfigError(
+                "a multi-process job needs all of --coordinator, --num-processes and "
+                "--process-id (or --distributed, from the cluster's environment)"
+            )
+        if not (args.num_processes >= 1 and 0 <= args.process_id < args.num_processes):
+            raise ConfigError(
+                f"--process-id {args.process_id} must be in 0..{args.num_processes - 1}"
+            )
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    elif getattr(args, "distributed", False):
+        jax.distributed.initialize()
+
+
+def _mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
+    devices = getattr(args, "devices", None)
+    if jax.process_count() > 1:
+        return task_mesh(devices)
+    if devices is None or devices == 1:
+        return None
+    try:
+        return task_mesh(devices)
+    except ValueError as e:
+        raise ConfigError(f"--devices {devices}: {e}") from None
 
 
 def _add_run_flags(parser: argparse.ArgumentParser, what: str, default_workload: str) -> None:
@@ -159,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
     _add_run_flags(p, "", DEFAULT_WORKLOAD)
+    _add_device_flags(p, distributed=True)
     _add_config_flags(
         p, every, workload(DEFAULT_WORKLOAD),
         f"experiment settings (override --config; defaults are workload {DEFAULT_WORKLOAD}'s)",
@@ -183,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the initialisation (default: 0, or the resumed run's)",
     )
     _add_run_flags(p, "-<method>", TRAIN_WORKLOAD)
+    _add_device_flags(p, distributed=True)
     _add_config_flags(
         p, [n for n in every if n not in ("methods", "seeds")], workload(TRAIN_WORKLOAD),
         f"experiment settings (override --config; defaults are workload {TRAIN_WORKLOAD}'s)",
@@ -229,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="an axis of the grid, replacing the file's for that key; KEY one of "
         + ", ".join(GRID_KEYS)
-        + " (repeatable)",
+        + " (repeatable; default: the file's axes)",
     )
     p.add_argument(
         "--quick",
@@ -244,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
     _add_run_flags(p, "", DEFAULT_WORKLOAD)
+    _add_device_flags(p, distributed=False)
     p.set_defaults(config=None)
     _add_config_flags(
         p, [n for n in every if n != "methods"], workload(DEFAULT_WORKLOAD),
@@ -318,7 +431,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         stop_after=args.stop_after,
         plots=not args.no_plots,
         previous_checkpoint=args.previous_checkpoint,
+        mesh=_mesh(args),
     )
+    if results is None:
+        print(f"process {jax.process_index()}: trained; process 0 evaluates and writes {out}")
+        return 0
     print()
     print(format_summary(results))
     written = [out / "results.md", out / "results.json"]
@@ -349,6 +466,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train_runs(
         config, out, resume=args.resume, progress=not args.no_progress,
         stop_after=args.stop_after, previous_checkpoint=args.previous_checkpoint,
+        mesh=_mesh(args),
     )  # fmt: skip
     print(f"trained initialisation: {out / 'train' / method / f'seed{seed}'}")
     print(f"evaluate it with: metapinn evaluate {out}")
@@ -423,6 +541,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         command=" ".join(["metapinn", *args.argv]),
         previous_checkpoint=args.previous_checkpoint,
         train=not args.finished_only,
+        mesh=_mesh(args),
     )
     print()
     print(format_ablation(results))
@@ -439,14 +558,18 @@ def _cmd_families(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `metapinn` command. **Returns:** the exit status."""
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before anything touches JAX (building the parser does: its defaults are checked
+    # configurations): the XLA flags, and joining a multi-process job.
+    early_error = _start_jax(argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    try:
-        configure_cpu()  # faster XLA:CPU compiles of the meta-step (see metapinn._xla)
-    except RuntimeError:
-        pass  # called from a Python process whose JAX is already running: keep its flags
+    devices = getattr(args, "devices", None)
+    if devices is not None and devices < 1:
+        parser.exit(2, f"metapinn {args.command}: error: --devices must be >= 1, got {devices}\n")
+    if early_error is not None:
+        parser.exit(2, f"metapinn {args.command}: error: {early_error}\n")
     # Float64 is needed by the reference solver (and by `--dtype float64`); training
     # stays in the configured dtype, as every array is created with it explicitly.
     # Set before any array exists, never toggled later.

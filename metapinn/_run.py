@@ -162,6 +162,28 @@ def _sample_step_points(
     return sample(k_support), sample(k_query)
 
 
+def _spans_processes(mesh: Mesh | None) -> bool:
+    """Whether `mesh` has devices of other processes (a multi-process job)."""
+    return mesh is not None and any(
+        d.process_index != jax.process_index() for d in mesh.devices.flat
+    )
+
+
+def _on_host(tree: PyTree) -> PyTree:
+    """Every JAX array leaf as a NumPy array: in a multi-process job, each process
+    passes its (identical) host values, which `jit` places on the global mesh, where an
+    array already committed to a local device would not go."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
+
+
+def _sync(name: str) -> None:
+    """A barrier across the processes of a multi-process job (none in one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _all_finite(tree: PyTree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(tree))
 
@@ -244,7 +266,10 @@ def meta_train(
       sampling), shared by the step's tasks; a resumed run draws the same points as
       an uninterrupted one.
     - `mesh`: split each step's task batch over a device mesh
-      ([`metapinn.task_mesh`][]; see [`metapinn.meta_step`][]).
+      ([`metapinn.task_mesh`][]; see [`metapinn.meta_step`][]). In a multi-process
+      job (`jax.distributed`), a mesh over `jax.devices()` spans every process: each
+      process runs this same call, and process 0 alone writes the run's files (on a
+      file system every process reads: a resumed job reads them back).
     - `tasks_at_once`: map each step's tasks in groups of this size, one after
       another, instead of all at once (see [`metapinn.meta_objective`][]).
     - `run_dir`: the folder for `checkpoint.npz` and `metrics.jsonl`; `None` keeps
@@ -298,9 +323,11 @@ def meta_train(
     start = 0
     rows: list[dict[str, Any]] = []
     directory = None if run_dir is None else pathlib.Path(run_dir)
+    writer = jax.process_index() == 0  # in a multi-process job, process 0 writes the files
     checkpoint_step = None
     if directory is not None:
-        directory.mkdir(parents=True, exist_ok=True)
+        if writer:
+            directory.mkdir(parents=True, exist_ok=True)
         ckpt = directory / CHECKPOINT
         if ckpt.exists() and not resume:
             raise FileExistsError(
@@ -341,9 +368,11 @@ def meta_train(
                 f"only {len(rows)} lines (one is written per step before each checkpoint); "
                 "restore the metrics file, or start the run again"
             )
-        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
-        if previous_checkpoint:  # the damaged last one goes; the next save replaces it
-            ckpt.unlink(missing_ok=True)
+        _sync(f"metapinn: {directory} read")  # every process has read it before it changes
+        if writer:
+            write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+            if previous_checkpoint:  # the damaged last one goes; the next save replaces it
+                ckpt.unlink(missing_ok=True)
     run_key = jr.wrap_key_data(key_data, impl=jr.key_impl(key))
     # The points' own stream, apart from the task sampling's `fold_in(run_key, step)`.
     points_key = jr.fold_in(run_key, _POINTS_STREAM)
@@ -352,14 +381,18 @@ def meta_train(
     query_loss = [r["query_loss"] for r in rows]
     task_index = [r["tasks"] for r in rows]
 
+    if _spans_processes(mesh):
+        # Host values, which every process holds whole: JAX places them on the mesh.
+        params, opt_state, learner, loss_fn = _on_host((params, opt_state, learner, loss_fn))
+
     def checkpoint(done: int) -> None:
-        if directory is None:
+        if directory is None or not writer:
             return
         tree = {"params": params, "opt_state": opt_state, "key": key_data}
         meta = {"step": done, "config": config, "key_impl": str(jr.key_impl(run_key))}
         save_checkpoint(directory / CHECKPOINT, tree, meta)
 
-    metrics_file = None if directory is None else open(directory / METRICS, "a")
+    metrics_file = None if directory is None or not writer else open(directory / METRICS, "a")
     bar = tqdm(
         total=steps,
         initial=start,
@@ -383,6 +416,10 @@ def meta_train(
             else:
                 step_support = _take(support, index) if per_task_support else support
                 step_query = _take(query, index) if per_task_query else query
+            if _spans_processes(mesh):
+                batch_tasks, step_support, step_query = _on_host(
+                    (batch_tasks, step_support, step_query)
+                )
             new_params, new_opt_state, info = meta_step(
                 learner.at_step(step, steps), params, static, opt_state, optimizer, loss_fn,
                 batch_tasks, step_support, step_query, mesh=mesh, tasks_at_once=tasks_at_once,
@@ -441,6 +478,8 @@ def meta_train(
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
+    if directory is not None:
+        _sync(f"metapinn: {directory} written")  # its files are there for every process
     return MetaTrainResult(
         params=params,
         opt_state=opt_state,

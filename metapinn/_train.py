@@ -215,7 +215,11 @@ def _sharded_meta_gradient(
         )
         grads = jax.lax.pmean(grads, axis)
         mean = jax.lax.pmean(info.meta_loss, axis)
-        return grads, (mean, info.query_loss, info.support_losses)
+        # The per-task losses gathered too: every output is replicated, so each process
+        # of a multi-process job can read all of it.
+        query_loss = jax.lax.all_gather(info.query_loss, axis, tiled=True)
+        support_losses = jax.lax.all_gather(info.support_losses, axis, tiled=True)
+        return grads, (mean, query_loss, support_losses)
 
     def spec(points):
         return PartitionSpec(axis) if _points_axis(points) == 0 else PartitionSpec()
@@ -227,7 +231,7 @@ def _sharded_meta_gradient(
         per_device,
         mesh=mesh,
         in_specs=(PartitionSpec(), split, spec(support), spec(query)),
-        out_specs=(PartitionSpec(), (PartitionSpec(), split, split)),
+        out_specs=(PartitionSpec(), (PartitionSpec(), PartitionSpec(), PartitionSpec())),
         check_vma=False,
     )
     grads, (mean, query_loss, support_losses) = mapped(params, tasks, support, query)

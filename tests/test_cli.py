@@ -268,7 +268,7 @@ def test_all_methods_are_one_flag_away():
 
 
 def test_help_gives_every_option_a_default(capsys):
-    for command in ("reproduce", "train", "evaluate", "show"):
+    for command in ("reproduce", "train", "evaluate", "show", "ablate"):
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
         assert exit_info.value.code == 0

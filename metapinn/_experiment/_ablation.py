@@ -410,6 +410,7 @@ def run_ablation(
     command: str | None = None,
     previous_checkpoint: bool = False,
     train: bool = True,
+    mesh: Any = None,
 ) -> dict[str, Any]:
     """Train and evaluate every cell of `grid` in `out_dir` (see the module notes), and
     write the results over all cells.
@@ -421,7 +422,8 @@ def run_ablation(
     line recorded with the results; `previous_checkpoint`, with `resume`, a run whose
     checkpoint is damaged continues from the one before (see [`metapinn.train_runs`][]);
     `train=False` tabulates the cells finished so far and trains nothing (the others
-    are left out of the table, and named in the log).
+    are left out of the table, and named in the log); `mesh`, split each meta-step's
+    task batch over these devices of this process.
 
     **Returns:** the results (as in `ablation.json`).
 
@@ -464,7 +466,7 @@ def run_ablation(
             again = (cell.source_dir / "config.json").exists()
             train_runs(cell.source, cell.source_dir, resume=again, progress=progress,
                        stop_after=stop_after, log=log, keep_going=True,
-                       previous_checkpoint=previous_checkpoint)  # fmt: skip
+                       previous_checkpoint=previous_checkpoint, mesh=mesh)  # fmt: skip
             failed = sorted(str(p.parent) for p in cell.source_dir.glob(f"train/*/*/{DIVERGED}"))
             if failed:
                 log(f"{head}: not run, its warm-start source diverged ({', '.join(failed)})")
@@ -478,6 +480,7 @@ def run_ablation(
             log=log,
             plots=plots,
             previous_checkpoint=previous_checkpoint,
+            mesh=mesh,
         )
         row = cell_row(cell, results)
         write_json(cell.folder / CELL_FILE, {"config": cell.config.to_dict(), "row": row})

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
+
 from ._config import ExperimentConfig
 from ._evaluation import evaluate_runs, reference_fields
 from ._training import train_runs
@@ -38,7 +40,8 @@ def reproduce(
     log: Callable[[str], None] = print,
     plots: bool = True,
     previous_checkpoint: bool = False,
-) -> dict[str, Any]:
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, Any] | None:
     """The whole experiment: meta-train every method for every seed, evaluate, write
     the results and plots into `out_dir`.
 
@@ -60,15 +63,20 @@ def reproduce(
     - `plots`: draw the plots into `out_dir/plots`.
     - `previous_checkpoint`: with `resume`, a run whose checkpoint is damaged
       continues from the one kept before it (see [`metapinn.train_runs`][]).
+    - `mesh`: split each meta-step's task batch over these devices (see
+      [`metapinn.train_runs`][]); in a multi-process job every process trains, and
+      process 0 alone evaluates and writes.
 
-    **Returns:** the results, as written to `results.json`.
+    **Returns:** the results, as written to `results.json` (`None` on the other
+    processes of a multi-process job).
     """
     config = workload(DEFAULT_WORKLOAD) if config is None else config
     out_dir = default_out_dir(config) if out_dir is None else pathlib.Path(out_dir)
     log(f"run folder: {out_dir}")
+    evaluates = jax.process_index() == 0
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metapinn-reference")
     try:
-        reference = pool.submit(reference_fields, config)
+        reference = pool.submit(reference_fields, config) if evaluates else None
         train_runs(
             config,
             out_dir,
@@ -78,7 +86,10 @@ def reproduce(
             log=log,
             keep_going=True,
             previous_checkpoint=previous_checkpoint,
+            mesh=mesh,
         )
+        if not evaluates:
+            return None
         return evaluate_runs(config, out_dir, log=log, plots=plots, reference=reference)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -28,6 +28,7 @@ from .._run import (
     MetaTrainResult,
     NonFiniteLossError,
     _config_mismatch,
+    _sync,
     load_initialisation,
     meta_train,
 )
@@ -51,6 +52,17 @@ from ._problem import (
     tasks_at_once,
     writers_optimizer,
 )
+
+
+def _is_writer() -> bool:
+    """Whether this process writes the run's files: process 0 of a multi-process job."""
+    return jax.process_index() == 0
+
+
+def _write_marker(path: pathlib.Path, data: dict[str, Any]) -> None:
+    """Write a run's `diverged.json`, from process 0 only."""
+    if _is_writer():
+        write_json(path, data)
 
 
 RESUMABLE_RUN_KEYS = ("overrides", "tasks_at_once", "inner_remat", "seeds", "methods")
@@ -124,7 +136,9 @@ def _start_run_folder(
                 + ", ".join(f"{k} (stored {stored[k]!r}, given {given[k]!r})" for k in bad)
             )
         _check_resumable_runs(config, out_dir, previous_checkpoint)
-    write_json(path, config.to_dict())
+    if _is_writer():
+        write_json(path, config.to_dict())
+    _sync(f"metapinn: {out_dir} started")
 
 
 def _damaged(folder: pathlib.Path) -> bool:
@@ -293,7 +307,8 @@ def train_runs(
     `keep_going`.
     """
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if _is_writer():
+        out_dir.mkdir(parents=True, exist_ok=True)
     _start_run_folder(config, out_dir, resume, previous_checkpoint)
     problem = build_problem(config)
     sampler = point_sampler(config, problem)
@@ -313,7 +328,7 @@ def train_runs(
                     and (run_dir(out_dir, source, seed) / DIVERGED).exists()
                 ):
                     message = f"not trained: its warm-start source {source} diverged"
-                    write_json(
+                    _write_marker(
                         folder / DIVERGED,
                         {
                             "step": 0,
@@ -362,7 +377,7 @@ def train_runs(
                 except NonFiniteLossError as error:
                     if not keep_going:
                         raise
-                    write_json(
+                    _write_marker(
                         folder / DIVERGED,
                         {"step": error.step, "tasks": error.tasks, "message": str(error),
                          "checkpoint_step": error.checkpoint_step},
@@ -370,7 +385,8 @@ def train_runs(
                     log(f"{LABELS[method]}, seed {seed}: DIVERGED. {error}")
                     results[name, seed] = None
                     continue
-                (folder / DIVERGED).unlink(missing_ok=True)  # stale, from other settings
+                if _is_writer():
+                    (folder / DIVERGED).unlink(missing_ok=True)  # stale, from other settings
                 trained = settings["meta_steps"] - result.start_step
                 if trained:
                     log(

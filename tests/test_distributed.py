@@ -1,0 +1,98 @@
+"""Meta-training over several devices and several processes: a run split over two
+host devices of one process, and the same run as a two-process `jax.distributed` job
+on 127.0.0.1 (gloo collectives on CPU), give the single-device run's parameters; in
+the job, process 0 alone writes the run folder."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from metapinn._cli import main
+from metapinn._xla import cpu_xla_flags
+
+
+TINY = [
+    "train", "--method", "maml", "--inner-steps", "2", "--width", "8", "--depth", "1",
+    "--n-interior", "24", "--n-initial", "8", "--n-boundary", "4", "--meta-steps", "4",
+    "--checkpoint-every", "2", "--no-progress",
+]  # fmt: skip
+"""A W1 run at a tiny size; its 6 training tasks a step split 3 + 3 over two devices."""
+
+
+def _arrays(out):
+    folder = out / "train" / "maml" / "seed0"
+    with np.load(folder / "checkpoint.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "__meta__"}
+    rows = [json.loads(r) for r in (folder / "metrics.jsonl").read_text().splitlines()]
+    return arrays, rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_devices_and_two_processes_give_the_single_device_run(tmp_path, capsys):
+    assert main([*TINY, "--out", str(tmp_path / "one")]) == 0
+    assert main([*TINY, "--devices", "2", "--out", str(tmp_path / "two")]) == 0
+    one, one_rows = _arrays(tmp_path / "one")
+    two, _ = _arrays(tmp_path / "two")
+    # The mean over 6 tasks against the mean of two means of 3: float32 rounding.
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=2e-5, atol=1e-7, err_msg=k)
+
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": cpu_xla_flags("")}  # one CPU device per process
+    job = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "metapinn._cli",
+                *TINY,
+                "--out",
+                str(tmp_path / "job"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in job]
+    assert [p.returncode for p in job] == [0, 0], "\n".join(outputs)
+    joint, joint_rows = _arrays(tmp_path / "job")
+    # Two processes of one device each compute what one process of two devices does.
+    for k in two:
+        np.testing.assert_allclose(joint[k], two[k], rtol=1e-6, atol=1e-8, err_msg=k)
+    assert [r["step"] for r in joint_rows] == [0, 1, 2, 3]  # one writer: one line a step
+    np.testing.assert_allclose(
+        [r["meta_loss"] for r in joint_rows], [r["meta_loss"] for r in one_rows], rtol=1e-4
+    )
+
+
+def test_bad_process_flags_are_refused(tmp_path, capsys):
+    for flags, match in [
+        (["--coordinator", "127.0.0.1:1"], "needs all of --coordinator"),
+        (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+         "--process-id 2 must be in 0..1"),
+        (["--devices", "0"], "--devices must be >= 1, got 0"),
+        (["--devices", "3"], "--devices 3: devices must be an integer from 1 to 2"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main([*TINY, *flags, "--out", str(tmp_path / "x")])
+        assert exit_info.value.code == 2
+        assert match in capsys.readouterr().err
