@@ -1,7 +1,7 @@
 """Meta-training over several devices and several processes: a run split over two
 host devices of one process, and the same run as a two-process `jax.distributed` job
 on 127.0.0.1 (gloo collectives on CPU), give the single-device run's parameters; in
-the job, process 0 alone writes the run folder."""
+the job, process 0 alone writes the run folder, and the job resumes after a stop."""
 
 import json
 import os
@@ -47,38 +47,49 @@ def test_two_devices_and_two_processes_give_the_single_device_run(tmp_path, caps
     for k in one:
         np.testing.assert_allclose(two[k], one[k], rtol=2e-5, atol=1e-7, err_msg=k)
 
-    port = _free_port()
     env = {**os.environ, "XLA_FLAGS": cpu_xla_flags("")}  # one CPU device per process
-    job = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "metapinn._cli",
-                *TINY,
-                "--out",
-                str(tmp_path / "job"),
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=300)[0] for p in job]
-    assert [p.returncode for p in job] == [0, 0], "\n".join(outputs)
+
+    def job(*flags):
+        port = _free_port()
+        processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "metapinn._cli",
+                    *TINY,
+                    "--out",
+                    str(tmp_path / "job"),
+                    "--coordinator",
+                    f"127.0.0.1:{port}",
+                    "--num-processes",
+                    "2",
+                    "--process-id",
+                    str(i),
+                    *flags,
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for i in range(2)
+        ]
+        outputs = [p.communicate(timeout=300)[0] for p in processes]
+        return [p.returncode for p in processes], "\n".join(outputs)
+
+    # Both processes stop after 3 steps, as if killed (checkpoint at step 2); then
+    # the whole job resumes.
+    codes, output = job("--stop-after", "3")
+    assert codes == [3, 3], output
+    codes, output = job("--resume")
+    assert codes == [0, 0], output
     joint, joint_rows = _arrays(tmp_path / "job")
     # Two processes of one device each compute what one process of two devices does.
     for k in two:
         np.testing.assert_allclose(joint[k], two[k], rtol=1e-6, atol=1e-8, err_msg=k)
-    assert [r["step"] for r in joint_rows] == [0, 1, 2, 3]  # one writer: one line a step
+    # One writer, one line a step; the line of step 2 was written again on resume.
+    assert [r["step"] for r in joint_rows] == [0, 1, 2, 3]
     np.testing.assert_allclose(
         [r["meta_loss"] for r in joint_rows], [r["meta_loss"] for r in one_rows], rtol=1e-4
     )
