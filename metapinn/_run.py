@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import pathlib
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +62,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 class RunInterrupted(RuntimeError):
-    """Raised by `stop_after`: the run stopped early on purpose, as if killed."""
+    """The run stopped early and can be resumed: by `stop_after` (as if killed, for
+    testing), or on SIGTERM or SIGINT, after checkpointing the step it had finished.
+    `step` is the last meta-step done."""
 
     def __init__(self, message: str, *, step: int):
         super().__init__(message)
@@ -160,6 +164,45 @@ def _sample_step_points(
     network's jet is then the same for every task and is computed once."""
     k_support, k_query = jr.split(jr.fold_in(key, step))
     return sample(k_support), sample(k_query)
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT while a run trains (a pre-empted job, Ctrl-C): noted, so that
+    the loop checkpoints the step it is in once it is done and stops. A second SIGINT
+    interrupts at once. Installed only in the main thread (Python delivers signals
+    there); in a multi-process job, JAX's preemption service is asked instead, so that
+    every process stops at the same step."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def stop(self, step: int) -> str | None:
+        """The name of the signal to stop for after `step`, if any."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return (
+                "a pre-emption notice"
+                if multihost_utils.reached_preemption_sync_point(step)
+                else None
+            )
+        return None if self.received is None else signal.Signals(self.received).name
 
 
 def _spans_processes(mesh: Mesh | None) -> bool:
@@ -300,6 +343,9 @@ def meta_train(
     - `ValueError` for bad settings, or a checkpoint that does not match them (its
       settings, its PRNG implementation, or the metrics file beside it).
     - [`metapinn.CorruptCheckpointError`][] if the checkpoint cannot be read.
+    - [`metapinn.RunInterrupted`][] on SIGTERM or SIGINT (in a multi-process job, a
+      pre-emption notice to any process): the step in progress is finished and
+      checkpointed first, so the run resumes from it; and with `stop_after`.
     - [`metapinn.RunFolderError`][] if a file of the run cannot be written.
     """
     if sample_points is not None and (support is not None or query is not None):
@@ -402,7 +448,9 @@ def meta_train(
         dynamic_ncols=True,
     )
     t0 = time.perf_counter()
+    signals = _StopSignals()
     try:
+        signals.__enter__()
         for step in range(start, steps):
             if b == n_tasks:
                 index = np.arange(n_tasks)
@@ -468,6 +516,19 @@ def meta_train(
                     os.fsync(metrics_file.fileno())
                 checkpoint(done)
                 checkpoint_step = done
+            stop_for = signals.stop(step) if done < steps else None
+            if stop_for is not None:
+                if checkpoint_step != done:
+                    if metrics_file is not None:
+                        metrics_file.flush()
+                        os.fsync(metrics_file.fileno())
+                    checkpoint(done)
+                    checkpoint_step = done
+                raise RunInterrupted(
+                    f"stopped by {stop_for} after meta-step {step}; "
+                    + _checkpoint_note(directory, checkpoint_step),
+                    step=step,
+                )
             if stop_after is not None and done - start >= stop_after and done < steps:
                 raise RunInterrupted(
                     f"stopped after meta-step {step} as asked (stop_after={stop_after}); "
@@ -475,6 +536,7 @@ def meta_train(
                     step=step,
                 )
     finally:
+        signals.__exit__()
         bar.close()
         if metrics_file is not None:
             metrics_file.close()

@@ -1,12 +1,16 @@
 """Runs that survive: the checkpoint before the last is kept; a damaged checkpoint is
 named, and the previous one used only when asked; resume checks the metrics file and
 the PRNG implementation; a full disk or read-only folder is a clear error that leaves
-nothing half-written."""
+nothing half-written; SIGTERM or SIGINT checkpoints the step in progress and stops."""
 
 import errno
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -146,3 +150,50 @@ def test_cli_resumes_a_damaged_run_only_with_previous_checkpoint(tmp_path, capsy
     assert f"checkpoint {ckpt} cannot be read" in capsys.readouterr().err
     assert main([*flags, "--resume", "--previous-checkpoint"]) == 0
     assert mp._checkpoint.read_checkpoint_meta(ckpt)["step"] == 6
+
+
+def _train_command(out, *extra):
+    return [sys.executable, "-m", "metapinn._cli", "train", "--method", "fomaml",
+            "--width", "8", "--depth", "1", "--n-interior", "24", "--n-initial", "8",
+            "--n-boundary", "4", "--checkpoint-every", "1000", "--no-progress",
+            "--out", str(out), *extra]  # fmt: skip
+
+
+def _lines(path):
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _final_arrays(out):
+    with np.load(out / "train" / "fomaml" / "seed0" / "checkpoint.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
+def test_a_signal_checkpoints_the_step_in_progress_and_stops(tmp_path, sig):
+    """A pre-empted job (SIGTERM) or Ctrl-C (SIGINT) between checkpoints: the step in
+    progress finishes, is checkpointed (no checkpoint was due for 1000 steps), the
+    command exits 3 naming the signal, and the resumed run ends where an
+    uninterrupted one does."""
+    steps = ["--meta-steps", "200"]
+    subprocess.run(_train_command(tmp_path / "whole", *steps), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    out = tmp_path / "run"
+    process = subprocess.Popen(_train_command(out, *steps), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    metrics = out / "train" / "fomaml" / "seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while _lines(metrics) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(sig)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 3, output
+    assert f"stopped by {sig.name} after meta-step" in output
+    meta = mp._checkpoint.read_checkpoint_meta(metrics.parent / "checkpoint.npz")
+    assert 3 <= meta["step"] < 200 and meta["step"] == _lines(metrics)
+    subprocess.run(_train_command(out, *steps, "--resume"), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    whole, resumed = _final_arrays(tmp_path / "whole"), _final_arrays(out)
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
