@@ -197,3 +197,49 @@ def test_a_signal_checkpoints_the_step_in_progress_and_stops(tmp_path, sig):
     whole, resumed = _final_arrays(tmp_path / "whole"), _final_arrays(out)
     for k in whole:
         np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
+
+
+def _resumable(command, out):
+    """`command` into `out`, resuming the run there if it has started (its settings
+    then come from its folder, so the workload flag goes)."""
+    if not (out / "config.json").exists():
+        return [*command, "--out", str(out)]
+    i = command.index("--workload")
+    return [*command[:i], *command[i + 2 :], "--out", str(out), "--resume"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_reproduce_survives_being_stopped_at_random_moments(tmp_path, sig):
+    """Fault injection: a real `metapinn reproduce --quick` is stopped (kill -9, or
+    SIGTERM) at random moments, over and over, and resumed each time: its results are
+    those of an uninterrupted run, to the bit."""
+    flags = ["reproduce", "--quick", "--workload", "W1", "--width", "8", "--depth", "1",
+             "--n-interior", "24", "--n-initial", "8", "--n-boundary", "4",
+             "--methods", "reptile", "multitask", "--checkpoint-every", "3",
+             "--no-plots", "--no-progress"]  # fmt: skip
+    command = [sys.executable, "-m", "metapinn._cli", *flags]
+    env = {**os.environ, "METAPINN_CACHE": str(tmp_path / "cache")}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], check=True, **quiet)
+    out = tmp_path / "run"
+    rng = np.random.default_rng(int(sig))
+    stops = 0
+    while stops < 6:
+        process = subprocess.Popen(_resumable(command, out), **quiet)
+        try:
+            process.wait(timeout=float(rng.uniform(3.0, 12.0)))
+        except subprocess.TimeoutExpired:
+            process.send_signal(sig)
+            process.wait()
+            stops += 1
+        else:
+            assert process.returncode == 0
+            break
+    assert stops >= 1
+    if not (out / "results.json").exists():
+        subprocess.run(_resumable(command, out), check=True, **quiet)
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["per_run"] == whole["per_run"]
+    assert resumed["table"] == whole["table"]
