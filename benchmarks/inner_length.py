@@ -143,8 +143,14 @@ def main() -> None:
                     flush=True,
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    import platform
+
+    import jax
+
     command = " ".join(["python benchmarks/inner_length.py", *sys.argv[1:]])
-    args.out.write_text(json.dumps({"command": command, "rows": rows},
+    device = {"device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+              "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__}
+    args.out.write_text(json.dumps({"command": command, **device, "rows": rows},
                                    indent=1) + "\n")  # fmt: skip
 
 

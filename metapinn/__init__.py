@@ -130,7 +130,11 @@ from ._train import (
     meta_step as meta_step,
     task_mesh as task_mesh,
 )
-from ._xla import configure_cpu as configure_cpu, cpu_xla_flags as cpu_xla_flags
+from ._xla import (
+    configure_cpu as configure_cpu,
+    cpu_xla_flags as cpu_xla_flags,
+    pin_matmul_precision as pin_matmul_precision,
+)
 
 
 __version__ = importlib.metadata.version("metapinn")

@@ -46,7 +46,7 @@ from ._experiment._training import run_dirs
 from ._pde._registry import family_table
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
 from ._train import task_mesh
-from ._xla import configure_cpu
+from ._xla import configure_cpu, pin_matmul_precision
 
 
 TRAIN_WORKLOAD = "W1"
@@ -570,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"metapinn {args.command}: error: --devices must be >= 1, got {devices}\n")
     if early_error is not None:
         parser.exit(2, f"metapinn {args.command}: error: {early_error}\n")
+    pin_matmul_precision()  # full float32 products on a GPU or TPU (see metapinn._xla)
     # Float64 is needed by the reference solver (and by `--dtype float64`); training
     # stays in the configured dtype, as every array is created with it explicitly.
     # Set before any array exists, never toggled later.

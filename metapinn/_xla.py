@@ -69,3 +69,23 @@ def configure_cpu(host_devices: int | None = None) -> None:
             "computation or jax.devices() call); XLA reads XLA_FLAGS only once"
         )
     os.environ["XLA_FLAGS"] = cpu_xla_flags(os.environ.get("XLA_FLAGS", ""), host_devices)
+
+
+def pin_matmul_precision() -> str:
+    """Full float32 matrix products on every backend: set `jax_default_matmul_precision`
+    to `"highest"` where JAX's default is a reduced-precision pass (GPU: TF32; TPU:
+    bfloat16), and leave it on CPU, whose float32 products are always full precision.
+
+    A PINN's loss holds second derivatives of the network, which TF32's 10-bit mantissa
+    would round at the 1e-3 level, above the accuracy the few-shot tables resolve. The
+    `metapinn` command calls this at start-up; a script on a GPU calls it once, before
+    its first computation, to get the same numbers.
+
+    **Returns:** the backend (`jax.default_backend()`).
+    """
+    import jax
+
+    backend = jax.default_backend()
+    if backend != "cpu":
+        jax.config.update("jax_default_matmul_precision", "highest")
+    return backend

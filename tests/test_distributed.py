@@ -107,3 +107,20 @@ def test_bad_process_flags_are_refused(tmp_path, capsys):
             main([*TINY, *flags, "--out", str(tmp_path / "x")])
         assert exit_info.value.code == 2
         assert match in capsys.readouterr().err
+
+
+def test_matmul_precision_is_pinned_off_cpu(monkeypatch):
+    """Full float32 products: left as they are on CPU (always full there), set to
+    "highest" on a GPU or TPU (whose default is TF32 or bfloat16 passes)."""
+    import jax
+
+    import metapinn as mp
+
+    assert mp.pin_matmul_precision() == "cpu"
+    assert jax.config.jax_default_matmul_precision is None
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    try:
+        assert mp.pin_matmul_precision() == "gpu"
+        assert jax.config.jax_default_matmul_precision == "highest"
+    finally:
+        jax.config.update("jax_default_matmul_precision", None)
