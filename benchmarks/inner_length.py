@@ -148,8 +148,13 @@ def main() -> None:
     import jax
 
     command = " ".join(["python benchmarks/inner_length.py", *sys.argv[1:]])
-    device = {"device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-              "cpu_count": os.cpu_count(), "machine": platform.machine(), "jax": jax.__version__}
+    device = {
+        "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+    }
     args.out.write_text(json.dumps({"command": command, **device, "rows": rows},
                                    indent=1) + "\n")  # fmt: skip
 
