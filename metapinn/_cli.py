@@ -181,6 +181,8 @@ def _join_job(args: argparse.Namespace) -> None:
 def _mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
     devices = getattr(args, "devices", None)
     if jax.process_count() > 1:
+        if args.out is None:  # the default folder's name holds each process's own clock
+            raise ConfigError("a multi-process job needs --out DIR, the same for every process")
         return task_mesh(devices)
     if devices is None or devices == 1:
         return None

@@ -136,6 +136,9 @@ def _start_run_folder(
                 + ", ".join(f"{k} (stored {stored[k]!r}, given {given[k]!r})" for k in bad)
             )
         _check_resumable_runs(config, out_dir, previous_checkpoint)
+    # Every process of a job has checked the folder before process 0 writes to it
+    # (else a later process would find the new config.json and refuse a fresh run).
+    _sync(f"metapinn: {out_dir} checked")
     if _is_writer():
         write_json(path, config.to_dict())
     _sync(f"metapinn: {out_dir} started")
