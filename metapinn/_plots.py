@@ -195,12 +195,18 @@ def plot_ablation(
         "meta-step time (s, median)",
         "XLA temporary memory of a meta-step (MiB)",
     )
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     positive = all(np.all(s["x"] > 0) for s in series.values())
+    ticks = sorted({float(v) for s in series.values() for v in s["x"]})
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(x_label)
         ax.set_yscale("log")
         if positive:
             ax.set_xscale("log")
+        ax.set_xticks(ticks)  # the grid's own values, as plain numbers
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=8)
     return fig
