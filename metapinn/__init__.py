@@ -1,6 +1,6 @@
 """metapinn: meta-learned initialisations of physics-informed neural networks."""
 
-import importlib.metadata
+import importlib.metadata as _metadata
 
 from ._checkpoint import (
     CorruptCheckpointError as CorruptCheckpointError,
@@ -32,6 +32,7 @@ from ._experiment import (
     evaluate_runs as evaluate_runs,
     load_config as load_config,
     make_grid as make_grid,
+    quick as quick,
     read_grid_file as read_grid_file,
     reference_fields as reference_fields,
     reproduce as reproduce,
@@ -137,4 +138,4 @@ from ._xla import (
 )
 
 
-__version__ = importlib.metadata.version("metapinn")
+__version__ = _metadata.version("metapinn")

@@ -200,7 +200,7 @@ class MLPPINN(AbstractPINN):
     stream at the sets that need it (for Burgers' loss: `h_x`, `h_t` and `h_xx` at the
     interior points only, values only at the initial and boundary points), so each
     layer is *one* matrix product `W @ jet`; the bias is added to the value columns
-    only (it does not reach the derivative streams). [`metapinn.MLPPINN.jet_vjp`][]
+    only (it does not reach the derivative streams). [`metapinn.AbstractPINN.jet_vjp`][]
     pulls a cotangent back through the same jet by hand (the adjoint of the recurrence
     above: one product per layer for the weights' cotangent, one for the layer
     input's). A loss gradient so costs

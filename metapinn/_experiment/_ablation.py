@@ -107,7 +107,7 @@ class AblationGrid:
       vary (the last fastest); `method` must be one of them, or its one value given.
 
     **Raises:** `GridError` for an unknown key, an empty or repeated list of values, a
-    value of the wrong type; [`AblationGrid.cells`][] for a cell whose settings are
+    value of the wrong type; [`metapinn.AblationGrid.cells`][] for a cell whose settings are
     incompatible.
     """
 
@@ -340,7 +340,7 @@ def make_grid(
     vary: Sequence[tuple[str, Sequence[Any]]] = (),
     quick: bool = False,
 ) -> AblationGrid:
-    """A grid from a grid file's `data` (see [`read_grid_file`][]) and arguments that
+    """A grid from a grid file's `data` (see [`metapinn.read_grid_file`][]) and arguments that
     override it: the workload and family of the base, `settings` (configuration
     changes, applied after the file's) and `vary` (axes that replace the file's axes
     of the same key, or are added after them). A setting of `OVERRIDE_KEYS` given
