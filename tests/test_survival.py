@@ -219,16 +219,21 @@ def test_reproduce_survives_being_stopped_at_random_moments(tmp_path, sig):
              "--methods", "reptile", "multitask", "--checkpoint-every", "3",
              "--no-plots", "--no-progress"]  # fmt: skip
     command = [sys.executable, "-m", "metapinn._cli", *flags]
-    env = {**os.environ, "METAPINN_CACHE": str(tmp_path / "cache")}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-    subprocess.run([*command, "--out", str(tmp_path / "whole")], check=True, **quiet)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    # Each run computes its own reference (no shared cache), so that the first stopped
+    # attempt has the uninterrupted run's work ahead of it, and the stops fall within it.
+    env = {**os.environ, "METAPINN_CACHE": str(tmp_path / "cache-whole")}
+    start = time.monotonic()
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], check=True, env=env, **quiet)
+    whole_seconds = time.monotonic() - start
+    env = {**os.environ, "METAPINN_CACHE": str(tmp_path / "cache-run")}
     out = tmp_path / "run"
     rng = np.random.default_rng(int(sig))
     stops = 0
     while stops < 6:
-        process = subprocess.Popen(_resumable(command, out), **quiet)
+        process = subprocess.Popen(_resumable(command, out), env=env, **quiet)
         try:
-            process.wait(timeout=float(rng.uniform(3.0, 12.0)))
+            process.wait(timeout=float(rng.uniform(0.15, 0.7)) * whole_seconds)
         except subprocess.TimeoutExpired:
             process.send_signal(sig)
             process.wait()
@@ -238,7 +243,7 @@ def test_reproduce_survives_being_stopped_at_random_moments(tmp_path, sig):
             break
     assert stops >= 1
     if not (out / "results.json").exists():
-        subprocess.run(_resumable(command, out), check=True, **quiet)
+        subprocess.run(_resumable(command, out), check=True, env=env, **quiet)
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     resumed = json.loads((out / "results.json").read_text())
     assert resumed["per_run"] == whole["per_run"]
