@@ -205,6 +205,8 @@ def _sharded_meta_gradient(
             f"a task batch of {size} does not split evenly over the mesh's {mesh.size} devices"
         )
 
+    across_processes = any(d.process_index != jax.process_index() for d in mesh.devices.flat)
+
     def per_device(params, tasks, support, query):
         # A device that checked only its own tasks would stop alone on a bad one while
         # the others wait for it in the pmean below; every device checks the whole
@@ -215,23 +217,26 @@ def _sharded_meta_gradient(
         )
         grads = jax.lax.pmean(grads, axis)
         mean = jax.lax.pmean(info.meta_loss, axis)
-        # The per-task losses gathered too: every output is replicated, so each process
-        # of a multi-process job can read all of it.
-        query_loss = jax.lax.all_gather(info.query_loss, axis, tiled=True)
-        support_losses = jax.lax.all_gather(info.support_losses, axis, tiled=True)
+        query_loss, support_losses = info.query_loss, info.support_losses
+        if across_processes:
+            # Gathered, so that each process of a multi-process job can read all of
+            # them (one process reads its devices' shards without the collective).
+            query_loss = jax.lax.all_gather(query_loss, axis, tiled=True)
+            support_losses = jax.lax.all_gather(support_losses, axis, tiled=True)
         return grads, (mean, query_loss, support_losses)
 
     def spec(points):
         return PartitionSpec(axis) if _points_axis(points) == 0 else PartitionSpec()
 
     split = PartitionSpec(axis)
+    per_task = PartitionSpec() if across_processes else split
     # check_vma=False: the parameters are replicated, and their gradient on each device
     # is that device's own; the explicit pmean averages them.
     mapped = jax.shard_map(
         per_device,
         mesh=mesh,
         in_specs=(PartitionSpec(), split, spec(support), spec(query)),
-        out_specs=(PartitionSpec(), (PartitionSpec(), PartitionSpec(), PartitionSpec())),
+        out_specs=(PartitionSpec(), (PartitionSpec(), per_task, per_task)),
         check_vma=False,
     )
     grads, (mean, query_loss, support_losses) = mapped(params, tasks, support, query)
