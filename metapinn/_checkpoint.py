@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +67,7 @@ def _write_error(path: pathlib.Path, error: OSError) -> RunFolderError:
         errno.EROFS: "the folder is on a read-only file system",
         errno.EACCES: "no permission to write there",
         errno.EPERM: "no permission to write there",
-    }.get(error.errno, error.strerror or type(error).__name__)
+    }.get(error.errno or 0, error.strerror or type(error).__name__)
     return RunFolderError(
         error.errno, f"cannot write {path}: {why} ({error}); nothing was half-written, and "
         "the previous version of the file, if any, is intact",
@@ -99,7 +99,7 @@ def _atomic_open(path: str | os.PathLike, mode: str) -> Iterator[IO[Any]]:
                 os.unlink(tmp)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], None], binary=False):
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], Any], binary=False):
     """Call `write(f)` on a temporary file, then rename it to `path` atomically."""
     with _atomic_open(path, "wb" if binary else "w") as f:
         write(f)
@@ -155,7 +155,7 @@ def save_checkpoint(
             with contextlib.suppress(OSError):
                 os.unlink(link)
             raise _write_error(previous, e) from e
-    atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
+    atomic_write(path, lambda f: np.savez(f, **cast(dict[str, Any], arrays)), binary=True)
 
 
 @contextlib.contextmanager

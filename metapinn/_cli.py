@@ -75,7 +75,8 @@ def _add_config_flags(
             kwargs.update(nargs="+", type=item, metavar=item.__name__.upper())
             shown = " ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in default)
         else:
-            kwargs.update(type=f.type, metavar=f.type.__name__.upper())
+            kind = typing.cast(type, f.type)
+            kwargs.update(type=kind, metavar=kind.__name__.upper())
             shown = str(default)
         flags = [_flag(f.name)] + [_flag(old) for old, new in _RENAMED.items() if new == f.name]
         group.add_argument(*flags, help=f"{f.metadata['help']} (default: {shown})", **kwargs)
@@ -517,7 +518,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     stored = args.out / "grid.json" if args.out is not None else None
     settings = _overrides(args)
     reading = args.resume or args.finished_only
-    if reading and stored.exists() and args.grid is None and not args.vary:
+    if reading and stored is not None and stored.exists() and args.grid is None and not args.vary:
         if settings or args.workload or args.quick:
             raise ConfigError("to continue the stored grid, give no settings (or give the grid)")
         grid = stored_grid(stored)

@@ -38,7 +38,7 @@ def _point_sets(batch: CollocationBatch) -> tuple[PointSet, PointSet, PointSet]:
 
 
 def _terms(
-    jet: tuple[Derivatives, Derivatives, Derivatives],
+    jet: tuple[Derivatives, ...],  # interior, initial, boundary
     pde: AbstractPDE,
     task: PyTree,
     batch: CollocationBatch,
@@ -139,13 +139,13 @@ class PINNLoss(AbstractLoss):
 
     pde: AbstractPDE
 
-    def __call__(self, pinn: AbstractPINN, task: PyTree, batch: CollocationBatch) -> Scalar:
-        return pinn_loss(pinn, self.pde, task, batch)
+    def __call__(self, model: AbstractPINN, task: PyTree, batch: CollocationBatch) -> Scalar:
+        return pinn_loss(model, self.pde, task, batch)
 
     def value_and_grad(
-        self, pinn: AbstractPINN, task: PyTree, batch: CollocationBatch
+        self, model: AbstractPINN, task: PyTree, batch: CollocationBatch
     ) -> tuple[Scalar, Any]:
-        return pinn_loss_and_grad(pinn, self.pde, task, batch)
+        return pinn_loss_and_grad(model, self.pde, task, batch)
 
     def check_task(self, task: PyTree, out: PyTree) -> PyTree:
         return self.pde.check_task(task, out)

@@ -53,6 +53,28 @@ class Derivatives(eqx.Module):
     u_xx: Values | None = None
     u_tt: Values | None = None
 
+    def require(self, *names: str) -> tuple[Values, ...]:
+        """The fields `names` (e.g. `u_t, u_xx = derivs.require("u_t", "u_xx")`).
+
+        **Raises:** `ValueError`, naming the field, for one the jet did not compute
+        (a family's `jet_needs` must list every derivative its residual or conditions
+        read), or for a name that is not a field.
+        """
+        fields = []
+        for name in names:
+            if name not in ("u", *STREAMS):
+                raise ValueError(
+                    f"{name!r} is not a field of Derivatives; choose from {('u', *STREAMS)}"
+                )
+            value = getattr(self, name)
+            if value is None:
+                raise ValueError(
+                    f"the derivative {name!r} was not computed: list it in the family's "
+                    "jet_needs for these points"
+                )
+            fields.append(value)
+        return tuple(fields)
+
 
 JetPullback = Callable[[tuple[Derivatives, ...]], Any]
 """Maps a cotangent of the jet (one `Derivatives` per set of points) to a cotangent of
@@ -287,7 +309,7 @@ class MLPPINN(AbstractPINN):
 
         def pullback(cotangent: tuple[Derivatives, ...]) -> "MLPPINN":
             out_bar = _gather(layout, cotangent)
-            grads = [None] * len(self.layers)
+            grads: list[Array | None] = [None] * len(self.layers)
             grads[-1] = _with_bias(jet @ out_bar, out_bar[: layout.values])[None]
             jet_bar = self.layers[-1][0, :-1, None] * out_bar[None]
             for index in range(len(layers) - 1, -1, -1):
@@ -305,6 +327,7 @@ class MLPPINN(AbstractPINN):
                     z_bar_jet = jnp.concatenate(
                         [z_bar, *(streams_bar[s] for s in layout.streams)], 1
                     )
+                    assert layer.jet_in is not None  # only the first layer has none
                     grads[index] = _with_bias(z_bar_jet @ layer.jet_in.T, z_bar)
                     # The barrier keeps W.T a materialised row-major operand: XLA:CPU
                     # hands `W.T @ A` to its fast matmul kernels only in that form (a

@@ -476,7 +476,7 @@ def meta_train(
             q = np.asarray(info.query_loss, dtype=np.float64)
             s = np.asarray(info.support_losses, dtype=np.float64)
             bad_rows = ~(np.isfinite(q) & np.all(np.isfinite(s), axis=1))
-            problem = None
+            problem, names = None, []
             if not np.isfinite(loss) or bad_rows.any():
                 names = [describe_task(tasks, int(index[i])) for i in np.flatnonzero(bad_rows)]
                 where = "task " + "; ".join(names) if names else "the meta-objective"

@@ -45,7 +45,7 @@ def cpu_xla_flags(existing: str = "", host_devices: int | None = None) -> str:
         raise ValueError(f"host_devices must be a positive integer, got {host_devices!r}")
     flags = existing.split()
     present = {_flag_name(f) for f in flags}
-    wanted = list(FAST_COMPILE_FLAGS)
+    wanted: list[str] = list(FAST_COMPILE_FLAGS)
     if host_devices is not None:
         wanted.append(f"{_DEVICE_COUNT_FLAG}={host_devices}")
     flags += [f for f in wanted if _flag_name(f) not in present]

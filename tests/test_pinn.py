@@ -63,6 +63,29 @@ def test_bad_needs_are_named(getkey, needs, message):
         pinn.jet((jnp.zeros((3, 2)),), needs)
 
 
+def test_require_returns_the_fields_and_names_a_missing_one(getkey):
+    pinn = mp.MLPPINN(width=5, depth=2, key=getkey())
+    points = jr.uniform(getkey(), (6, 2))
+    d = pinn.derivatives(points, ("u_t",))
+    u, u_t = d.require("u", "u_t")
+    assert u is d.u and u_t is d.u_t
+    with pytest.raises(ValueError, match="'u_xx' was not computed"):
+        d.require("u_t", "u_xx")
+    with pytest.raises(ValueError, match="'u_xt' is not a field"):
+        d.require("u_xt")
+
+
+def test_a_family_that_forgets_a_derivative_gets_a_clear_error(getkey):
+    class Forgetful(mp.Heat):  # its residual reads u_xx, which it does not ask for
+        jet_needs = (("u_t",), (), ())
+
+    pde = Forgetful()
+    batch = mp.sample_collocation(getkey(), pde, 8, 4, 2)
+    pinn = mp.MLPPINN(width=4, key=getkey())
+    with pytest.raises(ValueError, match="'u_xx' was not computed.*jet_needs"):
+        mp.pinn_loss(pinn, pde, mp.HeatTask(jnp.asarray(0.1)), batch)
+
+
 def test_needs_are_closed_and_checked():
     assert mp.check_needs(("u_tt", "u_xx")) == ("u_x", "u_t", "u_xx", "u_tt")
     assert mp.check_needs(()) == ()

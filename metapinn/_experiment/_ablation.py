@@ -462,7 +462,7 @@ def run_ablation(
             log(f"{head}: not finished, left out of the table")
             continue
         log(f"{head}: {LABELS[cell.method]}")
-        if cell.source is not None:
+        if cell.source is not None and cell.source_dir is not None:
             again = (cell.source_dir / "config.json").exists()
             train_runs(cell.source, cell.source_dir, resume=again, progress=progress,
                        stop_after=stop_after, log=log, keep_going=True,
@@ -482,6 +482,8 @@ def run_ablation(
             previous_checkpoint=previous_checkpoint,
             mesh=mesh,
         )
+        if results is None:  # only on processes other than 0, which ablate does not have
+            raise RuntimeError(f"{cell.folder} was trained but not evaluated in this process")
         row = cell_row(cell, results)
         write_json(cell.folder / CELL_FILE, {"config": cell.config.to_dict(), "row": row})
         rows.append(row)

@@ -26,6 +26,7 @@ import numpy as np
 from .._checkpoint import atomic_write, write_json, write_text
 from .._evaluate import adapt_recording, few_shot, field_metrics, pinn_field
 from .._grid import grid_points
+from .._meta._learned_rates import MAMLPlusPlus, MetaSGD
 from .._pde._registry import family as get_family
 from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_task
 from .._run import METRICS, load_meta_params
@@ -231,6 +232,7 @@ def _adapt_with_learned_rules(config, problem, out_dir, rules, found, diverged, 
                 meta, _ = load_meta_params(
                     run_dir(out_dir, method, seed), learner, like, outer_optimizer(config, method)
                 )
+                assert isinstance(learner, MetaSGD | MAMLPlusPlus), method  # has_learned_rule
                 optimizer = learner.learned_optimizer(meta)
             trace = few_shot(
                 jax.tree_util.tree_map(lambda x: x[None], like),
@@ -337,6 +339,7 @@ def evaluate_runs(
     grid = np.asarray(grid).reshape(len(t), len(x), 2)
     trained_inits = inits
     rules = [m for m in config.methods if has_learned_rule(m)]
+    rule_failed = []
     if rules:
         # Extra rows, never instead: each learned inner rule adapting its own init.
         log(f"adapting with the learned inner rules of {', '.join(rules)}")
@@ -352,7 +355,7 @@ def evaluate_runs(
     per_run = {"loss": losses, **_measure(config, problem, static, all_params, grid, u_ref)}
     n_i, n_s = len(inits), len(config.seeds)
     valid = np.ones((n_i, n_s), dtype=bool)
-    failed = [(d["method"], d["seed"]) for d in diverged] + (rule_failed if rules else [])
+    failed = [(d["method"], d["seed"]) for d in diverged] + rule_failed
     for method, seed in failed:
         valid[inits.index(method), config.seeds.index(seed)] = False
     for values in per_run.values():

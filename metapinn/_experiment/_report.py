@@ -2,7 +2,8 @@
 verdict and the printed summary, from the raw measurements of the pipeline."""
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a.mean(axis=0), a.std(axis=0, ddof=1 if n > 1 else 0)
 
 
-def _stat(mean: float, std: float) -> dict[str, float | None]:
+def _stat(mean: float | np.ndarray, std: float | np.ndarray) -> dict[str, float | None]:
     def clean(v):
         v = float(v)
         return v if math.isfinite(v) else None
@@ -63,7 +64,7 @@ def summarise(
     per_run: dict[str, np.ndarray],
     *,
     valid: np.ndarray | None = None,
-    diverged: list[dict[str, Any]] = (),
+    diverged: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Tables from the raw measurements.
 
@@ -251,13 +252,13 @@ def plain_adam_table(results: dict[str, Any]) -> str:
 
 def _json_array(a: np.ndarray) -> list:
     """Nested lists with `None` for non-finite entries (JSON has no NaN)."""
-    return np.where(np.isfinite(a), a, None).tolist()
+    return np.where(np.isfinite(a), a, cast(Any, None)).tolist()
 
 
 def _verdict(
     config: ExperimentConfig,
     inits,
-    rel: tuple[np.ndarray, np.ndarray],
+    rel: tuple[np.ndarray, ...],
     n_seeds: dict[str, int],
     n_total: int,
 ) -> list[str]:
@@ -526,7 +527,7 @@ def to_markdown(results: dict[str, Any]) -> str:
                 _md_table(["Initialisation"] + [f"k={k}" for k in steps], rows), ""]  # fmt: skip
     rows = [
         [f"{labels[r['init']]} + {r['steps']}"] + [_fmt(s) for s in r["rel_l2"]]
-        for r in results.get("per_task", results.get("per_viscosity"))
+        for r in (results["per_task"] if "per_task" in results else results["per_viscosity"])
     ]
     out += [
         "## rel-L2 per held-out task",

@@ -3,7 +3,7 @@
 import abc
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import equinox as eqx
 import equinox.internal as eqxi
@@ -366,8 +366,8 @@ def adapt(
         frozen_steps = jax.tree_util.tree_map(
             lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen
         )
-        return adapted, losses, eqx.combine(trajectory, frozen_steps)
-    return adapted, losses
+        return adapted, cast(Array, losses), eqx.combine(trajectory, frozen_steps)
+    return adapted, cast(Array, losses)
 
 
 class MetaAux(eqx.Module):
@@ -380,7 +380,7 @@ class MetaAux(eqx.Module):
 
 
 def tree_sq_norm(tree: PyTree) -> Scalar:
-    return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree))
+    return jnp.asarray(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
 class AbstractMetaLearner(eqx.Module):
@@ -426,7 +426,7 @@ class AbstractMetaLearner(eqx.Module):
         stop_inner_gradients: bool = False,
     ) -> tuple[Params, Float[Array, " K"]]:
         """[`metapinn.adapt`][] with this learner's inner settings."""
-        return adapt(
+        return adapt(  # pyright: ignore[reportReturnType]  (a pair without a trajectory)
             params,
             static,
             loss_fn,

@@ -1,6 +1,8 @@
 """Implicit MAML: the proximal inner problem and its implicit meta-gradient by CG."""
 
+import functools
 import math
+import operator
 from typing import Any
 
 import equinox as eqx
@@ -29,7 +31,7 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
 
 def _tree_dot(x: PyTree, y: PyTree) -> Scalar:
     leaves = [jnp.vdot(a, b) for a, b in zip(jtu.tree_leaves(x), jtu.tree_leaves(y), strict=True)]
-    return sum(leaves[1:], leaves[0]) if leaves else jnp.zeros(())
+    return functools.reduce(operator.add, leaves) if leaves else jnp.zeros(())
 
 
 class ProximalLoss(AbstractLoss):
@@ -60,7 +62,7 @@ class ProximalLoss(AbstractLoss):
             is_leaf=_is_none,
         )
         leaves = jtu.tree_leaves(sq)
-        return sum(leaves[1:], leaves[0])
+        return functools.reduce(operator.add, leaves)
 
     def __call__(self, model: Any, task: PyTree, batch: PyTree) -> Scalar:
         loss = self.loss(model, task, batch)

@@ -9,7 +9,7 @@ over the (traced) rates; nothing here re-implements the loop.
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import equinox as eqx
 import jax
@@ -120,7 +120,7 @@ def _scale_by_rates(rates: Rates, *, first_order: bool = False) -> optax.Gradien
 class _StepCount(NamedTuple):
     """The state of `_scale_by_step_rates`: the inner steps taken so far."""
 
-    count: Int[Array, ""]
+    taken: Int[Array, ""]
 
 
 def _scale_by_step_rates(
@@ -142,10 +142,10 @@ def _scale_by_step_rates(
         grads = _inner_gradients(updates, first_order)
 
         def step(r, g):
-            k = jnp.minimum(state.count, r.shape[0] - 1)
+            k = jnp.minimum(state.taken, r.shape[0] - 1)
             return -r[k] * g
 
-        return _apply_rates(step, rates, grads), _StepCount(state.count + 1)
+        return _apply_rates(step, rates, grads), _StepCount(state.taken + 1)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -161,7 +161,7 @@ def _adapt_with(
     *,
     first_order: bool,
     return_trajectory: bool = False,
-):
+) -> tuple[Any, ...]:
     """[`metapinn.adapt`][] with `learner`'s inner settings and a learned `optimizer`."""
     return adapt(
         params,
@@ -216,7 +216,7 @@ class MetaSGD(AbstractMetaLearner):
 
     def init_meta_params(self, params: Params) -> MetaParams:
         """**Returns:** `MetaParams(params, rates)`, every rate the initial one."""
-        rate = self.inner_optimizer
+        rate = cast(float, self.inner_optimizer)  # checked: a float > 0
         rates = jtu.tree_map(lambda p: jnp.full_like(p, rate), _adapting(params, self.adapt_spec))
         return MetaParams(params, rates)
 
@@ -287,12 +287,13 @@ class MAMLPlusPlus(AbstractMetaLearner):
     static, so a run compiles its meta-step once per phase (at most three times).
     """
 
-    msl_weights: Float[Array, " K"]
-    first_order: bool = eqx.field(static=True)
-    multi_step_loss: bool = eqx.field(static=True)
-    msl_fraction: float = eqx.field(static=True)
-    first_order_fraction: float = eqx.field(static=True)
-    msl_floor: float = eqx.field(static=True)
+    # Keyword-only: `__init__` below sets them all (after the base class's defaults).
+    msl_weights: Float[Array, " K"] = eqx.field(kw_only=True)
+    first_order: bool = eqx.field(static=True, kw_only=True)
+    multi_step_loss: bool = eqx.field(static=True, kw_only=True)
+    msl_fraction: float = eqx.field(static=True, kw_only=True)
+    first_order_fraction: float = eqx.field(static=True, kw_only=True)
+    msl_floor: float = eqx.field(static=True, kw_only=True)
 
     def __init__(
         self,
@@ -370,7 +371,7 @@ class MAMLPlusPlus(AbstractMetaLearner):
 
     def init_meta_params(self, params: Params) -> MetaParams:
         """**Returns:** `MetaParams(params, rates)`, every rate the initial one."""
-        rate, steps = self.inner_optimizer, self.inner_steps
+        rate, steps = cast(float, self.inner_optimizer), self.inner_steps  # a float > 0
         rates = jtu.tree_map(
             lambda p: jnp.full((steps,), rate, jnp.result_type(p)),
             _adapting(params, self.adapt_spec),

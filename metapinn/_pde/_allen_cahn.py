@@ -75,7 +75,8 @@ class AllenCahn(AbstractPDE):
         return parameter_check(task.epsilon, out, *_PARAMETER)
 
     def residual(self, derivs: Derivatives, task: AllenCahnTask) -> Values:
-        return derivs.u_t - task.epsilon * derivs.u_xx - REACTION * (derivs.u - derivs.u**3)
+        u_t, u_xx = derivs.require("u_t", "u_xx")
+        return u_t - task.epsilon * u_xx - REACTION * (derivs.u - derivs.u**3)
 
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
         return x**2 * jnp.cos(jnp.pi * x)

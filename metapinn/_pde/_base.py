@@ -1,6 +1,9 @@
 """The abstract PDE family: domain, residual, initial and boundary data."""
 
 import abc
+import functools
+import operator
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -107,6 +110,11 @@ class AbstractPDE(eqx.Module):
     @abc.abstractmethod
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
         """**Returns:** `u(x, t_min)`."""
+
+
+def sum_terms(terms: Iterable[Array]) -> Array:
+    """The sum of a non-empty series of arrays, in order (`sum` without its `0 +`)."""
+    return functools.reduce(operator.add, terms)
 
 
 def parameter_array(value: Any, name: str, family: str, *, positive: bool = True) -> Array:

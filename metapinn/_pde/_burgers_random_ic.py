@@ -125,7 +125,8 @@ class BurgersRandomIC(AbstractPDE):
         return parameter_check(task.nu, out, "viscosity nu", "random-IC Burgers")
 
     def residual(self, derivs: Derivatives, task: RandomICTask) -> Values:
-        return derivs.u_t + derivs.u * derivs.u_x - task.nu * derivs.u_xx
+        u_x, u_t, u_xx = derivs.require("u_x", "u_t", "u_xx")
+        return u_t + derivs.u * u_x - task.nu * u_xx
 
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
         raise NotImplementedError(

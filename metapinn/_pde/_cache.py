@@ -10,7 +10,7 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +120,7 @@ def cached_family_reference(
     sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"tasks must be a batch with one leading axis; got sizes {sizes}")
-    (size,) = sizes
+    (size,) = cast(set[int], sizes)
     out = []
     for i in range(size):
         task = jax.tree_util.tree_map(lambda a, i=i: np.asarray(a, dtype=np.float64)[i], tasks)

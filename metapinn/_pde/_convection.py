@@ -46,7 +46,8 @@ class Convection(AbstractPDE):
         return parameter_check(task.beta, out, "speed beta", "convection", positive=False)
 
     def residual(self, derivs: Derivatives, task: ConvectionTask) -> Values:
-        return derivs.u_t + task.beta * derivs.u_x
+        u_x, u_t = derivs.require("u_x", "u_t")
+        return u_t + task.beta * u_x
 
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
         return jnp.sin(x)

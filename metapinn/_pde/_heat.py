@@ -8,7 +8,7 @@ from jaxtyping import Array, Float, PyTree
 from .._custom_types import ScalarLike, Values
 from .._pinn import Derivatives
 from . import _spectral
-from ._base import AbstractPDE, parameter_array, parameter_check
+from ._base import AbstractPDE, parameter_array, parameter_check, sum_terms
 
 
 HEAT_MODES = ((1, 1.0), (2, -0.5), (4, 0.25))
@@ -48,10 +48,11 @@ class Heat(AbstractPDE):
         return parameter_check(task.kappa, out, "diffusivity kappa", "heat")
 
     def residual(self, derivs: Derivatives, task: HeatTask) -> Values:
-        return derivs.u_t - task.kappa * derivs.u_xx
+        u_t, u_xx = derivs.require("u_t", "u_xx")
+        return u_t - task.kappa * u_xx
 
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
-        return sum(a * jnp.sin(n * jnp.pi * x) for n, a in HEAT_MODES)
+        return sum_terms(a * jnp.sin(n * jnp.pi * x) for n, a in HEAT_MODES)
 
     def boundary_condition(self, t: Float[Array, " n"], x: Float[Array, " n"]) -> Values:
         del x
@@ -60,7 +61,7 @@ class Heat(AbstractPDE):
     def exact_solution(self, task: HeatTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
         x, t = jnp.asarray(x), jnp.asarray(t) - self.t_min  # the time since t_min
         kappa = self.check_task(task, task.kappa)
-        return sum(
+        return sum_terms(
             a * jnp.exp(-kappa * (n * jnp.pi) ** 2 * t)[:, None] * jnp.sin(n * jnp.pi * x)[None]
             for n, a in HEAT_MODES
         )

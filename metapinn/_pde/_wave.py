@@ -7,7 +7,7 @@ from jaxtyping import Array, Float, PyTree
 from .._custom_types import Errors, Points, ScalarLike, Values
 from .._pinn import Derivatives
 from . import _spectral
-from ._base import AbstractPDE, parameter_array, parameter_check
+from ._base import AbstractPDE, parameter_array, parameter_check, sum_terms
 
 
 WAVE_MODES = ((1, 1.0), (2, 0.5), (3, -0.25))
@@ -47,15 +47,17 @@ class Wave(AbstractPDE):
         return parameter_check(task.c, out, "speed c", "wave")
 
     def residual(self, derivs: Derivatives, task: WaveTask) -> Values:
-        return derivs.u_tt - task.c**2 * derivs.u_xx
+        u_tt, u_xx = derivs.require("u_tt", "u_xx")
+        return u_tt - task.c**2 * u_xx
 
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
-        return sum(a * jnp.sin(n * jnp.pi * x) for n, a in WAVE_MODES)
+        return sum_terms(a * jnp.sin(n * jnp.pi * x) for n, a in WAVE_MODES)
 
     def initial_error(self, derivs: Derivatives, points: Points, task: WaveTask) -> Errors:
         """The displacement's error and the velocity `u_t` (zero at rest), concatenated."""
         del task
-        return jnp.concatenate([derivs.u - self.initial_condition(points[:, 0]), derivs.u_t])
+        (u_t,) = derivs.require("u_t")
+        return jnp.concatenate([derivs.u - self.initial_condition(points[:, 0]), u_t])
 
     def boundary_condition(self, t: Float[Array, " n"], x: Float[Array, " n"]) -> Values:
         del x
@@ -64,7 +66,7 @@ class Wave(AbstractPDE):
     def exact_solution(self, task: WaveTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
         x, t = jnp.asarray(x), jnp.asarray(t) - self.t_min  # the time since t_min
         c = self.check_task(task, task.c)
-        return sum(
+        return sum_terms(
             a * jnp.cos(c * n * jnp.pi * t)[:, None] * jnp.sin(n * jnp.pi * x)[None]
             for n, a in WAVE_MODES
         )

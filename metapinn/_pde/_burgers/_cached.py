@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import pathlib
+from typing import cast
 
 import numpy as np
 from jaxtyping import ArrayLike, Real
@@ -141,7 +142,8 @@ def cached_reference_solution(
             )
             for row, i in enumerate(index):
                 u[i] = computed[row]
-                _save(paths[i], keys[i], u[i])
+                _save(paths[i], keys[i], computed[row])
+    done = cast(list[np.ndarray], u)  # every entry is filled above
     if nus.ndim == 0:
-        return u[0]
-    return np.stack(u) if u else np.zeros((0, *shape), np.float64)
+        return done[0]
+    return np.stack(done) if done else np.zeros((0, *shape), np.float64)

@@ -43,7 +43,8 @@ class Burgers(AbstractPDE):
         return parameter_check(task.nu, out, "viscosity nu", "Burgers")
 
     def residual(self, derivs: Derivatives, task: BurgersTask) -> Values:
-        return derivs.u_t + derivs.u * derivs.u_x - task.nu * derivs.u_xx
+        u_x, u_t, u_xx = derivs.require("u_x", "u_t", "u_xx")
+        return u_t + derivs.u * u_x - task.nu * u_xx
 
     def initial_condition(self, x: Float[Array, " n"]) -> Values:
         return -jnp.sin(jnp.pi * x)

@@ -6,7 +6,9 @@ preserves both properties, so the Dirichlet problem on `[-1, 1]` has the same so
 as the periodic problem on `[-1, 1)`: a sine series is exact for it.
 """
 
+import functools
 import math
+from typing import cast
 
 import diffrax as dfx
 import equinox as eqx
@@ -246,6 +248,7 @@ class SpectralBurgersSolver(eqx.Module):
             f"t must lie in [0, t_final] = [0, {self.t_final}]",
         )
         t = eqx.error_if(t, jnp.any(jnp.diff(t) <= 0), "t must be strictly increasing")
+        x, t = cast(Array, x), cast(Array, t)  # error_if returns its input
 
         k = self.num_modes
         wavenumbers = jnp.pi * jnp.arange(1, k + 1, dtype=jnp.float64)
@@ -419,7 +422,9 @@ def reference_solution(
         _check_grid_values("x", x_values, -1.0, 1.0)
     if t_values is not None:
         _check_grid_values("t", t_values, 0.0, float(t_final))
-    settings = dict(rtol=rtol, atol=atol, max_steps=max_steps, t_final=t_final)
+    solver_of = functools.partial(
+        SpectralBurgersSolver, rtol=rtol, atol=atol, max_steps=max_steps, t_final=t_final
+    )
 
     if nu_values is None:  # traced: one grid size for all
         if grid_size is None:
@@ -427,7 +432,7 @@ def reference_solution(
                 "grid_size must be given when nu is traced (under jit, vmap or grad); "
                 "e.g. grid_size=default_grid_size(min_nu)"
             )
-        solver = SpectralBurgersSolver(grid_size, **settings)
+        solver = solver_of(grid_size)
         if nu.ndim == 0:
             return _solve_one(solver, nu, x, t).u
         sol = _solve_batch(solver, nu, x, t)
@@ -437,15 +442,15 @@ def reference_solution(
     _check_viscosities(nu_values)
     if nu.ndim == 0:
         size = default_grid_size(nu_values.item()) if grid_size is None else grid_size
-        return _solve_concrete(SpectralBurgersSolver(size, **settings), nu_values.item(), x, t)
+        return _solve_concrete(solver_of(size), nu_values.item(), x, t)
 
     sizes = [default_grid_size(v) if grid_size is None else grid_size for v in nu_values]
-    u = [None] * len(sizes)
+    u: list[Array | None] = [None] * len(sizes)
     failures = []
     for size in sorted(set(sizes)):
         index = [i for i, s in enumerate(sizes) if s == size]
         group = nu_values[index]
-        solver = SpectralBurgersSolver(size, **settings)
+        solver = solver_of(size)
         if len(index) == 1:  # unbatched: shares its compilation with scalar calls
             u[index[0]] = _solve_concrete(solver, group[0].item(), x, t)
             continue
@@ -457,4 +462,4 @@ def reference_solution(
         raise RuntimeError("the Burgers reference solve failed for " + "; ".join(failures))
     if not u:
         return jnp.zeros((0, t.shape[0], x.shape[0]), jnp.float64)
-    return jnp.stack(u)
+    return jnp.stack(cast(list[Array], u))  # every entry is filled above
