@@ -1,5 +1,6 @@
-"""The tutorial notebook runs at quick size, and its `.ipynb` matches its `.py` source."""
+"""The tutorial notebooks run at quick size, and each `.ipynb` matches its `.py` source."""
 
+import math
 import pathlib
 import runpy
 
@@ -7,8 +8,7 @@ import pytest
 
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
-SOURCE = NOTEBOOKS / "tutorial.py"
-PAIRED = NOTEBOOKS / "tutorial.ipynb"
+NAMES = ("tutorial", "own_family")
 
 
 @pytest.fixture
@@ -20,17 +20,39 @@ def quick_env(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # 13-18 s: the default run stays under 10 minutes on 2 cores
 def test_tutorial_runs_at_quick_size(quick_env):
-    namespace = runpy.run_path(str(SOURCE), run_name="__main__")
+    namespace = runpy.run_path(str(NOTEBOOKS / "tutorial.py"), run_name="__main__")
     assert namespace["QUICK"]
     rel_l2 = namespace["rel_l2"]
     assert rel_l2.shape == (5, 1, 2, 3)  # init, seed, held-out nu, k
     assert (rel_l2 > 0).all() and (rel_l2 < 10).all()
 
 
-def test_ipynb_is_the_py_source():
-    """The committed `.ipynb` is `jupytext --to ipynb notebooks/tutorial.py`, unexecuted."""
+@pytest.mark.slow  # about 2 minutes: the main experiment on a family of its own
+def test_own_family_notebook_runs_at_quick_size(quick_env):
+    import metapinn as mp
+
+    # The notebook registers its family; the registry is left as it was found.
+    before = dict(mp.FAMILIES)
+    try:
+        namespace = runpy.run_path(str(NOTEBOOKS / "own_family.py"), run_name="__main__")
+    finally:
+        mp.FAMILIES.clear()
+        mp.FAMILIES.update(before)
+    assert namespace["QUICK"]
+    results = namespace["results"]
+    assert results["family"] == "drift-diffusion"
+    assert results["inits"] == ["random", "multitask", "reptile", "cond-multitask"]
+    for init in results["inits"]:
+        rel = [entry["rel_l2"]["mean"] for entry in results["curves"][init]]
+        assert all(math.isfinite(v) and 0 < v < 10 for v in rel), (init, rel)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ipynb_is_the_py_source(name):
+    """The committed `.ipynb` is `jupytext --to ipynb notebooks/NAME.py`, unexecuted."""
     jupytext = pytest.importorskip("jupytext")
-    source, paired = jupytext.read(SOURCE), jupytext.read(PAIRED)
+    source = jupytext.read(NOTEBOOKS / f"{name}.py")
+    paired = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
     cells = lambda nb: [(c.cell_type, c.source) for c in nb.cells]
     assert cells(paired) == cells(source)
     assert all(not c.get("outputs") for c in paired.cells if c.cell_type == "code")
@@ -40,7 +62,7 @@ def test_ipynb_is_the_py_source():
 def test_ipynb_executes_in_a_kernel(quick_env):
     nbclient = pytest.importorskip("nbclient")
     jupytext = pytest.importorskip("jupytext")
-    notebook = jupytext.read(PAIRED)
+    notebook = jupytext.read(NOTEBOOKS / "tutorial.ipynb")
     client = nbclient.NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": quick_env}}
     )
