@@ -44,7 +44,13 @@ class CorruptCheckpointError(ValueError):
 
 def previous_checkpoint(path: str | os.PathLike) -> pathlib.Path:
     """Where the checkpoint before `path` is kept: `checkpoint.prev.npz` beside
-    `checkpoint.npz`."""
+    `checkpoint.npz`.
+
+    **Arguments:** `path`, a checkpoint's path (it need not exist).
+
+    **Returns:** a `pathlib.Path` in the same folder, `.prev` inserted before the
+    suffix.
+    """
     path = pathlib.Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
@@ -132,9 +138,13 @@ def save_checkpoint(
     - `meta`: plain data (step, config, ...), stored as JSON.
     - `keep_previous`: keep the checkpoint `path` held before as
       [`metapinn.previous_checkpoint`][]`(path)` (a hard link where the file system has
-      them, so `path` exists at every moment).
+      them, so `path` exists at every moment); keyword only, default `True`.
 
-    **Raises:** [`metapinn.RunFolderError`][] if it cannot be written.
+    **Returns:** `None`.
+
+    **Raises:** [`metapinn.RunFolderError`][] if it (or the previous checkpoint)
+    cannot be written; `ValueError` for a `meta` holding NaN or infinity, and
+    `TypeError` for one that is not JSON-able (before anything is written).
     """
     path = pathlib.Path(path)
     leaves = jax.tree_util.tree_leaves(tree)

@@ -30,7 +30,16 @@ def check_needs(needs: Any, name: str = "needs") -> Needs:
     """The closed, ordered form of `needs`: every name one of `STREAMS`, a second
     derivative's first derivative added (`u_xx` brings `u_x`), in `STREAMS` order.
 
-    **Raises:** `ValueError` naming an unknown derivative (at trace time)."""
+    **Arguments:**
+
+    - `needs`: a tuple or list of names from `STREAMS`, e.g. `("u_t", "u_xx")`.
+    - `name`: what to call `needs` in an error message (default `"needs"`).
+
+    **Returns:** a tuple of names, e.g. `("u_x", "u_t", "u_xx")` for `("u_t", "u_xx")`.
+
+    **Raises:** `ValueError` (at trace time) if `needs` is a string or not a tuple or
+    list, or names an unknown derivative.
+    """
     if isinstance(needs, str) or not isinstance(needs, (tuple, list)):
         raise ValueError(f"{name} must be a tuple of derivative names, got {needs!r}")
     unknown = [n for n in needs if n not in STREAMS]
@@ -45,6 +54,15 @@ class Derivatives(eqx.Module):
 
     Each field present has shape `(n,)`; a derivative that was not asked for is `None`
     (see [`metapinn.AbstractPINN.jet`][]).
+
+    **Fields:**
+
+    - `u`: the network's value $u$.
+    - `u_x`, `u_t`: the first derivatives $u_x$, $u_t$ (default `None`).
+    - `u_xx`, `u_tt`: the second derivatives $u_{xx}$, $u_{tt}$ (default `None`).
+
+    The constructor checks nothing; [`metapinn.Derivatives.require`][] raises for a
+    missing field.
     """
 
     u: Values

@@ -55,6 +55,15 @@ class NonFiniteLossError(RuntimeError):
     """
 
     def __init__(self, message: str, *, step: int, tasks: list[str], checkpoint_step: int | None):
+        """**Arguments:**
+
+        - `message`: the error's text.
+        - `step`: the meta-step (from 0) that produced it; stored as `self.step`.
+        - `tasks`: a description of each task involved (e.g. `"nu=0.0091"`); stored
+          as `self.tasks`.
+        - `checkpoint_step`: the step of the last good checkpoint, or `None`; stored
+          as `self.checkpoint_step`.
+        """
         super().__init__(message)
         self.step = step
         self.tasks = tasks
@@ -67,6 +76,8 @@ class RunInterrupted(RuntimeError):
     `step` is the last meta-step done."""
 
     def __init__(self, message: str, *, step: int):
+        """**Arguments:** `message`, the error's text; `step`, the last meta-step done
+        (from 0), stored as `self.step`."""
         super().__init__(message)
         self.step = step
 
@@ -74,6 +85,8 @@ class RunInterrupted(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class MetaTrainResult:
     """What [`metapinn.meta_train`][] returns.
+
+    **Fields:**
 
     - `params`, `opt_state`: the learner's meta-parameters (see
       [`metapinn.AbstractMetaLearner.init_meta_params`][]) and the outer optimiser's
@@ -282,7 +295,7 @@ def meta_train(
 ) -> MetaTrainResult:
     """Meta-train an initialisation: `steps` calls of [`metapinn.meta_step`][].
 
-    **Main arguments:**
+    **Arguments:**
 
     - `learner`: a [`metapinn.AbstractMetaLearner`][] (e.g. `MAML()`); before every
       step its [`metapinn.AbstractMetaLearner.at_step`][] gives that step's learner.
@@ -340,13 +353,21 @@ def meta_train(
       updated parameters) is not finite, naming the step and the task(s); nothing
       from that step is written, and the last checkpoint stays as it was.
     - `FileExistsError` if `run_dir` already holds a checkpoint and `resume` is false.
-    - `ValueError` for bad settings, or a checkpoint that does not match them (its
-      settings, its PRNG implementation, or the metrics file beside it).
+    - `FileNotFoundError` with `previous_checkpoint` if there is no previous checkpoint.
+    - `ValueError` for bad settings (e.g. both or neither of `support` and
+      `sample_points`, `tasks_per_step` outside `[1, N]`, task leaves or per-task
+      points with different leading sizes, `previous_checkpoint` without `resume`), or
+      a checkpoint that does not match them (its settings, its PRNG implementation, its
+      arrays, a step beyond `steps`, or the metrics file beside it).
     - [`metapinn.CorruptCheckpointError`][] if the checkpoint cannot be read.
     - [`metapinn.RunInterrupted`][] on SIGTERM or SIGINT (in a multi-process job, a
       pre-emption notice to any process): the step in progress is finished and
       checkpointed first, so the run resumes from it; and with `stop_after`.
-    - [`metapinn.RunFolderError`][] if a file of the run cannot be written.
+    - [`metapinn.RunFolderError`][] if a checkpoint, or the metrics file rewritten on
+      resume, cannot be written; creating `run_dir` and appending to `metrics.jsonl`
+      raise a plain `OSError`.
+    - What `meta_step` raises (e.g. `ValueError` at trace time; an `eqx.error_if`
+      message for an invalid task).
     """
     if sample_points is not None and (support is not None or query is not None):
         raise ValueError("give either fixed points (support, query) or sample_points, not both")

@@ -15,7 +15,10 @@ from ._meta._base import AbstractMetaLearner, LossFn, optimizer_update
 
 
 class MetaStepInfo(eqx.Module):
-    """Per-task diagnostics from one meta-step (leading axis: the task batch)."""
+    """Per-task diagnostics from one meta-step (leading axis: the task batch).
+
+    **Fields:** `meta_loss`, `query_loss` and `support_losses`, documented below.
+    """
 
     meta_loss: Scalar
     """The mean over tasks of the meta-objective."""
@@ -84,8 +87,25 @@ def meta_objective(
     faster, because a batched matrix product over per-task inputs can run slower there
     than the products one by one.
 
-    **Raises:** `ValueError` for a `tasks_at_once` that is not a positive integer or
-    does not divide the task batch.
+    **Arguments:**
+
+    - `learner`: a [`metapinn.AbstractMetaLearner`][].
+    - `params`, `static`: the halves of `eqx.partition(pinn, eqx.is_inexact_array)`
+      (for a learner with learned rates, `params` is its meta-parameters, e.g. a
+      [`metapinn.MetaParams`][]).
+    - `loss_fn`: `loss_fn(model, task, batch) -> scalar`, e.g. `PINNLoss(Burgers())`.
+    - `tasks`: a batch of tasks, every leaf with a leading axis `B`.
+    - `support`, `query`: collocation points, shared `(n, 2)` or per task `(B, n, 2)`.
+    - `tasks_at_once`: `None` (default) or the size of a group (keyword only).
+
+    **Returns:** `(mean, info)`: the mean meta-objective, a scalar, and a
+    [`metapinn.MetaStepInfo`][] whose `meta_loss` is that mean.
+
+    **Raises:** `ValueError` at trace time for a task leaf without a leading axis,
+    task leaves or per-task points with different leading sizes, or a `tasks_at_once`
+    that is not a positive integer or does not divide the task batch. For an
+    [`metapinn.AbstractLoss`][], its `check_task` on the mean (e.g. via
+    `eqx.error_if` for an invalid task).
     """
     size = task_batch_size(tasks, support, query)
     if tasks_at_once is not None and (
@@ -145,7 +165,12 @@ def task_mesh(devices: int | None = None) -> Mesh:
     the task batch over. On CPU, run [`metapinn.configure_cpu`][] with
     `host_devices=os.cpu_count()` first, so that there is one device per core.
 
-    **Raises:** `ValueError` unless `1 <= devices <= len(jax.devices())`.
+    **Arguments:** `devices`, the number of devices; default `None`, all of them.
+
+    **Returns:** a `jax.sharding.Mesh` with the one axis `"tasks"`.
+
+    **Raises:** `ValueError` unless `devices` is an integer with
+    `1 <= devices <= len(jax.devices())`.
     """
     available = jax.devices()
     if devices is None:

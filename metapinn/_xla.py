@@ -37,7 +37,17 @@ def cpu_xla_flags(existing: str = "", host_devices: int | None = None) -> str:
     """`existing` XLA flags plus the fast-compile flags and, if given, the host device
     count. A flag already present in `existing` is kept as it is.
 
-    **Raises:** `ValueError` for `host_devices < 1`.
+    **Arguments:**
+
+    - `existing`: XLA flags separated by whitespace, e.g. the current `XLA_FLAGS`
+      (default `""`).
+    - `host_devices`: the number of host CPU devices to ask for
+      (`--xla_force_host_platform_device_count`); default `None`, no count.
+
+    **Returns:** the flags as one string separated by spaces: `existing`'s, then the
+    wanted flags whose names it does not already set.
+
+    **Raises:** `ValueError` if `host_devices` is given and is not an integer >= 1.
     """
     if host_devices is not None and (
         isinstance(host_devices, bool) or not isinstance(host_devices, int) or host_devices < 1
@@ -58,8 +68,17 @@ def configure_cpu(host_devices: int | None = None) -> None:
     `os.cpu_count()`, to shard the task axis one device per core). Flags the user
     already set in `XLA_FLAGS` win.
 
+    **Arguments:**
+
+    - `host_devices`: the number of host CPU devices; default `None`, which leaves the
+      device count as it is.
+
+    **Returns:** `None`; it sets `os.environ["XLA_FLAGS"]` to
+    [`metapinn.cpu_xla_flags`][]`(XLA_FLAGS, host_devices)`.
+
     **Raises:** `RuntimeError` if JAX has already initialised its backend (the flags
-    would be ignored); `ValueError` for `host_devices < 1`.
+    would be ignored); `ValueError` if `host_devices` is given and is not an integer
+    >= 1.
     """
     from jax._src import xla_bridge
 
@@ -81,7 +100,9 @@ def pin_matmul_precision() -> str:
     `metapinn` command calls this at start-up; a script on a GPU calls it once, before
     its first computation, to get the same numbers.
 
-    **Returns:** the backend (`jax.default_backend()`).
+    It initialises JAX's backend, so [`metapinn.configure_cpu`][] must come first.
+
+    **Returns:** the backend (`jax.default_backend()`), e.g. `"cpu"` or `"gpu"`.
     """
     import jax
 

@@ -8,7 +8,7 @@ import pytest
 
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ("tutorial", "own_family")
+NAMES = ("tutorial", "own_family", "few_shot_w3")
 
 
 @pytest.fixture
@@ -44,6 +44,18 @@ def test_own_family_notebook_runs_at_quick_size(quick_env):
     assert results["inits"] == ["random", "multitask", "reptile", "cond-multitask"]
     for init in results["inits"]:
         rel = [entry["rel_l2"]["mean"] for entry in results["curves"][init]]
+        assert all(math.isfinite(v) and 0 < v < 10 for v in rel), (init, rel)
+
+
+@pytest.mark.slow  # about 3 minutes: the main job at smoke size
+def test_few_shot_w3_notebook_runs_at_quick_size(quick_env):
+    namespace = runpy.run_path(str(NOTEBOOKS / "few_shot_w3.py"), run_name="__main__")
+    assert namespace["QUICK"]
+    results = namespace["results"]
+    assert results["inits"][0] == "random" and "cond-multitask" in results["inits"]
+    assert "transfer" in results["inits"] and len(results["test_tasks"]) == 2
+    for init in results["inits"]:
+        rel = [namespace["rel_l2"](init, k) for k in results["steps"]]
         assert all(math.isfinite(v) and 0 < v < 10 for v in rel), (init, rel)
 
 

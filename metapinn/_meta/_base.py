@@ -89,6 +89,20 @@ def remat_scan(body, init, steps: int, *, remat: InnerRemat = None, unroll: int 
 
     Every choice gives the same values and derivatives as the plain scan (to
     rounding). `unroll` applies to the plain scan and within segments.
+
+    **Arguments:**
+
+    - `body`: `body(carry, None) -> (carry, y)`, as for `jax.lax.scan` without `xs`.
+    - `init`: the initial carry.
+    - `steps`: $K$, the number of steps (static).
+    - `remat`: `None` (default: the plain scan), `"sqrt"`, a segment length `M >= 1`,
+      or `"binomial"` (keyword only). For `steps <= 1` the plain scan is used whatever
+      `remat` is. It is not validated here ([`metapinn.adapt`][] does that).
+    - `unroll`: passed to `jax.lax.scan` (keyword only; default 1); unused by
+      `"binomial"`.
+
+    **Returns:** `(carry, ys)` as `jax.lax.scan` gives them: the final carry and each
+    step's `y` stacked along a leading axis of length `steps`.
     """
     if remat is None or steps <= 1:
         return jax.lax.scan(body, init, length=steps, unroll=unroll)
@@ -283,7 +297,7 @@ def adapt(
     inner_vjp: InnerVJP = "hvp",
     remat: InnerRemat = None,
 ) -> tuple[Params, Float[Array, " steps"]] | tuple[Params, Float[Array, " steps"], Params]:
-    r"""Adapt `params` to one task: `steps` optimiser steps on `loss_fn`, as ONE `lax.scan`.
+    r"""Adapt `params` to one task: `steps` optimiser steps on `loss_fn`, as one `lax.scan`.
 
     With SGD at rate $\alpha$ this is $\phi_{k+1} = \phi_k - \alpha \nabla
     \mathcal{L}(\phi_k)$, $\phi_0 = \theta$; any optax transformation (Adam included)
@@ -326,8 +340,10 @@ def adapt(
     [`metapinn.AbstractLoss`][] (for [`metapinn.PINNLoss`][], the network's hand-written
     adjoint), otherwise reverse-mode AD.
 
-    **Raises:** `ValueError` for `steps < 0`, an unknown `inner_vjp` or a bad `remat`;
-    `TypeError` for a bad `optimizer`.
+    **Raises:** `ValueError` for `steps` not an integer >= 0, an unknown `inner_vjp`
+    or a bad `remat`; `TypeError` for an `optimizer` that is neither an optax
+    transformation nor a number. For an [`metapinn.AbstractLoss`][], its `check_task`
+    on the losses (e.g. via `eqx.error_if` for an invalid task).
     """
     _check_steps(steps)
     _check_inner_vjp(inner_vjp)
@@ -371,7 +387,10 @@ def adapt(
 
 
 class MetaAux(eqx.Module):
-    """What one task's meta-objective reports besides its value."""
+    """What one task's meta-objective reports besides its value.
+
+    **Fields:** `query_loss` and `support_losses`, documented below.
+    """
 
     query_loss: Scalar
     """The query loss at the adapted parameters $\\phi_K$."""
@@ -390,16 +409,23 @@ class AbstractMetaLearner(eqx.Module):
     the initialisation $\theta$ is its meta-gradient; the variants differ only in
     where `jax.lax.stop_gradient` sits in the same scanned loop.
 
-    **Fields** (shared by every final learner):
+    **Fields:** (shared by every final learner; the constructor's arguments, in this
+    order)
 
-    - `inner_steps`: $K \ge 0$ (static).
-    - `inner_optimizer`: an optax transformation or a float SGD rate (static).
-    - `adapt_spec`: which leaves adapt (a pytree of bools), `None` for all.
+    - `inner_steps`: $K \ge 0$ (static; default 5).
+    - `inner_optimizer`: an optax transformation or a float SGD rate (static; default
+      0.01).
+    - `adapt_spec`: which leaves adapt (a pytree of bools), `None` for all (default).
     - `inner_unroll`: `lax.scan` unrolling of the inner loop (static; default 1).
     - `inner_vjp`: `"hvp"` or `"autodiff"`, how second-order MAML differentiates
-      through each inner gradient (static; see [`metapinn.adapt`][]).
-    - `inner_remat`: checkpointing of the inner loop for reverse mode: `None`,
-      `"sqrt"`, a segment length or `"binomial"` (static; see [`metapinn.adapt`][]).
+      through each inner gradient (static; default `"hvp"`; see [`metapinn.adapt`][]).
+    - `inner_remat`: checkpointing of the inner loop for reverse mode: `None`
+      (default), `"sqrt"`, a segment length or `"binomial"` (static; see
+      [`metapinn.adapt`][]).
+
+    **Raises:** on construction, `ValueError` for `inner_steps` not an integer >= 0,
+    an unknown `inner_vjp` or a bad `inner_remat`; `TypeError` for an
+    `inner_optimizer` that is neither an optax transformation nor a number.
     """
 
     inner_steps: int = eqx.field(static=True, default=5)

@@ -45,6 +45,16 @@ class ProximalLoss(AbstractLoss):
     adjoint), otherwise reverse-mode AD, plus $\lambda(\phi - \theta)$. The anchor is
     an ordinary array field, so it may be differentiated (as in a test of MAML on the
     proximal problem); [`metapinn.IMAML`][] passes it stopped.
+
+    **Fields:**
+
+    - `loss`: the wrapped `loss_fn(model, task, batch) -> scalar`.
+    - `anchor`: $\theta$, a pytree of the model's structure with arrays where the
+      proximal term applies and `None` elsewhere.
+    - `prox_lambda`: $\lambda > 0$ (static; no default).
+
+    **Raises:** `ValueError` on construction if `prox_lambda` is not a finite number
+    > 0.
     """
 
     loss: LossFn
@@ -135,7 +145,8 @@ class IMAML(AbstractMetaLearner):
     the operator positive definite. (On the tests' small Burgers PINN, $\lambda = 1$
     gives an indefinite operator and $\lambda = 10$ a definite one.)
 
-    **Fields** (besides those of [`metapinn.AbstractMetaLearner`][]; all static):
+    **Fields:** (besides those of [`metapinn.AbstractMetaLearner`][], and after them;
+    all static)
 
     - `prox_lambda`: $\lambda > 0$, the proximal strength (default 1.0).
     - `cg_steps`: the most CG steps, $\ge 1$ (default 5).
@@ -148,7 +159,8 @@ class IMAML(AbstractMetaLearner):
     frozen leaves would need the mixed second derivative of the support loss.
 
     **Raises:** `ValueError` naming the value for $\lambda \le 0$ or non-finite,
-    `cg_steps < 1`, negative or non-finite tolerances or damping, or an `adapt_spec`.
+    `cg_steps < 1`, negative or non-finite tolerances or damping, or an `adapt_spec`;
+    otherwise as [`metapinn.AbstractMetaLearner`][], on construction.
     """
 
     prox_lambda: float = eqx.field(static=True, default=1.0)

@@ -36,6 +36,11 @@ class MAML(AbstractMetaLearner):
     The meta-gradient is `jax.grad` through the scanned inner loop, so it carries the
     Hessian terms: for SGD, $\prod_k (I - \alpha \nabla^2 \mathcal{L}(\phi_k))
     \nabla \mathcal{L}_\text{query}(\phi_K)$.
+
+    **Fields:** as [`metapinn.AbstractMetaLearner`][] (e.g.
+    `MAML(inner_steps=5, inner_optimizer=0.01)`).
+
+    **Raises:** as [`metapinn.AbstractMetaLearner`][], on construction.
     """
 
     def meta_loss(
@@ -59,6 +64,11 @@ class FOMAML(AbstractMetaLearner):
 
     obtained from the same loop as [`metapinn.MAML`][] with every inner gradient
     wrapped in `stop_gradient`, so that $d\phi_K / d\theta = I$.
+
+    **Fields:** as [`metapinn.AbstractMetaLearner`][] (e.g.
+    `FOMAML(inner_steps=5, inner_optimizer=0.01)`).
+
+    **Raises:** as [`metapinn.AbstractMetaLearner`][], on construction.
     """
 
     def meta_loss(
@@ -83,6 +93,11 @@ class Reptile(AbstractMetaLearner):
     parameters fully stopped. With an outer SGD step of rate $\epsilon$ this is the
     Reptile update $\theta \leftarrow \theta + \epsilon(\phi_K - \theta)$. The query
     set is only evaluated (at $\phi_K$) for monitoring.
+
+    **Fields:** as [`metapinn.AbstractMetaLearner`][] (e.g.
+    `Reptile(inner_steps=5, inner_optimizer=0.01)`).
+
+    **Raises:** as [`metapinn.AbstractMetaLearner`][], on construction.
     """
 
     def meta_loss(
@@ -108,7 +123,12 @@ class MultiTask(AbstractMetaLearner):
     r"""Multi-task pre-training, the baseline: $\min_\theta \mathbb{E}_\text{task}
     \mathcal{L}_\text{query}(\theta)$, i.e. the inner loop with $K = 0$.
 
-    **Raises:** `ValueError` if `inner_steps` is not 0.
+    **Fields:** as [`metapinn.AbstractMetaLearner`][], with `inner_steps` 0 (the
+    default; the other inner settings are checked but unused), then `own_gradient`
+    (static; default `False`), documented below.
+
+    **Raises:** `ValueError` if `inner_steps` is not 0; otherwise as
+    [`metapinn.AbstractMetaLearner`][], on construction.
     """
 
     inner_steps: int = eqx.field(static=True, default=0)
@@ -171,7 +191,18 @@ def make_learner(method: str, **settings) -> AbstractMetaLearner:
     """Build a learner by name: one of `maml`, `fomaml`, `reptile`, `multitask`,
     `metasgd`, `mamlpp`, `imaml`.
 
-    **Raises:** `ValueError` naming an unknown method.
+    **Arguments:**
+
+    - `method`: the learner's name, a key of `METHODS`.
+    - `**settings`: passed to its constructor, e.g. `inner_steps=5,
+      inner_optimizer=0.01`.
+
+    **Returns:** the learner, e.g. `make_learner("maml", inner_steps=3)` is
+    `MAML(inner_steps=3)`.
+
+    **Raises:** `ValueError` naming an unknown method; what the constructor raises
+    (`TypeError` for a setting it does not take; `ValueError` or `TypeError` for a bad
+    value).
     """
     try:
         cls = METHODS[method]

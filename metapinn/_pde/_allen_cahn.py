@@ -32,7 +32,11 @@ class AllenCahnTask(eqx.Module):
     epsilon: Float[Array, "..."]
 
     def __init__(self, epsilon: ScalarLike | Float[Array, " B"]):
-        """**Raises:** `ValueError` for a concrete `epsilon` that is not finite and > 0."""
+        """**Arguments:** `epsilon`, the diffusivity (> 0, finite); an array of shape
+        `(B,)` describes a batch of tasks, to be `vmap`ped over.
+
+        **Raises:** `ValueError` for a concrete `epsilon` that is not finite and > 0.
+        """
         self.epsilon = parameter_array(epsilon, *_PARAMETER)
 
 
@@ -62,6 +66,9 @@ class AllenCahn(AbstractPDE):
     and a known failure mode of plain PINNs (Wight & Zhao 2021, *Commun. Comput. Phys.*
     29). The boundary loss is the periodic jump of $u$ and $u_x$. No exact solution: the
     reference is a self-converged spectral solver (`reference_solution`).
+
+    **Fields:** the domain, static floats: `x_min` (default -1), `x_max` (default 1),
+    `t_min` (default 0), `t_max` (default 1).
     """
 
     periodic = True
@@ -145,8 +152,15 @@ class AllenCahn(AbstractPDE):
         not enough at $\varepsilon = 10^{-2}$, $K = 256$, against 2,365 explicit ones).
         With $K \propto 1/\sqrt\varepsilon$ the explicit system is only mildly stiff.
 
-        **Raises:** `ValueError` for a bad grid or `num_modes`, or (concrete) `epsilon`;
-        `RuntimeError` without float64; under JIT, a bad `epsilon` fails the solve."""
+        **Returns:** float64 `u` of shape `(len(t), len(x))`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** `RuntimeError` if float64 is not enabled; `ValueError` unless `x`
+        and `t` are 1-D (`t` non-empty), for concrete `x`, `t` outside the domain or a
+        `t` that is not strictly increasing, for a `num_modes` that is not an integer
+        >= 1, for an `epsilon` that is not a scalar, and, with `num_modes=None`, for an
+        `epsilon` that is traced or (concrete) not finite and > 0; via `eqx.error_if`,
+        for an `epsilon` that is not finite and > 0; diffrax raises if the solve fails.
+        """
         _spectral.require_x64("Allen-Cahn")
         x, t = _spectral.check_grid(x, t, self)
         if num_modes is None:

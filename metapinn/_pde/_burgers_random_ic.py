@@ -30,10 +30,18 @@ class RandomICTask(eqx.Module):
     nu: Float[Array, "..."]
 
     def __init__(self, coefficients: Float[Array, "... K"], nu: ScalarLike | Float[Array, " B"]):
-        """**Raises:** `ValueError` for concrete coefficients that are not finite or
-        whose initial condition exceeds 1 in magnitude on a grid of spacing 1/1024 (the
-        family's bound, which keeps the front no steeper than the benchmark's at the same
-        `nu`), or a `nu` that is not finite and > 0."""
+        """**Arguments:**
+
+        - `coefficients`: the sine coefficients $a_k$, shape `(K,)`, or `(B, K)` for a
+          batch of tasks; cast to the default float dtype if not floating.
+        - `nu`: the viscosity (> 0, finite), a scalar or, for a batch, shape `(B,)`.
+
+        **Raises:** `ValueError` for `coefficients` not of shape `(K,)` or `(B, K)` with
+        `K >= 1`; for concrete coefficients that are not finite or whose initial
+        condition exceeds 1 in magnitude on a grid of spacing 1/1024 (the family's
+        bound, which keeps the front no steeper than the benchmark's at the same `nu`);
+        or for a concrete `nu` that is not finite and > 0.
+        """
         coefficients = jnp.asarray(coefficients)
         if not jnp.issubdtype(coefficients.dtype, jnp.floating):
             coefficients = coefficients.astype(jnp.zeros(()).dtype)
@@ -76,7 +84,20 @@ def random_initial_conditions(
     of the normal draws, so that the same key gives the same conditions (to rounding)
     with or without `jax_enable_x64`.
 
-    **Raises:** `ValueError` unless `n` and `num_modes` are positive integers."""
+    **Arguments:**
+
+    - `key`: a PRNG key.
+    - `n`: the number of initial conditions.
+    - `num_modes`: $K$, the modes of each (default `RANDOM_IC_MODES`, 8).
+    - `draw_dtype`: the dtype of the draws (keyword only); default `None`, the default
+      float dtype.
+
+    **Returns:** the coefficients $a_k$, shape `(n, num_modes)`, in the default float
+    dtype: e.g. `RandomICTask(random_initial_conditions(key, B), nu)` is a batch of `B`
+    tasks.
+
+    **Raises:** `ValueError` unless `n` and `num_modes` are positive integers.
+    """
     for name, value in (("n", n), ("num_modes", num_modes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -107,6 +128,10 @@ class BurgersRandomIC(AbstractPDE):
     Exact solution: Cole–Hopf by quadrature ([`metapinn.cole_hopf_solution`][] with
     `coefficients`); reference: the sine-series spectral solver
     ([`metapinn.SpectralBurgersSolver`][]) from the same coefficients.
+
+    **Fields:** the domain, static floats: `x_min` (default -1), `x_max` (default 1),
+    `t_min` (default 0), `t_max` (default 1). The exact and reference solutions are those
+    of the default domain, whatever these are.
     """
 
     REFERENCE_VERSION: ClassVar[int] = _SOLVER_VERSION
@@ -142,6 +167,13 @@ class BurgersRandomIC(AbstractPDE):
         return jnp.zeros_like(t)
 
     def exact_solution(self, task: RandomICTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        """Cole–Hopf ([`metapinn.cole_hopf_solution`][] with the task's coefficients) on
+        the grid `x × t`, `u[i, j] = u(x[j], t[i])`, for one task.
+
+        **Raises:** what [`metapinn.cole_hopf_solution`][] raises (e.g. `ValueError` for
+        a batch of `nu`); `jax.errors.TracerArrayConversionError` for traced
+        coefficients (they must be concrete).
+        """
         from ._burgers._exact import cole_hopf_on_grid
 
         return cole_hopf_on_grid(x, t, task.nu, np.asarray(task.coefficients))
@@ -150,7 +182,18 @@ class BurgersRandomIC(AbstractPDE):
         self, task: RandomICTask, x: Array, t: Array, grid_size: int | None = None
     ) -> Float[Array, "nt nx"]:
         """The spectral reference on `x × t`, on `grid_size` points (default:
-        [`metapinn.default_grid_size`][]`(nu)`)."""
+        [`metapinn.default_grid_size`][]`(nu)`), for one task.
+
+        **Returns:** float64 `u` of shape `(len(t), len(x))`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** `ValueError` for an invalid `grid_size` (see
+        [`metapinn.SpectralBurgersSolver`][]), or what
+        [`metapinn.SpectralBurgersSolver.solve`][] raises (`RuntimeError` without
+        float64; `ValueError` for a batch of `nu`, bad shapes, or more than `num_modes`
+        coefficients; via `eqx.error_if` for bad values or a failed solve). With
+        `grid_size=None`, `nu` must be one concrete value, finite and > 0
+        (`float(task.nu)` raises `TypeError` for a batch, and fails for a traced `nu`).
+        """
         from ._burgers._reference import SpectralBurgersSolver, default_grid_size
 
         size = default_grid_size(float(task.nu)) if grid_size is None else grid_size

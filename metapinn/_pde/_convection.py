@@ -20,7 +20,11 @@ class ConvectionTask(eqx.Module):
     beta: Float[Array, "..."]
 
     def __init__(self, beta: ScalarLike | Float[Array, " B"]):
-        """**Raises:** `ValueError` for a concrete `beta` that is not finite."""
+        """**Arguments:** `beta`, the speed (finite; any sign); an array of shape `(B,)`
+        describes a batch of tasks, to be `vmap`ped over.
+
+        **Raises:** `ValueError` for a concrete `beta` that is not finite.
+        """
         self.beta = parameter_array(beta, "speed beta", "convection", positive=False)
 
 
@@ -33,6 +37,9 @@ class Convection(AbstractPDE):
     [1, 40]; Krishnapriyan et al. 2021, *NeurIPS*, show plain PINNs failing beyond
     $\beta \approx 10$). The boundary loss is the periodic jump. Exact solution:
     $u = \sin(x - \beta t)$.
+
+    **Fields:** the domain, static floats: `x_min` (default 0), `x_max` (default
+    $2\pi$), `t_min` (default 0), `t_max` (default 1).
     """
 
     periodic = True
@@ -53,6 +60,10 @@ class Convection(AbstractPDE):
         return jnp.sin(x)
 
     def exact_solution(self, task: ConvectionTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        r"""$\sin(x - \beta (t - t_\min))$ on the grid `x × t`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** via `eqx.error_if`, if `task.beta` is not finite.
+        """
         x, t = jnp.asarray(x), jnp.asarray(t) - self.t_min  # the time since t_min
         beta = self.check_task(task, task.beta)
         return jnp.sin(x[None, :] - beta * t[:, None])
@@ -63,7 +74,16 @@ class Convection(AbstractPDE):
         r"""Fourier-Galerkin method of lines: the coefficients $(a_k, b_k)$ of
         $\cos k\omega x, \sin k\omega x$ ($\omega = 2\pi/L$, 1 on the default domain) from
         the real FFT of $u_0$'s samples, integrated as $a_k' = -\beta k\omega b_k$,
-        $b_k' = \beta k\omega a_k$ with diffrax (Tsit5), then summed at `x`."""
+        $b_k' = \beta k\omega a_k$ with diffrax (Tsit5), then summed at `x`.
+
+        **Returns:** float64 `u` of shape `(len(t), len(x))`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** `RuntimeError` if float64 is not enabled; `ValueError` unless `x`
+        and `t` are 1-D (`t` non-empty), for concrete `x`, `t` outside the domain or a
+        `t` that is not strictly increasing, and unless `0 <= num_modes < 32`; via
+        `eqx.error_if`, for a `beta` that is not finite; diffrax raises if the solve
+        fails.
+        """
         _spectral.require_x64("convection")
         x, t = _spectral.check_grid(x, t, self)
         beta = self.check_task(task, jnp.asarray(task.beta, jnp.float64))

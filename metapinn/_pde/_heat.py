@@ -24,7 +24,11 @@ class HeatTask(eqx.Module):
     kappa: Float[Array, "..."]
 
     def __init__(self, kappa: ScalarLike | Float[Array, " B"]):
-        """**Raises:** `ValueError` for a concrete `kappa` that is not finite and > 0."""
+        """**Arguments:** `kappa`, the diffusivity (> 0, finite); an array of shape `(B,)`
+        describes a batch of tasks, to be `vmap`ped over.
+
+        **Raises:** `ValueError` for a concrete `kappa` that is not finite and > 0.
+        """
         self.kappa = parameter_array(kappa, "diffusivity kappa", "heat")
 
 
@@ -36,6 +40,9 @@ class Heat(AbstractPDE):
     with the modes of `HEAT_MODES`; a family over the diffusivity $\kappa$ (a
     [`metapinn.HeatTask`][], training range [0.01, 0.5]). Exact solution:
     $u = \sum_n a_n e^{-\kappa (n\pi)^2 t} \sin(n\pi x)$.
+
+    **Fields:** the domain, static floats: `x_min` (default -1), `x_max` (default 1),
+    `t_min` (default 0), `t_max` (default 1).
     """
 
     jet_needs = (("u_t", "u_xx"), (), ())
@@ -59,6 +66,10 @@ class Heat(AbstractPDE):
         return jnp.zeros_like(t)
 
     def exact_solution(self, task: HeatTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        """The modal solution on the grid `x × t`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** via `eqx.error_if`, if `task.kappa` is not finite and > 0.
+        """
         x, t = jnp.asarray(x), jnp.asarray(t) - self.t_min  # the time since t_min
         kappa = self.check_task(task, task.kappa)
         return sum_terms(
@@ -72,7 +83,15 @@ class Heat(AbstractPDE):
         r"""Sine-Galerkin method of lines: the coefficients $b_n$ of
         $\sin(n\pi(x - x_\min)/L)$, $n \le$ `num_modes`, from the DST of $u_0$'s samples,
         integrated as $b_n' = -\kappa (n\pi/L)^2 b_n$ with diffrax (Tsit5), then summed
-        at `x`."""
+        at `x`.
+
+        **Returns:** float64 `u` of shape `(len(t), len(x))`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** `RuntimeError` if float64 is not enabled; `ValueError` unless `x`
+        and `t` are 1-D (`t` non-empty), or for concrete `x`, `t` outside the domain or
+        a `t` that is not strictly increasing; via `eqx.error_if`, for a `kappa` that is
+        not finite and > 0; diffrax raises if the solve fails.
+        """
         _spectral.require_x64("heat")
         x, t = _spectral.check_grid(x, t, self)
         kappa = self.check_task(task, jnp.asarray(task.kappa, jnp.float64))

@@ -54,13 +54,19 @@ class Family:
 
     A family's tasks are either one scalar parameter (`parameter`, a field of its
     task type, with standard training and held-out values), or functions drawn at
-    random (`draw`, e.g. F6's initial conditions, `n_train` and `n_test` of them)."""
+    random (`draw`, e.g. F6's initial conditions, `n_train` and `n_test` of them).
+
+    **Fields:** each is documented below; the first seven are positional, the rest have
+    defaults. A frozen dataclass: the construction checks nothing. The standard
+    families are in [`metapinn.FAMILIES`][]; see [`metapinn.family`][].
+    """
 
     name: str
     """Its name on the command line."""
     design: str
     """Its label in DESIGN.md §2 (F1–F6)."""
     pde: Callable[[], AbstractPDE]
+    """Makes the family's PDE with its default domain, e.g. `Burgers`."""
     task: Callable[..., Any]
     """The task type, e.g. `BurgersTask`."""
     parameter: str
@@ -103,7 +109,11 @@ class Family:
         """A batch of the family's tasks in `dtype` (default: the default float dtype):
         for a scalar family, one per value of `values`; for a function-valued one,
         `count` tasks drawn from the stream `seed` (the training tasks from one
-        sub-stream, the held-out ones, `held_out`, from another)."""
+        sub-stream, the held-out ones, `held_out`, from another).
+
+        **Raises:** what the task type raises for bad values (e.g. `ValueError` for a
+        viscosity that is not finite and > 0).
+        """
         dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
         if self.scalar:
             return self.task(jnp.asarray(values, dtype=dtype))
@@ -233,7 +243,15 @@ FAMILIES: dict[str, Family] = {
 
 
 def family(name: str) -> Family:
-    """The family called `name`. **Raises:** `ValueError` naming the known ones."""
+    """The family called `name`.
+
+    **Arguments:** `name`, a key of [`metapinn.FAMILIES`][], e.g. `"burgers"` or
+    `"allen-cahn"`.
+
+    **Returns:** its [`metapinn.Family`][].
+
+    **Raises:** `ValueError` for an unknown name, naming the known ones.
+    """
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; choose one of {sorted(FAMILIES)}")
     return FAMILIES[name]

@@ -20,7 +20,11 @@ class WaveTask(eqx.Module):
     c: Float[Array, "..."]
 
     def __init__(self, c: ScalarLike | Float[Array, " B"]):
-        """**Raises:** `ValueError` for a concrete `c` that is not finite and > 0."""
+        """**Arguments:** `c`, the wave speed (> 0, finite); an array of shape `(B,)`
+        describes a batch of tasks, to be `vmap`ped over.
+
+        **Raises:** `ValueError` for a concrete `c` that is not finite and > 0.
+        """
         self.c = parameter_array(c, "speed c", "wave")
 
 
@@ -35,6 +39,9 @@ class Wave(AbstractPDE):
     interior and $u_t$ on the initial line (its initial error is both conditions'
     errors). Exact (modal) solution: $u = \sum_n a_n \cos(c n\pi t) \sin(n\pi x)$, the
     d'Alembert solution $\tfrac12(u_0(x - ct) + u_0(x + ct))$ of the odd extension.
+
+    **Fields:** the domain, static floats: `x_min` (default -1), `x_max` (default 1),
+    `t_min` (default 0), `t_max` (default 1).
     """
 
     jet_needs = (("u_xx", "u_tt"), ("u_t",), ())
@@ -64,6 +71,10 @@ class Wave(AbstractPDE):
         return jnp.zeros_like(t)
 
     def exact_solution(self, task: WaveTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
+        """The modal solution on the grid `x × t`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** via `eqx.error_if`, if `task.c` is not finite and > 0.
+        """
         x, t = jnp.asarray(x), jnp.asarray(t) - self.t_min  # the time since t_min
         c = self.check_task(task, task.c)
         return sum_terms(
@@ -77,7 +88,15 @@ class Wave(AbstractPDE):
         r"""Sine-Galerkin method of lines: the coefficients $b_n$ of
         $\sin(n\pi(x - x_\min)/L)$ from the DST of $u_0$'s samples, and their velocities
         (zero), integrated as $b_n' = v_n$, $v_n' = -c^2 (n\pi/L)^2 b_n$ with diffrax
-        (Tsit5), then summed at `x`."""
+        (Tsit5), then summed at `x`.
+
+        **Returns:** float64 `u` of shape `(len(t), len(x))`, `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** `RuntimeError` if float64 is not enabled; `ValueError` unless `x`
+        and `t` are 1-D (`t` non-empty), or for concrete `x`, `t` outside the domain or
+        a `t` that is not strictly increasing; via `eqx.error_if`, for a `c` that is not
+        finite and > 0; diffrax raises if the solve fails.
+        """
         _spectral.require_x64("wave")
         x, t = _spectral.check_grid(x, t, self)
         c = self.check_task(task, jnp.asarray(task.c, jnp.float64))

@@ -32,6 +32,10 @@ class Burgers(AbstractPDE):
     The standard PINN benchmark of Raissi, Perdikaris & Karniadakis (2019), *J. Comput.
     Phys.* 378:686–707, here as a family over the viscosity $\nu$ (a
     [`metapinn.BurgersTask`][]).
+
+    **Fields:** the domain, static floats: `x_min` (default -1), `x_max` (default 1),
+    `t_min` (default 0), `t_max` (default 1). The exact and reference solutions are those
+    of the default domain, whatever these are.
     """
 
     x_min: float = eqx.field(static=True, default=-1.0)
@@ -54,13 +58,23 @@ class Burgers(AbstractPDE):
         return jnp.zeros_like(t)
 
     def exact_solution(self, task: BurgersTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
-        """Cole–Hopf ([`metapinn.cole_hopf_solution`][]) on the grid `x × t`."""
+        """Cole–Hopf ([`metapinn.cole_hopf_solution`][]) on the grid `x × t`,
+        `u[i, j] = u(x[j], t[i])`.
+
+        **Raises:** what [`metapinn.cole_hopf_solution`][] raises (e.g. `ValueError` for
+        a non-scalar `nu`).
+        """
         from ._exact import cole_hopf_on_grid
 
         return cole_hopf_on_grid(x, t, task.nu)
 
     def reference_solution(self, task: BurgersTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
-        """The spectral reference ([`metapinn.reference_solution`][]) on `x × t`."""
+        """The spectral reference ([`metapinn.reference_solution`][]) on `x × t`: float64,
+        of shape `(len(t), len(x))`, or `(B, len(t), len(x))` for a batch of `B` tasks.
+
+        **Raises:** what [`metapinn.reference_solution`][] raises: `RuntimeError` if
+        float64 is not enabled or a solve fails; `ValueError` for invalid input.
+        """
         from ._reference import reference_solution
 
         return reference_solution(task.nu, x, t)
