@@ -101,7 +101,9 @@ print("training seconds:", results["timing"]["training_seconds"])
 
 # %%
 def rel_l2(init: str, k: int) -> float:
-    return next(e for e in results["curves"][init] if e["steps"] == k)["rel_l2"]["mean"]
+    """The mean over held-out viscosities (NaN if every seed of `init` diverged)."""
+    mean = next(e for e in results["curves"][init] if e["steps"] == k)["rel_l2"]["mean"]
+    return float("nan") if mean is None else mean
 
 
 shown = list(dict.fromkeys((0, budget, steps[-1])))

@@ -232,8 +232,9 @@ steps = results["steps"]
 print(f"rel-L2 against the exact solution, mean over the held-out speeds {results['test_tasks']}")
 print(f"{'initialisation':<28}" + "".join(f"{'k=' + str(k):>9}" for k in steps))
 for init in results["inits"]:
-    row = [entry["rel_l2"]["mean"] for entry in results["curves"][init]]
-    print(f"{results['labels'][init]:<28}" + "".join(f"{v:>9.3g}" for v in row))
+    row = [entry["rel_l2"]["mean"] for entry in results["curves"][init]]  # None: diverged
+    cells = "".join(f"{'n/a':>9}" if v is None else f"{v:>9.3g}" for v in row)
+    print(f"{results['labels'][init]:<28}" + cells)
 
 # %% [markdown]
 # The run folder holds what `metapinn reproduce --family NAME` writes for a built-in
