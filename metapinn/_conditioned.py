@@ -187,7 +187,12 @@ class ConditionedLoss(AbstractLoss):
 
     def bind(self, model: ConditionedPINN, task: PyTree) -> MLPPINN:
         """**Returns:** the two-input network this loss evaluates for `task`,
-        `model.bind(features(task))` (e.g. for zero-shot evaluation)."""
+        `model.bind(features(task))` (e.g. for zero-shot evaluation).
+
+        **Raises:** what `features` raises (e.g. `ValueError` for a task without its
+        field), and `ValueError` at trace time if the features are not of shape
+        `(model.n_conditions,)`.
+        """
         return model.bind(self.features(task))
 
     def __call__(self, model: ConditionedPINN, task: PyTree, batch: PyTree) -> Scalar:

@@ -39,6 +39,8 @@ class FewShotTrace(eqx.Module):
     """The record of adapting from an initialisation.
 
     Leading axes (none for one run; `(I, N)` from [`metapinn.few_shot`][]) come first.
+
+    **Fields:** `steps`, `params`, `losses` and `curve`, documented below.
     """
 
     steps: tuple[int, ...] = eqx.field(static=True)
@@ -175,7 +177,10 @@ def few_shot(
 
 
 class FieldMetrics(eqx.Module):
-    """Accuracy of PINN fields on a grid, each array over the same leading axes."""
+    """Accuracy of PINN fields on a grid, each array over the same leading axes.
+
+    **Fields:** `rel_l2`, `max_abs` and `rms_residual`, documented below.
+    """
 
     rel_l2: Float[Array, "..."]
     r"""Relative L2 error $\lVert u - u_\text{ref}\rVert_2 / \lVert u_\text{ref}\rVert_2$."""
@@ -211,8 +216,14 @@ def field_metrics(
       errors are computed in the wider of its dtype and the PINN's).
     - `residual_points`: where the RMS residual is taken (e.g. a sub-grid: the
       residual needs second derivatives, five times the cost of `u` alone).
+    - `batch_size`: parameter sets per group of `lax.map` (keyword only; default 4).
 
     **Returns:** a [`metapinn.FieldMetrics`][] with leading axis `m`.
+
+    **Raises:** `ValueError` at trace time if `points` or `residual_points` is not
+    `(n, 2)` with `n >= 1`, or a row of `u_ref` does not have shape `(n,)`; via
+    `eqx.error_if`, for a row of `u_ref` that is identically zero or a task that fails
+    `pde.check_task`.
     """
 
     def one(args):

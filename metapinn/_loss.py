@@ -16,7 +16,16 @@ from ._sampling import CollocationBatch
 
 
 class LossTerms(eqx.Module):
-    """The three mean-squared parts of the physics-informed loss."""
+    r"""The three mean-squared parts of the physics-informed loss.
+
+    **Fields:**
+
+    - `residual`: $\mathcal{L}_r$, the mean square of the PDE residual.
+    - `initial`: $\mathcal{L}_0$, the mean square of the initial-condition error.
+    - `boundary`: $\mathcal{L}_b$, the mean square of the boundary-condition error.
+
+    `total` is their sum, the loss [`metapinn.pinn_loss`][] returns.
+    """
 
     residual: Scalar
     initial: Scalar
@@ -63,12 +72,20 @@ def loss_terms(
     \mathcal{L}_0 = \overline{(u(x_j, 0) - u_0(x_j))^2},\quad
     \mathcal{L}_b = \overline{(u(x_k, t_k) - g(x_k, t_k))^2}.$$
 
-    **Arguments:** a PINN, a PDE family, one task of it, and an unbatched
-    [`metapinn.CollocationBatch`][] (`vmap` for several tasks).
+    **Arguments:**
 
-    **Returns:** a [`metapinn.LossTerms`][].
+    - `pinn`: an [`metapinn.AbstractPINN`][].
+    - `pde`: an [`metapinn.AbstractPDE`][]; its `jet_needs` say which derivatives are
+      computed at each set of points.
+    - `task`: one task of it (`vmap` for several).
+    - `batch`: an unbatched [`metapinn.CollocationBatch`][], each set `(n, 2)`.
 
-    **Raises:** `ValueError` if the batch has a task axis.
+    **Returns:** a [`metapinn.LossTerms`][] of scalars.
+
+    **Raises:** `ValueError` at trace time if the batch has a task axis, or from the
+    family's terms (e.g. an odd number of boundary points for a periodic family, or
+    a derivative the residual reads that `jet_needs` does not list); via
+    `eqx.error_if`, for a task that fails `pde.check_task`.
     """
     jet = pinn.jet(_point_sets(batch), pde.jet_needs)
     return checked(pde, task, _terms(jet, pde, task, batch))
@@ -78,7 +95,14 @@ def pinn_loss(
     pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, batch: CollocationBatch
 ) -> Scalar:
     """The physics-informed loss, `residual + initial + boundary` (see
-    [`metapinn.loss_terms`][]). **Returns:** a scalar."""
+    [`metapinn.loss_terms`][]).
+
+    **Arguments:** `pinn`, `pde`, `task`, `batch`: as for [`metapinn.loss_terms`][].
+
+    **Returns:** a scalar, [`metapinn.LossTerms`][]`.total`.
+
+    **Raises:** as [`metapinn.loss_terms`][].
+    """
     return loss_terms(pinn, pde, task, batch).total
 
 
@@ -99,8 +123,13 @@ def pinn_loss_and_grad(
     it once with `pde.check_task`, as [`metapinn.adapt`][] and
     [`metapinn.meta_step`][] do.
 
+    **Arguments:** `pinn`, `pde`, `task`, `batch`: as for [`metapinn.loss_terms`][].
+
     **Returns:** `(loss, grads)`, with `grads` of the network's pytree structure
     (arrays at its floating-point leaves, `None` elsewhere).
+
+    **Raises:** `ValueError` at trace time, as [`metapinn.loss_terms`][]; unlike it,
+    no check of the task.
     """
     jet, pullback = pinn.jet_vjp(_point_sets(batch), pde.jet_needs)
     loss, terms_vjp = jax.vjp(lambda jet: _terms(jet, pde, task, batch).total, jet)
@@ -135,7 +164,12 @@ class AbstractLoss(eqx.Module):
 class PINNLoss(AbstractLoss):
     """`pinn_loss` with the PDE bound: the `loss_fn(model, task, batch)` that the
     meta-learners and [`metapinn.adapt`][] take. Its gradient is
-    [`metapinn.pinn_loss_and_grad`][]."""
+    [`metapinn.pinn_loss_and_grad`][], and its `check_task` is the PDE's.
+
+    **Fields:** `pde`, the [`metapinn.AbstractPDE`][], e.g. `PINNLoss(Burgers())`.
+
+    A call raises as [`metapinn.pinn_loss`][].
+    """
 
     pde: AbstractPDE
 

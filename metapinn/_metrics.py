@@ -97,7 +97,8 @@ def rms_residual(pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, points: Poi
 
     **Returns:** a scalar.
 
-    **Raises:** `ValueError` unless `points` has shape `(n, 2)` with `n >= 1`.
+    **Raises:** `ValueError` unless `points` has shape `(n, 2)` with `n >= 1`; via
+    `eqx.error_if`, for a task that fails `pde.check_task`.
     """
     check_points(points)
     if points.shape[0] == 0:
@@ -110,7 +111,10 @@ def rms_residual(pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, points: Poi
 
 
 class ErrorReport(eqx.Module):
-    """The accuracy of a PINN on a grid (DESIGN.md §5); see [`metapinn.evaluate_pinn`][]."""
+    """The accuracy of a PINN on a grid (DESIGN.md §5); see [`metapinn.evaluate_pinn`][].
+
+    **Fields:** `relative_l2`, `max_abs` and `rms_residual`, documented below.
+    """
 
     relative_l2: Scalar
     r"""$\lVert u_\text{PINN} - u_\text{ref}\rVert_2 / \lVert u_\text{ref}\rVert_2$."""
@@ -152,7 +156,8 @@ def evaluate_pinn(
     **Returns:** an [`metapinn.ErrorReport`][].
 
     **Raises:** `ValueError` if `x` or `t` is not 1-D or `u_ref` does not have shape
-    `(len(t), len(x))`.
+    `(len(t), len(x))`; via `eqx.error_if`, for a `u_ref` that is identically zero or
+    a task that fails `pde.check_task`.
     """
     points = grid_points(x, t, dtype=_pinn_dtype(pinn))
     u_ref = jnp.asarray(u_ref)

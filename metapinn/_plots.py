@@ -38,7 +38,13 @@ def plot_meta_training(curves: Mapping[str, np.ndarray], labels: Mapping[str, st
     """Meta-training curves: the mean query loss at the adapted parameters, per outer
     step (for multi-task, the loss at the initialisation itself).
 
-    **Arguments:** `curves[method]` of shape `(seeds, steps)`; optional display labels.
+    **Arguments:**
+
+    - `curves`: `curves[method]` of shape `(seeds, steps)`; NaN entries are left out
+      of the mean and band, and a method with no steps is skipped.
+    - `labels`: `labels[method]`, the display label (default: the method's key).
+
+    **Returns:** a `matplotlib.figure.Figure` (one axes; y on a log scale).
     """
     fig = _figure(figsize=(6.5, 4))
     ax = fig.add_subplot()
@@ -58,8 +64,16 @@ def plot_meta_training(curves: Mapping[str, np.ndarray], labels: Mapping[str, st
 def plot_few_shot(steps: Sequence[int], per_run: Mapping[str, np.ndarray], labels: Sequence[str]):
     """Few-shot curves: relative L2 error and PINN loss against adaptation steps.
 
-    **Arguments:** the recorded step counts; `per_run[name]` of shape
-    `(init, seed, task, k)` for `name` in `rel_l2` and `loss`; one label per init.
+    **Arguments:**
+
+    - `steps`: the recorded step counts `k`.
+    - `per_run`: `per_run[name]` of shape `(init, seed, task, k)` for `name` in
+      `"rel_l2"` and `"loss"` (averaged over tasks; mean and min–max over seeds).
+    - `labels`: one label per init.
+
+    **Returns:** a `matplotlib.figure.Figure` (two axes: the error, then the loss).
+
+    **Raises:** `KeyError` if `per_run` lacks `"rel_l2"` or `"loss"`.
     """
     fig = _figure(figsize=(11, 4))
     axes = fig.subplots(1, 2)
@@ -87,8 +101,18 @@ def plot_per_task(
     """Relative L2 error per held-out task at `budget` steps (bars: mean over seeds,
     whiskers: min–max), with random init at the longest adaptation beside.
 
-    **Arguments:** one label per held-out task (`"nu=0.0091"`); `rel_l2` of shape
-    `(init, seed, task, k)`, init 0 being random; one label per init.
+    **Arguments:**
+
+    - `tasks`: one label per held-out task (`"nu=0.0091"`).
+    - `rel_l2`: shape `(init, seed, task, k)`, init 0 being random; a seed with a
+      non-finite entry is left out of that series.
+    - `labels`: one label per init.
+    - `steps`: the recorded step counts `k` (the last axis of `rel_l2`).
+    - `budget`: the step count to show; one of `steps`.
+
+    **Returns:** a `matplotlib.figure.Figure`.
+
+    **Raises:** `ValueError` if `budget` is not in `steps`.
     """
     rel_l2 = np.asarray(rel_l2, dtype=np.float64)
     kb = list(steps).index(budget)
@@ -126,8 +150,15 @@ def plot_fields(
     """For one task: the reference field and each PINN field (top row, one
     colour scale), and each PINN's error (bottom row, one colour scale).
 
-    **Arguments:** the grid `x (nx,)`, `t (nt,)`; `u_ref (nt, nx)`; `fields[label]`
-    of shape `(nt, nx)`; the task's label (`"nu=0.0091"`) and (for the title) the seed.
+    **Arguments:**
+
+    - `x`, `t`: the grid, shapes `(nx,)` and `(nt,)`.
+    - `u_ref`: the reference, shape `(nt, nx)`.
+    - `fields`: `fields[label]`, a PINN's field of shape `(nt, nx)`.
+    - `task`: the task's label (`"nu=0.0091"`), for the title.
+    - `seed`: the seed, for the title (default `None`: not shown).
+
+    **Returns:** a `matplotlib.figure.Figure` (two rows of `len(fields) + 1` axes).
     """
     cols = len(fields) + 1
     fig = _figure(figsize=(2.6 * cols + 1.2, 5.4))
@@ -172,9 +203,19 @@ def plot_ablation(
     XLA's temporary memory of the meta-step, one line per combination of the other
     settings.
 
-    **Arguments:** `series[label]` with arrays `x`, `rel_l2`, `rel_l2_std`, `seconds`,
-    `temp_mib`; the x-axis label; the budget; random init's error at the budget (a
-    dashed line), if given.
+    **Arguments:**
+
+    - `series`: `series[label]`, a mapping with NumPy arrays `"x"`, `"rel_l2"`,
+      `"rel_l2_std"`, `"seconds"` and `"temp_mib"`, all of one length.
+    - `x_label`: the x-axis label.
+    - `budget`: the few-shot budget, for the first title.
+    - `random`: random init's error at the budget, drawn as a dashed line if given
+      and finite (default `None`).
+
+    **Returns:** a `matplotlib.figure.Figure` (three axes, log scales; x on a log scale
+    when every `x` is positive).
+
+    **Raises:** `KeyError` if a series lacks one of the five arrays.
     """
     fig = _figure(figsize=(13, 4))
     axes = fig.subplots(1, 3)

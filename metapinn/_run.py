@@ -356,15 +356,16 @@ def meta_train(
     - `FileNotFoundError` with `previous_checkpoint` if there is no previous checkpoint.
     - `ValueError` for bad settings (e.g. both or neither of `support` and
       `sample_points`, `tasks_per_step` outside `[1, N]`, task leaves or per-task
-      points with different leading sizes, `previous_checkpoint` without `resume`), or
-      a checkpoint that does not match them (its settings, its PRNG implementation, its
-      arrays, a step beyond `steps`, or the metrics file beside it).
+      points with different leading sizes, `previous_checkpoint` without `resume` when
+      there is a `run_dir`), or a checkpoint that does not match them (its settings,
+      its PRNG implementation, its arrays, a step beyond `steps`, or the metrics file
+      beside it).
     - [`metapinn.CorruptCheckpointError`][] if the checkpoint cannot be read.
     - [`metapinn.RunInterrupted`][] on SIGTERM or SIGINT (in a multi-process job, a
       pre-emption notice to any process): the step in progress is finished and
       checkpointed first, so the run resumes from it; and with `stop_after`.
-    - [`metapinn.RunFolderError`][] if a checkpoint, or the metrics file rewritten on
-      resume, cannot be written; creating `run_dir` and appending to `metrics.jsonl`
+    - [`metapinn.RunFolderError`][] if a checkpoint, or the metrics file rewritten at
+      the start, cannot be written; creating `run_dir` and appending to `metrics.jsonl`
       raise a plain `OSError`.
     - What `meta_step` raises (e.g. `ValueError` at trace time; an `eqx.error_if`
       message for an invalid task).

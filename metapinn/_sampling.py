@@ -12,12 +12,17 @@ from ._pinn import check_points
 class CollocationBatch(eqx.Module):
     """Points where the physics-informed loss is evaluated, each of shape `(n, 2)`.
 
+    **Fields:**
+
     - `interior`: points in the space-time domain (PDE residual).
     - `initial`: points on `t = t_min` (initial condition).
     - `boundary`: points on `x = x_min`, then as many on `x = x_max` (Dirichlet
       condition; for a periodic family, the same times on both sides).
 
     A batch with a leading task axis, `(B, n, 2)`, gives each task its own points.
+
+    **Raises:** `ValueError` on construction unless the three fields are all `(n, 2)`
+    (each its own `n`) or all `(B, n, 2)` with one `B`.
     """
 
     interior: Float[Array, "*tasks n_interior 2"]

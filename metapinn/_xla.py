@@ -77,8 +77,8 @@ def configure_cpu(host_devices: int | None = None) -> None:
     [`metapinn.cpu_xla_flags`][]`(XLA_FLAGS, host_devices)`.
 
     **Raises:** `RuntimeError` if JAX has already initialised its backend (the flags
-    would be ignored); `ValueError` if `host_devices` is given and is not an integer
-    >= 1.
+    would be ignored); `ValueError` if `host_devices` is given and is not a positive
+    integer.
     """
     from jax._src import xla_bridge
 

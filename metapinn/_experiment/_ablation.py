@@ -106,9 +106,10 @@ class AblationGrid:
     - `axes`: `((key, values), ...)`, each key one of `GRID_KEYS`, in the order they
       vary (the last fastest); `method` must be one of them, or its one value given.
 
-    **Raises:** `GridError` for an unknown key, an empty or repeated list of values, a
-    value of the wrong type; [`metapinn.AblationGrid.cells`][] for a cell whose settings are
-    incompatible.
+    **Raises:** [`metapinn.GridError`][] for an unknown or repeated key, values that
+    are not a non-empty list or list a value twice, a value of the wrong type, or no
+    `method` axis; [`metapinn.AblationGrid.cells`][] raises it for a cell whose settings
+    are incompatible.
     """
 
     base: ExperimentConfig
@@ -294,8 +295,18 @@ def parse_vary(item: str) -> tuple[str, list[Any]]:
 
 def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a grid file (JSON, or TOML for a `.toml` name): `{"workload", "family",
-    "settings", "vary"}`, each optional. **Raises:** `GridError` naming the file and
-    the problem."""
+    "settings", "vary"}`, each optional.
+
+    **Arguments:** `path`, the grid file.
+
+    **Returns:** its data, a dict with some of `GRID_FILE_KEYS` (`settings` and `vary`
+    are dicts), for [`metapinn.make_grid`][]; the values are not checked here.
+
+    **Raises:** [`metapinn.GridError`][] naming the file and the problem: a missing
+    file, one that does not parse, not an object, an unknown key, or `settings` or
+    `vary` that is not a table. Other read errors (e.g. a `PermissionError`) propagate
+    as they are.
+    """
     path = pathlib.Path(path)
     try:
         text = path.read_text()
@@ -347,7 +358,24 @@ def make_grid(
     here applies to every method: it replaces the workload's values for single
     methods. `quick` shrinks the base to a smoke run (see [`metapinn.quick`][]).
 
-    **Raises:** `GridError` (a [`metapinn.ConfigError`][]) for any bad value."""
+    **Arguments:**
+
+    - `data`: a grid file's data (default `None`: none).
+    - `workload_name`: the base's workload (keyword only, as are the rest); default
+      `data["workload"]`, else `DEFAULT_WORKLOAD` (W3).
+    - `family`: the base's family; default `data`'s (at its top or in its
+      `settings`), else the workload's.
+    - `settings`: configuration changes, after the file's (and after `quick`); not
+      `methods`.
+    - `vary`: axes `((key, values), ...)`, each key one of `GRID_KEYS`.
+    - `quick`: shrink the base to a smoke run (default `False`).
+
+    **Returns:** an [`metapinn.AblationGrid`][].
+
+    **Raises:** [`metapinn.GridError`][] (a [`metapinn.ConfigError`][]) for any bad
+    value: an unknown workload, `methods` among the settings, a bad base, a key given
+    twice in `vary`, or what [`metapinn.AblationGrid`][] rejects.
+    """
     data = dict(data or {})
     name = workload_name or data.get("workload") or DEFAULT_WORKLOAD
     if name not in WORKLOADS:
@@ -427,8 +455,11 @@ def run_ablation(
 
     **Returns:** the results (as in `ablation.json`).
 
-    **Raises:** `GridError` for a bad cell (before anything is trained);
-    `FileExistsError` if `out_dir` holds a grid and `resume` is false.
+    **Raises:** `GridError` for a bad cell (before anything is trained), or for a
+    grid folder resumed or tabulated with another base; `FileExistsError` if `out_dir`
+    holds a grid and `resume` is false; `FileNotFoundError` with `train=False` if it
+    holds none; otherwise what [`metapinn.train_runs`][] and [`metapinn.reproduce`][]
+    raise.
     """
     from ._ablation_report import cell_row, write_ablation
     from ._pipeline import reproduce

@@ -107,7 +107,47 @@ class ExperimentConfig:
 
     Construct it with keywords, from a dict ([`metapinn.ExperimentConfig.from_dict`][])
     or from a JSON file ([`metapinn.load_config`][]). Values are checked on
-    construction.
+    construction. Each field's `help` metadata (the `metapinn` command's `--help`)
+    says the same in a line.
+
+    **Fields:**
+
+    - `name`: the run's label, letters, digits, `.`, `_`, `-` (default `"W1"`).
+    - `width`, `depth`: the PINN's neurons per hidden layer and hidden layers
+      (default 32, 2).
+    - `dtype`: `"float32"` (default) or `"float64"`, for training and adaptation.
+    - `n_interior`, `n_initial`, `n_boundary`: collocation points inside, on `t = 0`
+      and on each side (default 200, 50, 20); `points_seed`: their seed (default 0).
+    - `family`: a key of [`metapinn.FAMILIES`][] (default `"burgers"`).
+    - `train_params`, `test_params`: a scalar family's training and held-out values
+      (default `()`: the family's standard ones).
+    - `n_train_tasks`, `n_test_tasks`, `tasks_seed`: a family of drawn functions'
+      task counts (default 0: its standard ones) and seed (default 0).
+    - `methods`: the methods to train, or `("all",)` (default
+      `("maml", "fomaml", "reptile", "multitask")`).
+    - `inner_steps`, `inner_optimizer`, `inner_lr`, `inner_remat`: the inner loop's
+      $K$ (default 5), `"sgd"` (default) or `"adam"`, rate (default 0.01) and
+      checkpointing, `"none"` (default), `"sqrt"`, `"binomial"` or a segment length.
+    - `outer_lr`, `outer_schedule`: the outer Adam rate (default 1e-3), `"constant"`
+      (default) or `"cosine"`.
+    - `meta_steps`, `tasks_per_step`, `tasks_at_once`: outer steps per method and seed
+      (default 500), tasks per step (default 6), and groups of tasks mapped one after
+      another (default 0: all vmapped).
+    - `seeds`: the initialisations' seeds (default `(0, 1, 2)`).
+    - `checkpoint_every`: outer steps between checkpoints (default 100).
+    - `resample`: re-sample the points every meta-step (default `False`).
+    - `adapt`: `"all"` (default) or `"last-layer"`, the parameters the inner loop
+      adapts.
+    - `init`: where meta-training starts: `"random"` (default), another method, or a
+      run folder.
+    - `overrides`: per-method settings `"METHOD.KEY=VALUE"` (default `()`).
+    - `eval_steps`, `eval_lr`, `eval_warmup`: the few-shot step counts (default
+      `(0, 10, 20, 50, 100, 200, 500, 1000)`), Adam rate (default 1e-3) and warm-up
+      steps (default 0).
+    - `budget`: the few-shot budget of the results table, one of `eval_steps`
+      (default 100).
+    - `eps`: the relative-L2 targets of the "steps to eps" table (default
+      `(0.8, 0.6, 0.5, 0.4)`).
 
     **Raises:** [`metapinn.ConfigError`][] naming the first bad value.
     """
@@ -397,7 +437,16 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
         """Build a config from plain data (e.g. parsed JSON); missing keys take their
-        defaults. **Raises:** [`metapinn.ConfigError`][] for unknown keys or bad values."""
+        defaults, lists become tuples, and the old keys `train_nus`, `test_nus` are read
+        as `train_params`, `test_params`.
+
+        **Arguments:** `data`, a dict from field names to values.
+
+        **Returns:** an [`metapinn.ExperimentConfig`][].
+
+        **Raises:** [`metapinn.ConfigError`][] if `data` is not a dict, for unknown keys,
+        an old key given with its new name, or bad values.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
         types = {f.name: f.type for f in dataclasses.fields(cls)}
@@ -497,8 +546,16 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
     """Read an [`metapinn.ExperimentConfig`][] from a JSON file (missing keys take
-    their defaults). **Raises:** [`metapinn.ConfigError`][] naming the file and the
-    problem."""
+    their defaults; see [`metapinn.ExperimentConfig.from_dict`][]).
+
+    **Arguments:** `path`, the JSON file: one object, field names to values.
+
+    **Returns:** an [`metapinn.ExperimentConfig`][].
+
+    **Raises:** [`metapinn.ConfigError`][] naming the file and the problem: a missing
+    file, invalid JSON, or what `from_dict` rejects. Other read errors (e.g. a
+    `PermissionError`) propagate as they are.
+    """
     path = pathlib.Path(path)
     try:
         data = json.loads(path.read_text())

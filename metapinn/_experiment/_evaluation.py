@@ -56,8 +56,15 @@ def reference_fields(
     [`metapinn.Family.reference`][]). Computing one needs `jax_enable_x64` (the
     `metapinn` command turns it on at start-up).
 
-    **Returns:** `(x, t, points, u)` with `u[b, i, j] = u(x[j], t[i])` for held-out task
-    `b`, and `points` the grid as `(len(t) * len(x), 2)` rows `(x, t)` in the same order.
+    **Arguments:** `config`, an [`metapinn.ExperimentConfig`][]; its `family` and its
+    held-out tasks (`test_params`, or `n_test_tasks` drawn from `tasks_seed`) are used.
+
+    **Returns:** `(x, t, points, u)`, float64 NumPy arrays, with
+    `u[b, i, j] = u(x[j], t[i])` for held-out task `b`, and `points` the grid as
+    `(len(t) * len(x), 2)` rows `(x, t)` in the same order.
+
+    **Raises:** `RuntimeError` if float64 is not enabled and a reference is not in the
+    cache (or a solve fails); what the family's reference solver raises otherwise.
     """
     fam = get_family(config.family)
     pde = fam.pde()
@@ -306,16 +313,26 @@ def evaluate_runs(
     `eval_lr`, after `eval_warmup` warm-up steps) on the same collocation points,
     read at `eval_steps`, on every held-out task.
 
-    `reference`, if given, is a future of [`metapinn.reference_fields`][] for
-    `config` (see [`metapinn.reproduce`][]).
-
-    **Returns:** the results (as in `results.json`).
-
     A meta-training run that diverged (see [`metapinn.train_runs`][]) has no
     initialisation: its seed is left out of that method's statistics and flagged.
 
+    **Arguments:**
+
+    - `config`: the [`metapinn.ExperimentConfig`][] the runs were trained with.
+    - `out_dir`: the run folder, as [`metapinn.train_runs`][] left it.
+    - `log`: where one-line messages go (keyword only; default `print`).
+    - `plots`: also draw the plots into `out_dir/plots` (keyword only; default
+      `True`).
+    - `reference`: a `concurrent.futures.Future` of [`metapinn.reference_fields`][]
+      for `config` (see [`metapinn.reproduce`][]); default `None`, computed here.
+
+    **Returns:** the results, a dict of plain data as written to `results.json`.
+
     **Raises:** `FileNotFoundError` if a run is missing; [`metapinn.ConfigError`][] if
-    one is unfinished or was trained with other settings.
+    one is unfinished or was trained with other settings;
+    [`metapinn.CorruptCheckpointError`][] for a checkpoint that cannot be read; what
+    [`metapinn.reference_fields`][] raises (also through `reference`);
+    [`metapinn.RunFolderError`][] if a result file cannot be written.
     """
     out_dir = pathlib.Path(out_dir)
     t0 = time.perf_counter()

@@ -69,6 +69,13 @@ def reproduce(
 
     **Returns:** the results, as written to `results.json` (`None` on the other
     processes of a multi-process job).
+
+    **Raises:** what [`metapinn.train_runs`][] (with `keep_going=True`, so not
+    [`metapinn.NonFiniteLossError`][]) and [`metapinn.evaluate_runs`][] raise: e.g.
+    `FileExistsError` for a used `out_dir` without `resume`,
+    [`metapinn.ConfigError`][] for a resume with other settings,
+    [`metapinn.RunInterrupted`][] on SIGTERM, SIGINT or `stop_after`, and
+    `RuntimeError` if a reference must be computed without float64.
     """
     config = workload(DEFAULT_WORKLOAD) if config is None else config
     out_dir = default_out_dir(config) if out_dir is None else pathlib.Path(out_dir)

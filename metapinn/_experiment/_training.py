@@ -306,8 +306,12 @@ def train_runs(
     `("transfer:<task>", seed)`).
 
     **Raises:** `FileExistsError` if `out_dir` holds a run and `resume` is false;
+    [`metapinn.ConfigError`][] if `resume` meets a folder or a checkpoint trained with
+    other settings, or a warm start whose source is missing, unfinished or diverged;
     [`metapinn.NonFiniteLossError`][] from the first run that diverges, unless
-    `keep_going`.
+    `keep_going`; [`metapinn.RunInterrupted`][] on SIGTERM, SIGINT or `stop_after`;
+    otherwise what [`metapinn.meta_train`][] raises (e.g.
+    [`metapinn.CorruptCheckpointError`][] without `previous_checkpoint`).
     """
     out_dir = pathlib.Path(out_dir)
     if _is_writer():

@@ -92,8 +92,20 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
     Burgers; W1 and W3 run on any family, with its standard training and held-out
     tasks, and are named `W3-heat` etc. on another), with `changes` applied.
 
+    **Arguments:**
+
+    - `name`: a key of [`metapinn.WORKLOADS`][]: `"W1"`, `"W2"` or `"W3"`.
+    - `family`: a key of [`metapinn.FAMILIES`][]; default `None`, the workload's own
+      (Burgers). On another family the workload's tasks are dropped for the family's
+      standard ones.
+    - `**changes`: settings of [`metapinn.ExperimentConfig`][] to change, e.g.
+      `seeds=(0,)`.
+
+    **Returns:** an [`metapinn.ExperimentConfig`][].
+
     **Raises:** [`metapinn.ConfigError`][] for an unknown workload or family, a
-    workload that does not run on the family, or a bad change."""
+    workload that does not run on the family, or a bad change.
+    """
     if name not in WORKLOADS:
         raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
     data = dict(WORKLOADS[name])
@@ -119,6 +131,13 @@ QUICK = {
 
 
 def quick(config: ExperimentConfig) -> ExperimentConfig:
-    """`config` shrunk to a smoke run (see `QUICK`); methods' own `meta_steps` go too."""
+    """`config` shrunk to a smoke run (see `QUICK`); methods' own `meta_steps` go too.
+
+    **Arguments:** `config`, an [`metapinn.ExperimentConfig`][].
+
+    **Returns:** a new [`metapinn.ExperimentConfig`][]: `config` with the values of
+    `QUICK` (20 meta-steps, seeds 0 and 1, ...) and without its `*.meta_steps`
+    overrides.
+    """
     overrides = [o for o in config.overrides if _parse_override(o)[1] != "meta_steps"]
     return config.replace(**QUICK, overrides=overrides)

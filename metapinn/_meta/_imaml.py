@@ -53,8 +53,7 @@ class ProximalLoss(AbstractLoss):
       proximal term applies and `None` elsewhere.
     - `prox_lambda`: $\lambda > 0$ (static; no default).
 
-    **Raises:** `ValueError` on construction if `prox_lambda` is not a finite number
-    > 0.
+    **Raises:** `ValueError` on construction unless `prox_lambda` is finite and > 0.
     """
 
     loss: LossFn

@@ -41,6 +41,9 @@ class MetaParams(eqx.Module):
 
     The outer optimiser updates both fields: [`metapinn.meta_step`][] takes a
     `MetaParams` where other learners take the network's parameters.
+
+    **Fields:** `params` and `rates`, documented below; made by a learner's
+    `init_meta_params`.
     """
 
     params: Params

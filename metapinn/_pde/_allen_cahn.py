@@ -156,10 +156,11 @@ class AllenCahn(AbstractPDE):
 
         **Raises:** `RuntimeError` if float64 is not enabled; `ValueError` unless `x`
         and `t` are 1-D (`t` non-empty), for concrete `x`, `t` outside the domain or a
-        `t` that is not strictly increasing, for a `num_modes` that is not an integer
-        >= 1, for an `epsilon` that is not a scalar, and, with `num_modes=None`, for an
-        `epsilon` that is traced or (concrete) not finite and > 0; via `eqx.error_if`,
-        for an `epsilon` that is not finite and > 0; diffrax raises if the solve fails.
+        `t` that is not strictly increasing, for a `num_modes` that is not a positive
+        integer, for an `epsilon` that is not a scalar, and, with `num_modes=None`, for
+        an `epsilon` that is traced or (concrete) not finite and > 0; via
+        `eqx.error_if`, for an `epsilon` that is not finite and > 0; diffrax raises if
+        the solve fails.
         """
         _spectral.require_x64("Allen-Cahn")
         x, t = _spectral.check_grid(x, t, self)

@@ -77,13 +77,17 @@ def default_grid_size(nu: float) -> int:
 
 class ReferenceSolution(eqx.Module):
     """What [`metapinn.SpectralBurgersSolver.solve`][] returns. Under `jax.vmap` each
-    field gains the batch axis."""
+    field gains the batch axis.
+
+    **Fields:** `u`, `num_steps`, `num_accepted_steps` and `result`, documented below.
+    """
 
     u: Float[Array, "nt nx"]
     """`u[i, j] = u(x[j], t[i])`."""
     num_steps: Int[Array, ""]
     """Steps the time integrator took, rejected ones included."""
     num_accepted_steps: Int[Array, ""]
+    """Steps the time integrator accepted."""
     result: dfx.RESULTS
     """Success, or why the solve failed (only inspected when `throw=False`)."""
 
