@@ -87,6 +87,10 @@ def test_remat_scan_values_and_tail():
 
 
 def test_bad_remat_is_named():
+    body = lambda c, _: (c * 0.5, c)
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=f"got {bad}"):
+            mp.remat_scan(body, jnp.asarray(1.0), 4, remat=bad)
     # (Under the tests' jaxtyping hook, a string outside the Literal is refused first.)
     with pytest.raises((ValueError, TypeError), match="log"):
         mp.MAML(3, 0.01, inner_remat="log")

@@ -97,13 +97,16 @@ def remat_scan(body, init, steps: int, *, remat: InnerRemat = None, unroll: int 
     - `steps`: $K$, the number of steps (static).
     - `remat`: `None` (default: the plain scan), `"sqrt"`, a segment length `M >= 1`,
       or `"binomial"` (keyword only). For `steps <= 1` the plain scan is used whatever
-      `remat` is. It is not validated here ([`metapinn.adapt`][] does that).
+      `remat` is.
     - `unroll`: passed to `jax.lax.scan` (keyword only; default 1); unused by
       `"binomial"`.
 
     **Returns:** `(carry, ys)` as `jax.lax.scan` gives them: the final carry and each
     step's `y` stacked along a leading axis of length `steps`.
+
+    **Raises:** `ValueError` naming `remat` if it is none of the above.
     """
+    _check_remat(remat)
     if remat is None or steps <= 1:
         return jax.lax.scan(body, init, length=steps, unroll=unroll)
     if remat == "binomial":
