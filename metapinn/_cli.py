@@ -8,6 +8,7 @@ stored with the run (`config.json` in its folder).
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import sys
 import typing
@@ -89,9 +90,10 @@ def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> Non
         type=int,
         default=None,
         metavar="N",
-        help="split each meta-step's task batch over N devices (on CPU: N host devices, "
-        "one per core; a batch that N does not divide runs on one) (default: 1; in a "
-        "multi-process job, every device of every process)",
+        help="split each meta-step's task batch over N devices (on CPU: N host devices; "
+        "a batch that N does not divide runs on one; 1: no splitting) (default: every "
+        "local device, on CPU one per core; in a multi-process job, every device of "
+        "every process)",
     )
     if not distributed:
         return
@@ -126,6 +128,15 @@ def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> Non
     )
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has
+    one, else `os.cpu_count()`): the default number of host devices."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks on this system (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _start_jax(argv: Sequence[str]) -> str | None:
     """Set the XLA:CPU flags and join a multi-process job as the device flags in
     `argv` ask, before JAX starts its backend. **Returns:** an error message for
@@ -143,11 +154,12 @@ def _start_jax(argv: Sequence[str]) -> str | None:
     joins = flags.distributed or any(
         v is not None for v in (flags.coordinator, flags.num_processes, flags.process_id)
     )
-    devices = flags.devices
+    devices = cpu_cores() if flags.devices is None else flags.devices
     try:
         # Faster XLA:CPU compiles of the meta-step (see metapinn._xla), and as many host
-        # devices as asked for (in a multi-process job each process keeps its own).
-        configure_cpu(host_devices=devices if devices and devices > 1 and not joins else None)
+        # devices as asked for, by default one per core (in a multi-process job each
+        # process keeps its own).
+        configure_cpu(host_devices=devices if devices > 1 and not joins else None)
     except (RuntimeError, ValueError):
         pass  # JAX is already running in this Python process: keep its flags
     try:
@@ -185,10 +197,10 @@ def _mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
         if args.out is None:  # the default folder's name holds each process's own clock
             raise ConfigError("a multi-process job needs --out DIR, the same for every process")
         return task_mesh(devices)
-    if devices is None or devices == 1:
+    if devices == 1 or (devices is None and len(jax.devices()) == 1):
         return None
     try:
-        return task_mesh(devices)
+        return task_mesh(devices)  # None: every device
     except ValueError as e:
         raise ConfigError(f"--devices {devices}: {e}") from None
 
@@ -359,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
     _add_run_flags(p, "", DEFAULT_WORKLOAD)
-    _add_device_flags(p, distributed=False)
+    _add_device_flags(p, distributed=True)
     p.set_defaults(config=None)
     _add_config_flags(
         p, [n for n in every if n != "methods"], workload(DEFAULT_WORKLOAD),
@@ -546,6 +558,8 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
         train=not args.finished_only,
         mesh=_mesh(args),
     )
+    if results is None:  # another process than 0 of a multi-process job
+        return 0
     print()
     print(format_ablation(results))
     written = [out / f"ablation.{ext}" for ext in ("md", "json", "csv")]

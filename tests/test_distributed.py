@@ -39,10 +39,15 @@ def _free_port() -> int:
 
 
 def test_two_devices_and_two_processes_give_the_single_device_run(tmp_path, capsys):
-    assert main([*TINY, "--out", str(tmp_path / "one")]) == 0
+    assert main([*TINY, "--devices", "1", "--out", str(tmp_path / "one")]) == 0
     assert main([*TINY, "--devices", "2", "--out", str(tmp_path / "two")]) == 0
+    # By default the command splits over every device there is (two in the tests).
+    assert main([*TINY, "--out", str(tmp_path / "default")]) == 0
     one, one_rows = _arrays(tmp_path / "one")
     two, _ = _arrays(tmp_path / "two")
+    default, _ = _arrays(tmp_path / "default")
+    for k in two:
+        np.testing.assert_array_equal(default[k], two[k], err_msg=k)
     # The mean over 6 tasks against the mean of two means of 3: float32 rounding.
     for k in one:
         np.testing.assert_allclose(two[k], one[k], rtol=2e-5, atol=1e-7, err_msg=k)
@@ -124,3 +129,57 @@ def test_matmul_precision_is_pinned_off_cpu(monkeypatch):
         assert jax.config.jax_default_matmul_precision == "highest"
     finally:
         jax.config.update("jax_default_matmul_precision", None)
+
+
+@pytest.mark.slow  # two processes train and evaluate a grid of two cells and a source
+def test_a_two_process_ablation_gives_the_two_device_one(tmp_path, capsys):
+    grid = tmp_path / "grid.json"
+    settings = {
+        "width": 8, "depth": 1, "n_interior": 24, "n_initial": 8, "n_boundary": 4,
+        "meta_steps": 4, "checkpoint_every": 2, "seeds": [0], "eval_steps": [0, 3],
+        "budget": 3, "eps": [0.9],
+        "overrides": ["maml.init=multitask", "multitask.meta_steps=3"],
+    }  # fmt: skip
+    grid.write_text(json.dumps(
+        {"workload": "W1", "settings": settings,
+         "vary": {"method": ["maml"], "inner_steps": [1, 2]}}
+    ))  # fmt: skip
+    ablate = ["ablate", str(grid), "--no-progress", "--no-plots"]
+    assert main([*ablate, "--devices", "2", "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": cpu_xla_flags("")}  # one CPU device per process
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "metapinn._cli",
+                *ablate,
+                "--out",
+                str(tmp_path / "job"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n".join(outputs)
+    # Process 0 tabulates; process 1 trained every cell with it and printed no table.
+    assert "written:" in outputs[0] and "written:" not in outputs[1]
+    one = json.loads((tmp_path / "one" / "ablation.json").read_text())["rows"]
+    job = json.loads((tmp_path / "job" / "ablation.json").read_text())["rows"]
+    assert [r["cell"] for r in job] == [r["cell"] for r in one]
+    for a, b in zip(job, one, strict=True):
+        for k in ("0", "3"):
+            np.testing.assert_allclose(a["rel_l2"][k]["mean"], b["rel_l2"][k]["mean"], rtol=1e-5)

@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
+
 from .._checkpoint import write_json
 from ._config import (
     DIVERGED,
@@ -439,7 +441,7 @@ def run_ablation(
     previous_checkpoint: bool = False,
     train: bool = True,
     mesh: Any = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Train and evaluate every cell of `grid` in `out_dir` (see the module notes), and
     write the results over all cells.
 
@@ -451,9 +453,11 @@ def run_ablation(
     checkpoint is damaged continues from the one before (see [`metapinn.train_runs`][]);
     `train=False` tabulates the cells finished so far and trains nothing (the others
     are left out of the table, and named in the log); `mesh`, split each meta-step's
-    task batch over these devices of this process.
+    task batch over these devices (in a multi-process job, a mesh over every process's
+    devices: every process trains every cell, process 0 alone evaluates and writes).
 
-    **Returns:** the results (as in `ablation.json`).
+    **Returns:** the results (as in `ablation.json`); `None` on the processes other
+    than 0 of a multi-process job.
 
     **Raises:** `GridError` for a bad cell (before anything is trained), or for a
     grid folder resumed or tabulated with another base; `FileExistsError` if `out_dir`
@@ -461,11 +465,13 @@ def run_ablation(
     holds none; otherwise what [`metapinn.train_runs`][] and [`metapinn.reproduce`][]
     raise.
     """
+    from .._run import _sync
     from ._ablation_report import cell_row, write_ablation
     from ._pipeline import reproduce
     from ._training import train_runs
 
     out_dir = pathlib.Path(out_dir)
+    writes = jax.process_index() == 0
     cells = grid.cells(out_dir)
     if not train and not (out_dir / "grid.json").exists():
         raise FileNotFoundError(f"{out_dir} holds no grid to tabulate (no grid.json)")
@@ -476,14 +482,19 @@ def run_ablation(
             f"{out_dir} already holds a grid: continue it with --resume (finished cells are "
             "reused), or choose another output folder"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if train:
-        write_json(out_dir / "grid.json", grid.to_dict())
+    # Every process has checked the folder before process 0 writes to it.
+    _sync("ablation checked")
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if train:
+            write_json(out_dir / "grid.json", grid.to_dict())
     log(f"grid folder: {out_dir}; {len(cells)} cells over {', '.join(grid.varied) or 'one cell'}")
     t0 = time.perf_counter()
     rows = []
     for i, cell in enumerate(cells, 1):
         head = f"[cell {i}/{len(cells)}] {cell.name}"
+        # Every process sees the folder as process 0 left it after the last cell.
+        _sync(f"ablation cell {i}")
         row = _finished_row(cell)
         if row is not None:
             log(f"{head}: finished before, reused")
@@ -493,11 +504,13 @@ def run_ablation(
             log(f"{head}: not finished, left out of the table")
             continue
         log(f"{head}: {LABELS[cell.method]}")
+        resume_cell = (cell.folder / "config.json").exists()  # before anything writes
         if cell.source is not None and cell.source_dir is not None:
             again = (cell.source_dir / "config.json").exists()
             train_runs(cell.source, cell.source_dir, resume=again, progress=progress,
                        stop_after=stop_after, log=log, keep_going=True,
                        previous_checkpoint=previous_checkpoint, mesh=mesh)  # fmt: skip
+            _sync(f"ablation source {i}")  # process 0 has written its divergence marks
             failed = sorted(str(p.parent) for p in cell.source_dir.glob(f"train/*/*/{DIVERGED}"))
             if failed:
                 log(f"{head}: not run, its warm-start source diverged ({', '.join(failed)})")
@@ -505,7 +518,7 @@ def run_ablation(
         results = reproduce(
             cell.config,
             cell.folder,
-            resume=(cell.folder / "config.json").exists(),
+            resume=resume_cell,
             progress=progress,
             stop_after=stop_after,
             log=log,
@@ -513,13 +526,19 @@ def run_ablation(
             previous_checkpoint=previous_checkpoint,
             mesh=mesh,
         )
-        if results is None:  # only on processes other than 0, which ablate does not have
-            raise RuntimeError(f"{cell.folder} was trained but not evaluated in this process")
+        if results is None:  # another process than 0: process 0 evaluated the cell
+            log(f"{head}: trained")
+            continue
         row = cell_row(cell, results)
         write_json(cell.folder / CELL_FILE, {"config": cell.config.to_dict(), "row": row})
         rows.append(row)
         log(f"{head}: done ({i}/{len(cells)} cells, {time.perf_counter() - t0:.0f} s so far)")
-    return write_ablation(grid, cells, rows, out_dir, plots=plots, command=command)
+    if not writes:
+        _sync("ablation written")
+        return None
+    results = write_ablation(grid, cells, rows, out_dir, plots=plots, command=command)
+    _sync("ablation written")
+    return results
 
 
 def _check_stored_base(grid: AblationGrid, path: pathlib.Path) -> None:
