@@ -38,6 +38,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _two_process_job(argv, timeout=300):
+    """`python -m metapinn._cli *argv` as a two-process job on 127.0.0.1, one CPU
+    device per process. **Returns:** the exit codes and the processes' output."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": cpu_xla_flags("")}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "metapinn._cli",
+                *argv,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=timeout)[0] for p in processes]
+    return [p.returncode for p in processes], outputs
+
+
 def test_two_devices_and_two_processes_give_the_single_device_run(tmp_path, capsys):
     assert main([*TINY, "--devices", "1", "--out", str(tmp_path / "one")]) == 0
     assert main([*TINY, "--devices", "2", "--out", str(tmp_path / "two")]) == 0
@@ -52,43 +82,15 @@ def test_two_devices_and_two_processes_give_the_single_device_run(tmp_path, caps
     for k in one:
         np.testing.assert_allclose(two[k], one[k], rtol=2e-5, atol=1e-7, err_msg=k)
 
-    env = {**os.environ, "XLA_FLAGS": cpu_xla_flags("")}  # one CPU device per process
-
     def job(*flags):
-        port = _free_port()
-        processes = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "metapinn._cli",
-                    *TINY,
-                    "--out",
-                    str(tmp_path / "job"),
-                    "--coordinator",
-                    f"127.0.0.1:{port}",
-                    "--num-processes",
-                    "2",
-                    "--process-id",
-                    str(i),
-                    *flags,
-                ],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )  # fmt: skip
-            for i in range(2)
-        ]
-        outputs = [p.communicate(timeout=300)[0] for p in processes]
-        return [p.returncode for p in processes], "\n".join(outputs)
+        return _two_process_job([*TINY, "--out", str(tmp_path / "job"), *flags])
 
     # Both processes stop after 3 steps, as if killed (checkpoint at step 2); then
     # the whole job resumes.
     codes, output = job("--stop-after", "3")
-    assert codes == [3, 3], output
+    assert codes == [3, 3], "\n".join(output)
     codes, output = job("--resume")
-    assert codes == [0, 0], output
+    assert codes == [0, 0], "\n".join(output)
     joint, joint_rows = _arrays(tmp_path / "job")
     # Two processes of one device each compute what one process of two devices does.
     for k in two:
@@ -148,33 +150,8 @@ def test_a_two_process_ablation_gives_the_two_device_one(tmp_path, capsys):
     assert main([*ablate, "--devices", "2", "--out", str(tmp_path / "one")]) == 0
     capsys.readouterr()
 
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": cpu_xla_flags("")}  # one CPU device per process
-    processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "metapinn._cli",
-                *ablate,
-                "--out",
-                str(tmp_path / "job"),
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], "\n".join(outputs)
+    codes, outputs = _two_process_job([*ablate, "--out", str(tmp_path / "job")], timeout=600)
+    assert codes == [0, 0], "\n".join(outputs)
     # Process 0 tabulates; process 1 trained every cell with it and printed no table.
     assert "written:" in outputs[0] and "written:" not in outputs[1]
     one = json.loads((tmp_path / "one" / "ablation.json").read_text())["rows"]
