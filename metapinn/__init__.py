@@ -44,6 +44,7 @@ from ._grid import grid_points as grid_points, standard_grid as standard_grid
 from ._loss import (
     AbstractLoss as AbstractLoss,
     LossTerms as LossTerms,
+    LossWeights as LossWeights,
     PINNLoss as PINNLoss,
     loss_terms as loss_terms,
     pinn_loss as pinn_loss,

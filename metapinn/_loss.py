@@ -1,6 +1,7 @@
 """The physics-informed loss: PDE residual + initial condition + boundary condition."""
 
 import abc
+import math
 from typing import Any
 
 import equinox as eqx
@@ -34,6 +35,46 @@ class LossTerms(eqx.Module):
     @property
     def total(self) -> Scalar:
         return self.residual + self.initial + self.boundary
+
+    def weighted(self, weights: "LossWeights") -> Scalar:
+        r"""$\lambda_r \mathcal{L}_r + \lambda_0 \mathcal{L}_0 + \lambda_b \mathcal{L}_b$
+        with the weights of `weights`, a [`metapinn.LossWeights`][] (`None`: all 1, the
+        plain `total`)."""
+        if weights is None:
+            return self.total
+        w_r, w_0, w_b = weights
+        return w_r * self.residual + w_0 * self.initial + w_b * self.boundary
+
+
+LossWeights = tuple[float, float, float] | None
+r"""The weights $(\lambda_r, \lambda_0, \lambda_b)$ of the residual, initial and boundary
+terms, as Python floats (static under JIT); `None` for all 1."""
+
+
+def check_weights(weights: Any) -> LossWeights:
+    """`weights` as a [`metapinn.LossWeights`][]: `None`, or three finite floats >= 0 of
+    which the residual's is > 0.
+
+    **Raises:** `ValueError` naming the bad value.
+    """
+    if weights is None:
+        return None
+    try:
+        values = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"loss weights must be three numbers (residual, initial, boundary); got {weights!r}"
+        ) from None
+    if len(values) != 3:
+        raise ValueError(
+            f"loss weights must be three numbers (residual, initial, boundary); got {weights!r}"
+        )
+    for name, value in zip(("residual", "initial", "boundary"), values, strict=True):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"the {name} loss weight must be finite and >= 0; got {value!r}")
+    if values[0] == 0:
+        raise ValueError("the residual loss weight must be > 0; got 0.0")
+    return None if values == (1.0, 1.0, 1.0) else values
 
 
 def _point_sets(batch: CollocationBatch) -> tuple[PointSet, PointSet, PointSet]:
@@ -92,25 +133,36 @@ def loss_terms(
 
 
 def pinn_loss(
-    pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, batch: CollocationBatch
+    pinn: AbstractPINN,
+    pde: AbstractPDE,
+    task: PyTree,
+    batch: CollocationBatch,
+    weights: Any = None,
 ) -> Scalar:
     """The physics-informed loss, `residual + initial + boundary` (see
-    [`metapinn.loss_terms`][]).
+    [`metapinn.loss_terms`][]), each term optionally weighted.
 
-    **Arguments:** `pinn`, `pde`, `task`, `batch`: as for [`metapinn.loss_terms`][].
+    **Arguments:** `pinn`, `pde`, `task`, `batch`: as for [`metapinn.loss_terms`][];
+    `weights`, a [`metapinn.LossWeights`][] (default `None`: all 1).
 
-    **Returns:** a scalar, [`metapinn.LossTerms`][]`.total`.
+    **Returns:** a scalar, [`metapinn.LossTerms`][]`.weighted(weights)`.
 
-    **Raises:** as [`metapinn.loss_terms`][].
+    **Raises:** as [`metapinn.loss_terms`][], and `ValueError` for bad `weights`.
     """
-    return loss_terms(pinn, pde, task, batch).total
+    weights = check_weights(weights)
+    return loss_terms(pinn, pde, task, batch).weighted(weights)
 
 
 @eqx.filter_jit
 def pinn_loss_and_grad(
-    pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, batch: CollocationBatch
+    pinn: AbstractPINN,
+    pde: AbstractPDE,
+    task: PyTree,
+    batch: CollocationBatch,
+    weights: Any = None,
 ) -> tuple[Scalar, Any]:
-    """[`metapinn.pinn_loss`][] and its gradient with respect to the network.
+    """[`metapinn.pinn_loss`][] (with its optional `weights`) and its gradient with
+    respect to the network.
 
     The network's part of the chain rule is its own pullback,
     [`metapinn.AbstractPINN.jet_vjp`][] (written by hand for [`metapinn.MLPPINN`][]);
@@ -123,16 +175,18 @@ def pinn_loss_and_grad(
     it once with `pde.check_task`, as [`metapinn.adapt`][] and
     [`metapinn.meta_step`][] do.
 
-    **Arguments:** `pinn`, `pde`, `task`, `batch`: as for [`metapinn.loss_terms`][].
+    **Arguments:** `pinn`, `pde`, `task`, `batch`: as for [`metapinn.loss_terms`][];
+    `weights` as for [`metapinn.pinn_loss`][].
 
     **Returns:** `(loss, grads)`, with `grads` of the network's pytree structure
     (arrays at its floating-point leaves, `None` elsewhere).
 
-    **Raises:** `ValueError` at trace time, as [`metapinn.loss_terms`][]; unlike it,
-    no check of the task.
+    **Raises:** `ValueError` at trace time, as [`metapinn.loss_terms`][] and for bad
+    `weights`; unlike it, no check of the task.
     """
+    weights = check_weights(weights)
     jet, pullback = pinn.jet_vjp(_point_sets(batch), pde.jet_needs)
-    loss, terms_vjp = jax.vjp(lambda jet: _terms(jet, pde, task, batch).total, jet)
+    loss, terms_vjp = jax.vjp(lambda jet: _terms(jet, pde, task, batch).weighted(weights), jet)
     return loss, pullback(terms_vjp(jnp.ones_like(loss))[0])
 
 
@@ -162,24 +216,32 @@ class AbstractLoss(eqx.Module):
 
 
 class PINNLoss(AbstractLoss):
-    """`pinn_loss` with the PDE bound: the `loss_fn(model, task, batch)` that the
-    meta-learners and [`metapinn.adapt`][] take. Its gradient is
-    [`metapinn.pinn_loss_and_grad`][], and its `check_task` is the PDE's.
+    """`pinn_loss` with the PDE (and the terms' weights) bound: the
+    `loss_fn(model, task, batch)` that the meta-learners and [`metapinn.adapt`][] take.
+    Its gradient is [`metapinn.pinn_loss_and_grad`][], and its `check_task` is the
+    PDE's.
 
-    **Fields:** `pde`, the [`metapinn.AbstractPDE`][], e.g. `PINNLoss(Burgers())`.
+    **Fields:**
 
-    A call raises as [`metapinn.pinn_loss`][].
+    - `pde`, the [`metapinn.AbstractPDE`][], e.g. `PINNLoss(Burgers())`;
+    - `weights`, a [`metapinn.LossWeights`][] (default `None`: all 1), e.g.
+      `PINNLoss(AllenCahn(), weights=(1.0, 100.0, 1.0))` to weight the initial
+      condition 100 times (static: a new value recompiles).
+
+    **Raises:** `ValueError` on construction for bad `weights`; a call raises as
+    [`metapinn.pinn_loss`][].
     """
 
     pde: AbstractPDE
+    weights: LossWeights = eqx.field(static=True, default=None, converter=check_weights)
 
     def __call__(self, model: AbstractPINN, task: PyTree, batch: CollocationBatch) -> Scalar:
-        return pinn_loss(model, self.pde, task, batch)
+        return pinn_loss(model, self.pde, task, batch, self.weights)
 
     def value_and_grad(
         self, model: AbstractPINN, task: PyTree, batch: CollocationBatch
     ) -> tuple[Scalar, Any]:
-        return pinn_loss_and_grad(model, self.pde, task, batch)
+        return pinn_loss_and_grad(model, self.pde, task, batch, self.weights)
 
     def check_task(self, task: PyTree, out: PyTree) -> PyTree:
         return self.pde.check_task(task, out)

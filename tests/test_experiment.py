@@ -290,6 +290,7 @@ def test_named_workloads():
         ({"overrides": ["reptile.init=multitask", "multitask.init=reptile"]}, "each other"),
         ({"overrides": ["cond-reptile.init=multitask"]}, "different networks"),
         ({"methods": ["reptile", "cond-magic"]}, "methods='cond-magic'"),
+        ({"loss_weights": [1.0, -2.0, 1.0]}, "loss_weights=.* initial loss weight .* got -2.0"),
     ],
 )
 def test_bad_method_settings_are_named(changes, message):
@@ -356,3 +357,19 @@ def test_a_diverged_warm_start_source_stops_only_its_dependents(tmp_path):
     rel = np.asarray(results["per_run"]["rel_l2"], dtype=float)
     assert np.isnan(rel[1]).all() and np.isnan(rel[2]).all()
     assert np.isfinite(rel[0]).all()
+
+
+def test_loss_weights_reach_every_methods_loss():
+    from metapinn._experiment._problem import build_problem
+
+    config = mp.ExperimentConfig.from_dict({**TINY_W3, "loss_weights": [1, 100, 2]})
+    assert config.loss_weights == (1.0, 100.0, 2.0)
+    problem = build_problem(config)
+    assert problem.loss("multitask").weights == (1.0, 100.0, 2.0)
+    assert problem.loss("cond-reptile").loss.weights == (1.0, 100.0, 2.0)
+    assert build_problem(config.replace(loss_weights=(1, 1, 1))).loss("maml").weights is None
+    from metapinn._experiment._report import _weights_text
+
+    assert _weights_text(config.to_dict()).endswith("terms by 1, 100, 2.")
+    unit = config.replace(loss_weights=(1, 1, 1)).to_dict()
+    assert _weights_text({}) == _weights_text(unit) == ""

@@ -78,6 +78,40 @@ def test_pinn_loss_and_grad_matches_autodiff(getkey):
     assert tree_allclose(loss_fn.value_and_grad(pinn, task, batch), (loss, grads))
 
 
+def test_weighted_loss_and_grad_match_its_terms_and_autodiff(getkey):
+    params, static, loss_fn, batch = small_problem(getkey())
+    pinn = _with_random_biases(getkey(), eqx.combine(params, static))
+    task, weights = mp.BurgersTask(0.013), (0.5, 100.0, 3.0)
+    terms = mp.loss_terms(pinn, loss_fn.pde, task, batch)
+    expected = 0.5 * terms.residual + 100.0 * terms.initial + 3.0 * terms.boundary
+    weighted = mp.PINNLoss(loss_fn.pde, weights=weights)
+    loss, grads = weighted.value_and_grad(pinn, task, batch)
+    assert loss == pytest.approx(float(expected), rel=1e-13)
+    assert weighted(pinn, task, batch) == pytest.approx(float(expected), rel=1e-13)
+    ref_grads = eqx.filter_grad(lambda m: mp.loss_terms(m, loss_fn.pde, task, batch).weighted(
+        weights))(pinn)  # fmt: skip
+    assert tree_allclose(grads, ref_grads, rtol=1e-10, atol=1e-13)
+    # Unit weights are the plain loss, and are stored as None (one compiled program).
+    assert mp.PINNLoss(loss_fn.pde, weights=(1, 1, 1)).weights is None
+    plain = mp.pinn_loss(pinn, loss_fn.pde, task, batch)
+    assert mp.pinn_loss(pinn, loss_fn.pde, task, batch, (1, 1, 1)) == plain
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ((1.0, -1.0, 1.0), "initial loss weight .* got -1.0"),
+        ((1.0, 1.0, float("nan")), "boundary loss weight .* got nan"),
+        ((0.0, 1.0, 1.0), "residual loss weight must be > 0"),
+        ((1.0, 1.0), r"three numbers .* got \(1.0, 1.0\)"),
+        ("heavy", "three numbers .* got 'heavy'"),
+    ],
+)
+def test_bad_loss_weights_are_named(weights, match):
+    with pytest.raises(ValueError, match=match):
+        mp.PINNLoss(mp.Burgers(), weights=weights)
+
+
 class _PlainLoss(eqx.Module):
     """The Burgers loss as a plain callable, without a gradient of its own."""
 

@@ -12,6 +12,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .._loss import check_weights
 from .._meta._methods import METHODS
 from .._pde._registry import FAMILIES, family as get_family
 
@@ -160,6 +161,10 @@ class ExperimentConfig:
     n_initial: int = _field(50, "collocation points on t = 0 (initial condition)")
     n_boundary: int = _field(20, "collocation points on each boundary x = x_min, x = x_max")
     points_seed: int = _field(0, "seed of the collocation points, drawn once for all methods")
+    loss_weights: tuple[float, ...] = _field(
+        (1.0, 1.0, 1.0),
+        "weights of the residual, initial and boundary terms of every method's PINN loss",
+    )
     family: str = _field(
         "burgers", "the PDE family (DESIGN.md §2): " + ", ".join(FAMILIES) + " (metapinn families)"
     )
@@ -264,6 +269,10 @@ class ExperimentConfig:
         for key in ("points_seed", "inner_steps", "meta_steps", "tasks_at_once"):
             _at_least(key, getattr(self, key), 0)
         _at_least("checkpoint_every", self.checkpoint_every, 1)
+        try:
+            check_weights(self.loss_weights)
+        except ValueError as e:
+            _fail("loss_weights", self.loss_weights, str(e))
         if self.dtype not in ("float32", "float64"):
             _fail("dtype", self.dtype, "choose float32 or float64")
         fam = get_family(self.family)

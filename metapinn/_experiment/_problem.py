@@ -43,10 +43,12 @@ class Problem(eqx.Module):
     features: Callable[[PyTree], jax.Array]
     """The conditioned network's input (see [`metapinn.Family.features`][]): for a
     scalar parameter, its log scaled to [-1, 1] over the training range."""
+    weights: tuple[float, ...] = eqx.field(static=True, default=(1.0, 1.0, 1.0))
+    """The weights of the PINN loss's terms (`config.loss_weights`), for every method."""
 
     def loss(self, method: str) -> AbstractLoss:
         """The loss `method` trains and adapts with."""
-        plain = PINNLoss(self.pde)
+        plain = PINNLoss(self.pde, weights=self.weights)
         return ConditionedLoss(plain, self.features) if is_conditioned(method) else plain
 
 
@@ -103,6 +105,7 @@ def build_problem(config: ExperimentConfig) -> Problem:
         train_tasks=train_tasks,
         test_tasks=test_tasks,
         features=fam.features(task_values(config)[0]),
+        weights=tuple(config.loss_weights),
     )
 
 

@@ -437,6 +437,19 @@ def steps_to_eps_table(results: dict[str, Any]) -> str:
     return _md_table(["Initialisation"] + [f"ε = {e:g}" for e in eps], rows)
 
 
+def _weights_text(c: dict[str, Any]) -> str:
+    """The loss weights, when they are not all 1 (configs written before the setting
+    existed have none)."""
+    weights = tuple(c.get("loss_weights", (1.0, 1.0, 1.0)))
+    if weights == (1.0, 1.0, 1.0):
+        return ""
+    return (
+        " Every loss weights its residual, initial and boundary terms by "
+        + ", ".join(f"{w:g}" for w in weights)
+        + "."
+    )
+
+
 def to_markdown(results: dict[str, Any]) -> str:
     """`results.md`: every table of a run, with the definitions."""
     c = results["config"]
@@ -460,7 +473,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"adapted with {schedule_text(c)} on the held-out tasks {shown}, on "
         f"the same {c['n_interior']}/{c['n_initial']}/{c['n_boundary']}-per-side "
         "collocation points (one fixed draw). Meta-training points: "
-        + ("re-sampled every meta-step." if c.get("resample") else "that same fixed draw."),
+        + ("re-sampled every meta-step." if c.get("resample") else "that same fixed draw.")
+        + _weights_text(c),
         "",
         *_method_lines(results),
         f"Values: mean ± sample standard deviation over {n_seeds} seed(s) of the average "
