@@ -5,13 +5,16 @@ the job, process 0 alone writes the run folder, and the job resumes after a stop
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
+import metapinn as mp
 from metapinn._cli import main
 from metapinn._xla import cpu_xla_flags
 
@@ -38,9 +41,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_process_job(argv, timeout=300):
-    """`python -m metapinn._cli *argv` as a two-process job on 127.0.0.1, one CPU
-    device per process. **Returns:** the exit codes and the processes' output."""
+def _start_two_processes(argv):
+    """`python -m metapinn._cli *argv` started as a two-process job on 127.0.0.1, one
+    CPU device per process. **Returns:** the two `Popen`s."""
     port = _free_port()
     env = {**os.environ, "XLA_FLAGS": cpu_xla_flags("")}
     processes = [
@@ -64,6 +67,13 @@ def _two_process_job(argv, timeout=300):
         )  # fmt: skip
         for i in range(2)
     ]
+    return processes
+
+
+def _two_process_job(argv, timeout=300):
+    """`argv` as a two-process job (see `_start_two_processes`), run to its end.
+    **Returns:** the exit codes and the processes' output."""
+    processes = _start_two_processes(argv)
     outputs = [p.communicate(timeout=timeout)[0] for p in processes]
     return [p.returncode for p in processes], outputs
 
@@ -100,6 +110,42 @@ def test_two_devices_and_two_processes_give_the_single_device_run(tmp_path, caps
     np.testing.assert_allclose(
         [r["meta_loss"] for r in joint_rows], [r["meta_loss"] for r in one_rows], rtol=1e-4
     )
+
+
+@pytest.mark.slow  # three two-process jobs of 60 meta-steps
+def test_sigterm_to_one_process_stops_the_whole_job_at_one_step(tmp_path):
+    """A pre-emption notice reaches one process of a job (SIGTERM to process 1): JAX's
+    preemption service tells the other, both finish the same meta-step, process 0
+    checkpoints it (none was due), both exit 3, and the resumed job ends where an
+    uninterrupted one does."""
+    steps = ["--meta-steps", "60", "--checkpoint-every", "1000"]
+    codes, output = _two_process_job([*TINY, *steps, "--out", str(tmp_path / "whole")])
+    assert codes == [0, 0], "\n".join(output)
+    out = tmp_path / "job"
+    processes = _start_two_processes([*TINY, *steps, "--out", str(out)])
+    metrics = out / "train" / "maml" / "seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (
+        not metrics.exists() or len(metrics.read_text().splitlines()) < 3
+    ):
+        time.sleep(0.02)
+    processes[1].send_signal(signal.SIGTERM)
+    outputs = [p.communicate(timeout=240)[0] for p in processes]
+    assert [p.returncode for p in processes] == [3, 3], "\n".join(outputs)
+    assert "stopped by a pre-emption notice after meta-step" in outputs[0]
+    step = int(outputs[0].split("after meta-step ")[1].split()[0].rstrip(";,."))
+    assert f"after meta-step {step}" in outputs[1]
+    meta = mp._checkpoint.read_checkpoint_meta(metrics.parent / "checkpoint.npz")
+    assert 3 <= meta["step"] == step + 1 < 60  # steps 0..step are done
+    assert len(metrics.read_text().splitlines()) == step + 1
+    codes, output = _two_process_job([*TINY, *steps, "--out", str(out), "--resume"])
+    assert codes == [0, 0], "\n".join(output)
+    (whole, whole_rows), (resumed, resumed_rows) = _arrays(tmp_path / "whole"), _arrays(out)
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
+    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+               for rows in (resumed_rows, whole_rows)]  # fmt: skip
+    assert untimed[0] == untimed[1]
 
 
 def test_bad_process_flags_are_refused(tmp_path, capsys):
