@@ -3,6 +3,7 @@
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._pde._base import AbstractPDE
@@ -67,8 +68,10 @@ def sample_collocation(
     n_interior: int = 200,
     n_initial: int = 50,
     n_boundary: int = 20,
+    dtype: DTypeLike | None = None,
 ) -> CollocationBatch:
-    """Uniform random collocation points for `pde`'s space-time domain.
+    """Uniform random collocation points for `pde`'s space-time domain, drawn in
+    `dtype` (so float32 training draws float32 numbers, also with `jax_enable_x64` on).
 
     **Arguments:**
 
@@ -77,26 +80,34 @@ def sample_collocation(
     - `n_interior`: points inside the domain (W1: 200).
     - `n_initial`: points on the initial line (W1: 50).
     - `n_boundary`: points on *each* spatial boundary (W1: 20, so 40 in all).
+    - `dtype`: a floating-point dtype; default `None`, the default float dtype.
 
-    **Returns:** a [`metapinn.CollocationBatch`][] in the default float dtype.
+    **Returns:** a [`metapinn.CollocationBatch`][] in `dtype`.
 
-    **Raises:** `ValueError` for a count that is not a positive integer.
+    **Raises:** `ValueError` for a count that is not a positive integer, or a `dtype`
+    that is not floating-point.
     """
     _check_count("n_interior", n_interior)
     _check_count("n_initial", n_initial)
     _check_count("n_boundary", n_boundary)
+    dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"collocation points need a floating-point dtype, got {dtype}")
     k_in, k_ic, k_bc = jr.split(key, 3)
-    lo = jnp.array([pde.x_min, pde.t_min])
-    hi = jnp.array([pde.x_max, pde.t_max])
-    interior = jr.uniform(k_in, (n_interior, 2), minval=lo, maxval=hi)
-    x0 = jr.uniform(k_ic, (n_initial,), minval=pde.x_min, maxval=pde.x_max)
+    x_min, x_max, t_min, t_max = (
+        jnp.asarray(v, dtype) for v in (pde.x_min, pde.x_max, pde.t_min, pde.t_max)
+    )
+    lo, hi = jnp.stack([x_min, t_min]), jnp.stack([x_max, t_max])
+    interior = jr.uniform(k_in, (n_interior, 2), dtype, minval=lo, maxval=hi)
+    x0 = jr.uniform(k_ic, (n_initial,), dtype, minval=x_min, maxval=x_max)
     initial = jnp.stack([x0, jnp.full_like(x0, pde.t_min)], axis=1)
     if pde.periodic:  # pairs (x_min, t), (x_max, t): the periodic jump is compared there
-        tb = jr.uniform(k_bc, (1, n_boundary), minval=pde.t_min, maxval=pde.t_max)
+        tb = jr.uniform(k_bc, (1, n_boundary), dtype, minval=t_min, maxval=t_max)
         tb = jnp.concatenate([tb, tb])
     else:
-        tb = jr.uniform(k_bc, (2, n_boundary), minval=pde.t_min, maxval=pde.t_max)
-    xb = jnp.stack([jnp.full((n_boundary,), pde.x_min), jnp.full((n_boundary,), pde.x_max)])
+        tb = jr.uniform(k_bc, (2, n_boundary), dtype, minval=t_min, maxval=t_max)
+    xb = jnp.stack([jnp.full((n_boundary,), pde.x_min, dtype),
+                    jnp.full((n_boundary,), pde.x_max, dtype)])  # fmt: skip
     boundary = jnp.stack([xb.ravel(), tb.ravel()], axis=1)
     batch = CollocationBatch(interior, initial, boundary)
     for name in ("interior", "initial", "boundary"):

@@ -1,5 +1,8 @@
+import functools
+
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import pytest
 
 import metapinn as mp
@@ -89,3 +92,25 @@ def test_bad_collocation_is_rejected(getkey):
         object.__setattr__(batch, name, value)
     with pytest.raises(ValueError, match=r"share the task axis B; got \(3, 5, 2\), \(2, 4, 2\)"):
         batch.__check_init__()
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_points_are_drawn_in_the_training_dtype(periodic):
+    """With float64 enabled (as in every test), float32 points are drawn as float32
+    numbers (no float64 operation in the program), not drawn in float64 and rounded."""
+    pde = mp.AllenCahn() if periodic else mp.Burgers()
+    draw = functools.partial(mp.sample_collocation, pde=pde, n_interior=16, n_initial=8,
+                             n_boundary=4, dtype="float32")  # fmt: skip
+    key = jr.key(3)
+    program = str(jax.make_jaxpr(draw)(key))
+    batch = draw(key)
+    wide = mp.sample_collocation(key, pde, 16, 8, 4)
+    assert "f64" not in program
+    for name in ("interior", "initial", "boundary"):
+        points = getattr(batch, name)
+        assert points.dtype == jnp.float32, name
+        assert getattr(wide, name).dtype == jnp.float64, name
+        assert bool(jnp.all((points[:, 0] >= pde.x_min) & (points[:, 0] <= pde.x_max)))
+        assert bool(jnp.all((points[:, 1] >= pde.t_min) & (points[:, 1] <= pde.t_max)))
+    with pytest.raises(ValueError, match="floating-point dtype, got int32"):
+        mp.sample_collocation(key, pde, 4, 4, 2, dtype="int32")

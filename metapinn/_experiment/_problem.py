@@ -95,9 +95,13 @@ def build_problem(config: ExperimentConfig) -> Problem:
     fam = get_family(config.family)
     pde = fam.pde()
     points = _points(
-        jr.key(config.points_seed), pde, config.n_interior, config.n_initial, config.n_boundary
+        jr.key(config.points_seed),
+        pde,
+        config.n_interior,
+        config.n_initial,
+        config.n_boundary,
+        config.dtype,
     )
-    points = jax.tree_util.tree_map(lambda x: x.astype(dtype), points)
     train_tasks, test_tasks = experiment_tasks(config)
     return Problem(
         pde=pde,
@@ -110,7 +114,7 @@ def build_problem(config: ExperimentConfig) -> Problem:
 
 
 class PointSampler(eqx.Module):
-    """One task's re-sampled points, `sampler(key)`, in the training dtype."""
+    """One task's re-sampled points, `sampler(key)`, drawn in the training dtype."""
 
     pde: AbstractPDE
     n_interior: int = eqx.field(static=True)
@@ -119,8 +123,9 @@ class PointSampler(eqx.Module):
     dtype: str = eqx.field(static=True)
 
     def __call__(self, key) -> CollocationBatch:
-        batch = sample_collocation(key, self.pde, self.n_interior, self.n_initial, self.n_boundary)
-        return jax.tree_util.tree_map(lambda x: x.astype(self.dtype), batch)
+        return sample_collocation(
+            key, self.pde, self.n_interior, self.n_initial, self.n_boundary, self.dtype
+        )
 
 
 def point_sampler(config: ExperimentConfig, problem: Problem) -> PointSampler | None:
