@@ -235,3 +235,33 @@ def test_random_ic_family_trains(getkey):
 def test_bad_random_ic_tasks_are_named(coefficients, nu, message):
     with pytest.raises(ValueError, match=message):
         mp.RandomICTask(jnp.asarray(coefficients), nu)
+
+
+@pytest.mark.parametrize("family", [mp.Burgers, mp.BurgersRandomIC])
+@pytest.mark.parametrize(
+    "field, value", [("x_min", 0.0), ("x_max", 2.0), ("t_min", 0.5), ("t_max", 2.0)]
+)
+def test_burgers_families_reject_another_domain(family, field, value):
+    """Their initial conditions, exact and reference solutions are those of
+    [-1, 1] × [0, 1]: another domain would sample points where the truth is not."""
+    message = rf"{family.__name__} is defined on x in \[-1, 1\], t in \[0, 1\] only"
+    with pytest.raises(ValueError, match=rf"{message} .* got {field}={value}"):
+        family(**{field: value})
+    pde = family(x_min=-1.0, x_max=1.0, t_min=0.0, t_max=1.0)  # the one domain, spelled out
+    assert (pde.x_min, pde.x_max, pde.t_min, pde.t_max) == (-1, 1, 0, 1)
+
+
+def test_random_ic_reference_needs_one_concrete_task_or_a_grid_size(getkey):
+    """The default grid size comes from one concrete nu: a batch or a traced task is a
+    clear error; with a grid size, the reference vmaps over tasks."""
+    pde = mp.BurgersRandomIC()
+    x, t = jnp.linspace(-1.0, 1.0, 5), jnp.linspace(0.0, 0.5, 3)
+    tasks = mp.RandomICTask(mp.random_initial_conditions(getkey(), 2), jnp.full((2,), 0.05))
+    with pytest.raises(ValueError, match=r"takes one task; got nu of shape \(2,\)"):
+        pde.reference_solution(tasks, x, t)
+    one = jax.tree_util.tree_map(lambda leaf: leaf[0], tasks)
+    with pytest.raises(ValueError, match="needs grid_size when the task's nu is traced"):
+        jax.jit(lambda task: pde.reference_solution(task, x, t))(one)
+    batch = jax.vmap(lambda task: pde.reference_solution(task, x, t, grid_size=48))(tasks)
+    assert batch.shape == (2, 3, 5)
+    assert jnp.allclose(batch[0], pde.reference_solution(one, x, t, grid_size=48), atol=1e-12)

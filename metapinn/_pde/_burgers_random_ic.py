@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 from .._custom_types import Errors, Points, ScalarLike, Values
 from .._pinn import Derivatives
 from ._base import AbstractPDE, parameter_array, parameter_check
+from ._burgers._equation import check_domain
 from ._burgers._reference import CODE_VERSION as _SOLVER_VERSION
 
 
@@ -129,9 +130,12 @@ class BurgersRandomIC(AbstractPDE):
     `coefficients`); reference: the sine-series spectral solver
     ([`metapinn.SpectralBurgersSolver`][]) from the same coefficients.
 
-    **Fields:** the domain, static floats: `x_min` (default -1), `x_max` (default 1),
-    `t_min` (default 0), `t_max` (default 1). The exact and reference solutions are those
-    of the default domain, whatever these are.
+    **Fields:** the domain, static floats, fixed: `x_min = -1`, `x_max = 1`, `t_min = 0`,
+    `t_max = 1`. The initial conditions, the exact solution and the reference solver are
+    those of this domain only, so no other is accepted.
+
+    **Raises:** `ValueError` on construction if any of the four fields is given another
+    value, naming the field and the value.
     """
 
     REFERENCE_VERSION: ClassVar[int] = _SOLVER_VERSION
@@ -140,6 +144,9 @@ class BurgersRandomIC(AbstractPDE):
     x_max: float = eqx.field(static=True, default=1.0)
     t_min: float = eqx.field(static=True, default=0.0)
     t_max: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        check_domain(self)
 
     def check_task(self, task: RandomICTask, out: PyTree) -> PyTree:
         out = eqx.error_if(
@@ -181,21 +188,44 @@ class BurgersRandomIC(AbstractPDE):
     def reference_solution(
         self, task: RandomICTask, x: Array, t: Array, grid_size: int | None = None
     ) -> Float[Array, "nt nx"]:
-        """The spectral reference on `x × t`, on `grid_size` points (default:
-        [`metapinn.default_grid_size`][]`(nu)`), for one task.
+        """The spectral reference on `x × t` for one task, with
+        [`metapinn.SpectralBurgersSolver`][] from the task's coefficients.
+
+        **Arguments:**
+
+        - `task`: one [`metapinn.RandomICTask`][] (coefficients `(K,)`, a scalar `nu`).
+        - `x`, `t`: 1-D grids in `[-1, 1]` and `[0, 1]`.
+        - `grid_size`: the solver's collocation points `M` (even, >= 8, with
+          `(M - 1) // 3 >= K`); default: [`metapinn.default_grid_size`][]`(nu)`, which
+          needs a concrete `nu`. For a batch of tasks, `jax.vmap` this method with
+          `grid_size` given (one size for the whole batch), or call it per task.
 
         **Returns:** float64 `u` of shape `(len(t), len(x))`, `u[i, j] = u(x[j], t[i])`.
 
-        **Raises:** `ValueError` for an invalid `grid_size` (see
-        [`metapinn.SpectralBurgersSolver`][]), or what
+        **Raises:** `ValueError` with `grid_size=None` for a traced `nu` (under `jit`,
+        `vmap` or `grad`) or a batch of tasks, naming the shape; `ValueError` for an
+        invalid `grid_size` (see [`metapinn.SpectralBurgersSolver`][]); or what
         [`metapinn.SpectralBurgersSolver.solve`][] raises (`RuntimeError` without
-        float64; `ValueError` for a batch of `nu`, bad shapes, or more than `num_modes`
-        coefficients; via `eqx.error_if` for bad values or a failed solve). With
-        `grid_size=None`, `nu` must be one concrete value, finite and > 0
-        (`float(task.nu)` raises `TypeError` for a batch, and fails for a traced `nu`).
+        float64; `ValueError` for a batch of `nu`, bad shapes, or more than
+        `num_modes` coefficients; via `eqx.error_if` for bad values or a failed solve).
         """
+        from ._burgers._exact import _concrete
         from ._burgers._reference import SpectralBurgersSolver, default_grid_size
 
-        size = default_grid_size(float(task.nu)) if grid_size is None else grid_size
-        solver = SpectralBurgersSolver(size)
+        if grid_size is None:
+            nu = _concrete(task.nu)
+            if nu is None:
+                raise ValueError(
+                    "BurgersRandomIC.reference_solution needs grid_size when the task's nu "
+                    "is traced (under jit, vmap or grad), e.g. grid_size="
+                    "default_grid_size(nu) for the smallest nu of a batch"
+                )
+            if nu.ndim != 0:
+                raise ValueError(
+                    "BurgersRandomIC.reference_solution takes one task; got nu of shape "
+                    f"{nu.shape}. For a batch, call it per task, or jax.vmap it with "
+                    "grid_size given"
+                )
+            grid_size = default_grid_size(nu.item())
+        solver = SpectralBurgersSolver(grid_size)
         return solver.solve(task.nu, x, t, coefficients=task.coefficients).u

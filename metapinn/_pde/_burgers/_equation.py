@@ -24,6 +24,24 @@ class BurgersTask(eqx.Module):
         self.nu = nu
 
 
+_DOMAIN = (("x_min", -1.0), ("x_max", 1.0), ("t_min", 0.0), ("t_max", 1.0))
+"""The one domain of the Burgers families, `[-1, 1] × [0, 1]`, field by field."""
+
+
+def check_domain(pde: AbstractPDE) -> None:
+    """Raise `ValueError` unless `pde`'s domain is `[-1, 1] × [0, 1]`, naming the first
+    field with another value: the Burgers families' initial conditions, exact and
+    reference solutions are those of that domain only."""
+    for name, default in _DOMAIN:
+        value = getattr(pde, name)
+        if value != default:
+            raise ValueError(
+                f"{type(pde).__name__} is defined on x in [-1, 1], t in [0, 1] only (its "
+                "initial condition, exact solution and reference solver are those of that "
+                f"domain): {name} must be {default}, got {name}={value!r}"
+            )
+
+
 class Burgers(AbstractPDE):
     r"""Viscous Burgers' equation on $x \in [-1, 1]$, $t \in [0, 1]$:
 
@@ -33,15 +51,21 @@ class Burgers(AbstractPDE):
     Phys.* 378:686–707, here as a family over the viscosity $\nu$ (a
     [`metapinn.BurgersTask`][]).
 
-    **Fields:** the domain, static floats: `x_min` (default -1), `x_max` (default 1),
-    `t_min` (default 0), `t_max` (default 1). The exact and reference solutions are those
-    of the default domain, whatever these are.
+    **Fields:** the domain, static floats, fixed: `x_min = -1`, `x_max = 1`, `t_min = 0`,
+    `t_max = 1`. The initial condition, the exact solution and the reference solver are
+    those of this domain only, so no other is accepted.
+
+    **Raises:** `ValueError` on construction if any of the four fields is given another
+    value, naming the field and the value.
     """
 
     x_min: float = eqx.field(static=True, default=-1.0)
     x_max: float = eqx.field(static=True, default=1.0)
     t_min: float = eqx.field(static=True, default=0.0)
     t_max: float = eqx.field(static=True, default=1.0)
+
+    def __check_init__(self):
+        check_domain(self)
 
     def check_task(self, task: BurgersTask, out: PyTree) -> PyTree:
         return parameter_check(task.nu, out, "viscosity nu", "Burgers")
