@@ -96,6 +96,17 @@ def test_convection_on_another_period():
     assert float(error) <= 1e-6
 
 
+@pytest.mark.parametrize("num_modes", [32, -1, True])
+def test_convection_reference_names_a_bad_num_modes(num_modes):
+    """u0 is sampled at 64 points: the modes kept are an integer in [0, 32)."""
+    pde = mp.Convection()
+    x, t = pde.standard_grid()
+    with pytest.raises(
+        ValueError, match=rf"integer num_modes in \[0, 32\) .* got num_modes={num_modes}"
+    ):
+        pde.reference_solution(mp.ConvectionTask(3.0), x, t, num_modes=num_modes)
+
+
 def test_periodic_boundary_points_come_in_pairs(getkey):
     pde = mp.Convection()
     batch = mp.sample_collocation(getkey(), pde, 10, 5, 7)

@@ -5,12 +5,17 @@ import math
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree
 
 from .._custom_types import ScalarLike, Values
 from .._pinn import Derivatives
 from . import _spectral
 from ._base import AbstractPDE, parameter_array, parameter_check
+
+
+_SAMPLES = 64
+"""The equispaced samples of u0 the reference's initial coefficients come from."""
 
 
 class ConvectionTask(eqx.Module):
@@ -73,22 +78,41 @@ class Convection(AbstractPDE):
     ) -> Float[Array, "nt nx"]:
         r"""Fourier-Galerkin method of lines: the coefficients $(a_k, b_k)$ of
         $\cos k\omega x, \sin k\omega x$ ($\omega = 2\pi/L$, 1 on the default domain) from
-        the real FFT of $u_0$'s samples, integrated as $a_k' = -\beta k\omega b_k$,
-        $b_k' = \beta k\omega a_k$ with diffrax (Tsit5), then summed at `x`.
+        the real FFT of $u_0$'s samples at 64 equispaced points, integrated as
+        $a_k' = -\beta k\omega b_k$, $b_k' = \beta k\omega a_k$ with diffrax (Tsit5), then
+        summed at `x`.
+
+        **Arguments:**
+
+        - `task`: one [`metapinn.ConvectionTask`][].
+        - `x`, `t`: 1-D grids in the domain (`t` non-empty and strictly increasing).
+        - `num_modes`: $K$, the modes $k = 0, \dots, K$ kept; an integer with
+          `0 <= num_modes < 32` (below half the 64 samples of $u_0$), default 8.
 
         **Returns:** float64 `u` of shape `(len(t), len(x))`, `u[i, j] = u(x[j], t[i])`.
 
-        **Raises:** `RuntimeError` if float64 is not enabled; `ValueError` unless `x`
-        and `t` are 1-D (`t` non-empty), for concrete `x`, `t` outside the domain or a
-        `t` that is not strictly increasing, and unless `0 <= num_modes < 32`; via
-        `eqx.error_if`, for a `beta` that is not finite; diffrax raises if the solve
-        fails.
+        **Raises:** `RuntimeError` if float64 is not enabled; `ValueError` for a
+        `num_modes` that is not an integer in `[0, 32)` (naming it), for an `x` or `t`
+        that is not 1-D or an empty `t`, and for concrete `x`, `t` outside the domain or
+        a `t` that is not strictly increasing; via `eqx.error_if`, for a `beta` that is
+        not finite; diffrax raises if the solve fails.
         """
+        if (
+            isinstance(num_modes, bool)
+            or not isinstance(num_modes, int | np.integer)
+            or not 0 <= num_modes < _SAMPLES // 2
+        ):
+            raise ValueError(
+                f"Convection.reference_solution needs an integer num_modes in [0, "
+                f"{_SAMPLES // 2}) (u0 is sampled at {_SAMPLES} points); got "
+                f"num_modes={num_modes!r}"
+            )
+        num_modes = int(num_modes)
         _spectral.require_x64("convection")
         x, t = _spectral.check_grid(x, t, self)
         beta = self.check_task(task, jnp.asarray(task.beta, jnp.float64))
         a0, b0 = _spectral.fourier_coefficients(
-            self.initial_condition, self.x_min, self.x_max, num_modes, 64
+            self.initial_condition, self.x_min, self.x_max, num_modes, _SAMPLES
         )
         # The wavenumbers of cos, sin(k omega (x - x_min)), omega = 2 pi / L.
         k = jnp.arange(num_modes + 1, dtype=jnp.float64) * (2 * jnp.pi / (self.x_max - self.x_min))
