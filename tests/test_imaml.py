@@ -263,3 +263,15 @@ def test_adapt_spec_is_rejected(getkey):
         mp.IMAML(adapt_spec=spec)
     with pytest.raises(ValueError, match="prox_lambda .* got 0.0"):
         mp.ProximalLoss(_vector_loss, params, 0.0)
+
+
+def test_an_anchor_without_arrays_is_rejected(getkey):
+    """The proximal term is over the anchor's arrays: none is a clear error on
+    construction (it was a TypeError from summing no terms, when called)."""
+    params, _, _, _ = small_problem(getkey())
+    nothing = jax.tree_util.tree_map(lambda _: None, params)
+    for anchor, kind in ((None, "NoneType"), ({}, "dict"), (nothing, "MLPPINN")):
+        with pytest.raises(ValueError, match=f"array leaf .* type {kind} with 0 leaves and no"):
+            mp.ProximalLoss(_vector_loss, anchor, 1.0)
+    with pytest.raises(ValueError, match=r"type dict with 1 leaves \(float\) and no array"):
+        mp.ProximalLoss(_vector_loss, {"theta": 1.0}, 1.0)

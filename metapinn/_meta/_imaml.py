@@ -53,7 +53,8 @@ class ProximalLoss(AbstractLoss):
       proximal term applies and `None` elsewhere.
     - `prox_lambda`: $\lambda > 0$ (static; no default).
 
-    **Raises:** `ValueError` on construction unless `prox_lambda` is finite and > 0.
+    **Raises:** `ValueError` on construction unless `prox_lambda` is finite and > 0, or
+    if `anchor` has no array leaves (the proximal term would be over nothing).
     """
 
     loss: LossFn
@@ -62,6 +63,15 @@ class ProximalLoss(AbstractLoss):
 
     def __check_init__(self):
         _check_positive("prox_lambda", self.prox_lambda)
+        leaves = jtu.tree_leaves(self.anchor)
+        if not any(eqx.is_array(leaf) for leaf in leaves):
+            kinds = sorted({type(leaf).__name__ for leaf in leaves})
+            raise ValueError(
+                "ProximalLoss needs an anchor with at least one array leaf (e.g. the "
+                "array half of eqx.partition(model, eqx.is_array)); got an anchor of type "
+                f"{type(self.anchor).__name__} with {len(leaves)} leaves "
+                f"{'(' + ', '.join(kinds) + ') ' if kinds else ''}and no array"
+            )
 
     def _sq_distance(self, model: Any) -> Scalar:
         sq = jtu.tree_map(
