@@ -304,7 +304,9 @@ class ScaledFeature(eqx.Module):
         self.field = field
 
     def __call__(self, task: PyTree) -> Float[Array, " P"]:
-        """**Returns:** `c` of shape `(P,)`, in the dtype of the task's parameter.
+        """**Returns:** `c` of shape `(P,)`, floating: in the dtype of the task's
+        parameter if that is floating, else (e.g. integer coefficients) in the default
+        float dtype.
 
         **Raises:** `ValueError` at trace time if `task` has no attribute `field`, or if
         it is not a vector of `P` entries (for a batch of tasks, use `jax.vmap`).
@@ -321,4 +323,6 @@ class ScaledFeature(eqx.Module):
                 f"ScaledFeature takes one task, whose {self.field!r} has shape "
                 f"({len(self.scale)},); got {value.shape} (for a batch of tasks, use jax.vmap)"
             )
+        if not jnp.issubdtype(value.dtype, jnp.floating):
+            value = value.astype(jnp.zeros(()).dtype)
         return value / jnp.asarray(self.scale, dtype=value.dtype)

@@ -4,6 +4,7 @@ inner loop and the meta-step, in float64."""
 
 import math
 import re
+import types
 
 import equinox as eqx
 import jax
@@ -186,6 +187,16 @@ def test_log_scaled_feature():
         assert value.shape == (1,)
         assert float(value[0]) == pytest.approx(c, abs=1e-12)
     assert jax.vmap(feature)(mp.BurgersTask(jnp.array([NU_LOW, NU_HIGH]))).shape == (2, 1)
+
+
+def test_scaled_feature_is_floating_for_an_integer_field():
+    """An integer field is divided in the default float dtype (the scale was cast to
+    the field's integer dtype, 0.5 to 0); a float field keeps its own dtype."""
+    feature = mp.ScaledFeature((0.5, 2.0), "a")
+    value = feature(types.SimpleNamespace(a=jnp.array([1, 4])))
+    assert value.dtype == jnp.zeros(()).dtype and value.tolist() == [2.0, 2.0]
+    value = feature(types.SimpleNamespace(a=jnp.array([1.0, 4.0], dtype=jnp.float32)))
+    assert value.dtype == jnp.float32 and value.tolist() == [2.0, 2.0]
 
 
 @pytest.mark.parametrize(
