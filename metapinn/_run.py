@@ -335,9 +335,9 @@ def meta_train(
       the same, bit for bit on a CPU, as that of an uninterrupted run. The metrics
       file must hold a line for every checkpointed step (lines past it are dropped),
       and the key's PRNG implementation must be the one the run was started with.
-    - `previous_checkpoint`: with `resume`, continue from the checkpoint kept before
-      the last one (`checkpoint.prev.npz`), e.g. when the last is damaged: the steps
-      since are trained again, to the same result.
+    - `previous_checkpoint`: with `run_dir` and `resume`, continue from the checkpoint
+      kept before the last one (`checkpoint.prev.npz`), e.g. when the last is damaged:
+      the steps since are trained again, to the same result.
     - `config`: plain data stored in each checkpoint; on resume it must equal the
       stored one, except for the keys in `RESUMABLE_KEYS`.
     - `progress`: show a progress bar with the current loss.
@@ -356,8 +356,8 @@ def meta_train(
     - `FileNotFoundError` with `previous_checkpoint` if there is no previous checkpoint.
     - `ValueError` for bad settings (e.g. both or neither of `support` and
       `sample_points`, `tasks_per_step` outside `[1, N]`, task leaves or per-task
-      points with different leading sizes, `previous_checkpoint` without `resume` when
-      there is a `run_dir`), or a checkpoint that does not match them (its settings,
+      points with different leading sizes, `previous_checkpoint` without a `run_dir`
+      or without `resume`), or a checkpoint that does not match them (its settings,
       its PRNG implementation, its arrays, a step beyond `steps`, or the metrics file
       beside it).
     - [`metapinn.CorruptCheckpointError`][] if the checkpoint cannot be read.
@@ -370,6 +370,11 @@ def meta_train(
     - What `meta_step` raises (e.g. `ValueError` at trace time; an `eqx.error_if`
       message for an invalid task).
     """
+    if previous_checkpoint and run_dir is None:
+        raise ValueError(
+            "previous_checkpoint=True resumes from run_dir's checkpoint.prev.npz: it needs "
+            "a run_dir (and resume=True)"
+        )
     if sample_points is not None and (support is not None or query is not None):
         raise ValueError("give either fixed points (support, query) or sample_points, not both")
     if sample_points is None and support is None:
