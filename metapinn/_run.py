@@ -516,7 +516,7 @@ def meta_train(
                 problem = f"non-finite parameters after meta-step {step} (tasks {'; '.join(names)})"
             if problem is not None:
                 raise NonFiniteLossError(
-                    f"{problem}; stopped. " + _checkpoint_note(directory, checkpoint_step),
+                    f"{problem}; stopped: " + _checkpoint_note(directory, checkpoint_step),
                     step=step,
                     tasks=names,
                     checkpoint_step=checkpoint_step,
@@ -582,11 +582,14 @@ def meta_train(
 
 
 def _checkpoint_note(directory: pathlib.Path | None, step: int | None) -> str:
+    """Where a stopped run can resume from: a clause that ends the stop message after
+    "; " or ": " (so lower-case, without a full stop)."""
     if directory is None:
-        return "(no run folder, so no checkpoint)"
+        return "there is no run folder, so no checkpoint"
     if step is None:
-        return "No checkpoint had been written yet."
-    return f"The last good checkpoint (after {step} meta-steps) is {directory / CHECKPOINT}."
+        return "no checkpoint had been written yet"
+    steps = "meta-step" if step == 1 else "meta-steps"
+    return f"the last good checkpoint (after {step} {steps}) is {directory / CHECKPOINT}"
 
 
 def load_meta_params(

@@ -3,6 +3,7 @@ few-shot recording scan."""
 
 import json
 import os
+import signal
 
 import equinox as eqx
 import jax
@@ -132,7 +133,7 @@ def test_non_finite_loss_stops_cleanly(tmp_path, getkey):
     assert f"meta-step {err.step}" in str(err)
     assert "nu=3e+38" in str(err) and err.tasks == ["nu=3e+38"]
     assert err.checkpoint_step == err.step
-    assert "checkpoint" in str(err)
+    assert f"; stopped: the last good checkpoint (after {err.step} meta-step" in str(err)
     # The last good checkpoint is intact and finite; the metrics stop before the bad step.
     saved, meta = mp.load_checkpoint(
         tmp_path / "checkpoint.npz",
@@ -142,6 +143,39 @@ def test_non_finite_loss_stops_cleanly(tmp_path, getkey):
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(saved))
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in lines] == list(range(err.step))
+
+
+def test_stop_messages_read_as_one_sentence(tmp_path, getkey):
+    """The note on the last good checkpoint continues a stop message after "; "."""
+    params, static, loss_fn, batch = _float32_problem(getkey())
+    nus = [0.02, 0.03, 0.04]
+    run = dict(run_dir=tmp_path / "a", checkpoint_every=2)
+    with pytest.raises(mp.RunInterrupted) as info:
+        _train(params, static, loss_fn, batch, nus, stop_after=3, **run)
+    assert str(info.value) == (
+        "stopped after meta-step 2 as asked (stop_after=3); the last good checkpoint "
+        f"(after 2 meta-steps) is {tmp_path / 'a' / 'checkpoint.npz'}"
+    )
+    with pytest.raises(mp.RunInterrupted) as info:
+        _train(params, static, loss_fn, batch, nus, stop_after=1)
+    assert str(info.value) == (
+        "stopped after meta-step 0 as asked (stop_after=1); there is no run folder, so no "
+        "checkpoint"
+    )
+    sent = []
+
+    def sample(key):  # the fixed points, and a SIGTERM during meta-step 0
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch
+
+    with pytest.raises(mp.RunInterrupted) as info:
+        _train(params, static, loss_fn, None, nus, sample_points=sample, run_dir=tmp_path / "b")
+    assert str(info.value) == (
+        "stopped by SIGTERM after meta-step 0; the last good checkpoint (after 1 meta-step) "
+        f"is {tmp_path / 'b' / 'checkpoint.npz'}"
+    )
 
 
 def test_adapt_recording_matches_adapt(getkey):
