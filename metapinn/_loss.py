@@ -62,9 +62,7 @@ def check_weights(weights: Any) -> LossWeights:
     try:
         values = tuple(float(w) for w in weights)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"loss weights must be three numbers (residual, initial, boundary); got {weights!r}"
-        ) from None
+        values = ()
     if len(values) != 3:
         raise ValueError(
             f"loss weights must be three numbers (residual, initial, boundary); got {weights!r}"
