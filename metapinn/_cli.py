@@ -169,8 +169,17 @@ def _start_jax(argv: Sequence[str]) -> str | None:
     return None
 
 
+SHUTDOWN_TIMEOUT_S = 7 * 24 * 3600
+"""How long a process of a multi-process job waits at exit for the others (JAX's
+default is 5 minutes). Process 0 alone evaluates, for as long as the workload takes,
+while the others wait at JAX's shutdown barrier: with the default they time out and
+take process 0 down mid-evaluation. A process that dies is still noticed within
+JAX's heartbeat timeout, not this one."""
+
+
 def _join_job(args: argparse.Namespace) -> None:
-    """Start `jax.distributed` if the flags ask for it (before any computation)."""
+    """Start `jax.distributed` if the flags ask for it (before any computation), with
+    a shutdown timeout of `SHUTDOWN_TIMEOUT_S`."""
     explicit = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
@@ -186,9 +195,10 @@ def _join_job(args: argparse.Namespace) -> None:
             coordinator_address=args.coordinator,
             num_processes=args.num_processes,
             process_id=args.process_id,
+            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
         )
     elif getattr(args, "distributed", False):
-        jax.distributed.initialize()
+        jax.distributed.initialize(shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
 
 
 def _mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:

@@ -356,10 +356,10 @@ def meta_train(
     - `FileNotFoundError` with `previous_checkpoint` if there is no previous checkpoint.
     - `ValueError` for bad settings (e.g. both or neither of `support` and
       `sample_points`, `tasks_per_step` outside `[1, N]`, task leaves or per-task
-      points with different leading sizes, `previous_checkpoint` without a `run_dir`
-      or without `resume`), or a checkpoint that does not match them (its settings,
-      its PRNG implementation, its arrays, a step beyond `steps`, or the metrics file
-      beside it).
+      points with different leading sizes, `resume` or `previous_checkpoint` without
+      a `run_dir`, `previous_checkpoint` without `resume`), or a checkpoint that does
+      not match them (its settings, its PRNG implementation, its arrays, a step beyond
+      `steps`, or the metrics file beside it).
     - [`metapinn.CorruptCheckpointError`][] if the checkpoint cannot be read.
     - [`metapinn.RunInterrupted`][] on SIGTERM or SIGINT (in a multi-process job, a
       pre-emption notice to any process): the step in progress is finished and
@@ -374,6 +374,11 @@ def meta_train(
         raise ValueError(
             "previous_checkpoint=True resumes from run_dir's checkpoint.prev.npz: it needs "
             "a run_dir (and resume=True)"
+        )
+    if resume and run_dir is None:
+        raise ValueError(
+            "resume=True continues the run whose checkpoint is in run_dir: it needs a "
+            "run_dir (without one, nothing is checkpointed and there is nothing to resume)"
         )
     if sample_points is not None and (support is not None or query is not None):
         raise ValueError("give either fixed points (support, query) or sample_points, not both")

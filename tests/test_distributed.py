@@ -162,6 +162,34 @@ def test_bad_process_flags_are_refused(tmp_path, capsys):
         assert match in capsys.readouterr().err
 
 
+def test_a_job_waits_at_exit_for_process_0s_evaluation(monkeypatch):
+    """Process 0 alone evaluates, the others wait at JAX's shutdown barrier: its
+    default timeout (5 minutes) took down a two-process W3 job mid-evaluation (8
+    minutes), so both ways of joining a job ask for a longer one."""
+    import argparse
+    import inspect
+
+    import jax
+
+    from metapinn import _cli
+
+    jax_default = (
+        inspect.signature(jax.distributed.initialize).parameters["shutdown_timeout_seconds"].default
+    )
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    explicit = dict(coordinator="127.0.0.1:1", num_processes=2, process_id=1)
+    _cli._join_job(argparse.Namespace(**explicit, distributed=False))
+    _cli._join_job(argparse.Namespace(coordinator=None, num_processes=None, process_id=None,
+                                      distributed=True))  # fmt: skip
+    assert calls == [
+        {"coordinator_address": "127.0.0.1:1", "num_processes": 2, "process_id": 1,
+         "shutdown_timeout_seconds": _cli.SHUTDOWN_TIMEOUT_S},
+        {"shutdown_timeout_seconds": _cli.SHUTDOWN_TIMEOUT_S},
+    ]  # fmt: skip
+    assert jax_default < 3600 <= 24 * 3600 <= _cli.SHUTDOWN_TIMEOUT_S
+
+
 def test_matmul_precision_is_pinned_off_cpu(monkeypatch):
     """Full float32 products: left as they are on CPU (always full there), set to
     "highest" on a GPU or TPU (whose default is TF32 or bfloat16 passes)."""

@@ -91,11 +91,14 @@ def test_a_damaged_checkpoint_is_named_and_the_previous_used_only_when_asked(tmp
         mp.load_checkpoint(bad, problem[0])
 
 
-def test_previous_checkpoint_needs_a_run_dir(problem):
-    """Without a run folder there is no previous checkpoint to continue from: asking
-    for it is an error, not ignored."""
+def test_resume_needs_a_run_dir(problem):
+    """Without a run folder there is no checkpoint, nor a previous one, to continue
+    from: asking for either is an error, not ignored."""
     with pytest.raises(ValueError, match=r"previous_checkpoint=True .* needs a run_dir"):
         _train(problem, None, resume=True, previous_checkpoint=True)
+    # Nor is resuming without one: it would silently train a fresh run.
+    with pytest.raises(ValueError, match=r"resume=True .* needs a run_dir"):
+        _train(problem, None, resume=True)
 
 
 def test_resume_checks_the_metrics_and_the_prng(tmp_path, problem):
