@@ -169,17 +169,8 @@ def _start_jax(argv: Sequence[str]) -> str | None:
     return None
 
 
-SHUTDOWN_TIMEOUT_S = 7 * 24 * 3600
-"""How long a process of a multi-process job waits at exit for the others (JAX's
-default is 5 minutes). Process 0 alone evaluates, for as long as the workload takes,
-while the others wait at JAX's shutdown barrier: with the default they time out and
-take process 0 down mid-evaluation. A process that dies is still noticed within
-JAX's heartbeat timeout, not this one."""
-
-
 def _join_job(args: argparse.Namespace) -> None:
-    """Start `jax.distributed` if the flags ask for it (before any computation), with
-    a shutdown timeout of `SHUTDOWN_TIMEOUT_S`."""
+    """Start `jax.distributed` if the flags ask for it (before any computation)."""
     explicit = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
     if any(v is not None for v in explicit):
         if any(v is None for v in explicit):
@@ -195,10 +186,9 @@ def _join_job(args: argparse.Namespace) -> None:
             coordinator_address=args.coordinator,
             num_processes=args.num_processes,
             process_id=args.process_id,
-            shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
         )
     elif getattr(args, "distributed", False):
-        jax.distributed.initialize(shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+        jax.distributed.initialize()
 
 
 def _mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
@@ -459,7 +449,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         mesh=_mesh(args),
     )
     if results is None:
-        print(f"process {jax.process_index()}: trained; process 0 evaluates and writes {out}")
+        print(f"process {jax.process_index()}: trained; process 0 has evaluated and written {out}")
         return 0
     print()
     print(format_summary(results))

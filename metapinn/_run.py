@@ -7,6 +7,7 @@ host reads the losses, which it needs anyway for the progress bar, the metrics f
 and the finiteness check.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -232,12 +233,42 @@ def _on_host(tree: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
 
 
-def _sync(name: str) -> None:
-    """A barrier across the processes of a multi-process job (none in one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+_BARRIERS: collections.Counter[str] = collections.Counter()
+"""How many barriers of each name this process has passed: every process meets the
+same barriers in the same order, so the count tells one use of a name from the next."""
 
-        multihost_utils.sync_global_devices(name)
+
+def _sync(name: str, poll_ms: int = 60_000) -> None:
+    """A barrier across the processes of a multi-process job (none in one process),
+    with no limit on the wait.
+
+    Process 0 alone evaluates a run, for as long as the workload takes, while the
+    others wait for it. JAX's own waits are bounded: its exit barrier and the call
+    that leaves the job give up after 5 minutes and stop every process, so a
+    two-process W3 job died 5 minutes into its evaluation. This barrier is kept on
+    the job's coordination service instead: each process writes a key
+    `metapinn/barrier/<count>/<name>/<process>`, then reads every process's, in
+    waits of `poll_ms` milliseconds repeated until it is there. A process that
+    dies is still noticed: JAX's heartbeats then stop the whole job.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is None:  # several processes without jax.distributed: nothing to meet
+        return
+    _BARRIERS[name] += 1
+    prefix = f"metapinn/barrier/{_BARRIERS[name]}/{name}"
+    client.key_value_set(f"{prefix}/{jax.process_index()}", "here")
+    for process in range(jax.process_count()):
+        while True:
+            try:
+                client.blocking_key_value_get(f"{prefix}/{process}", poll_ms)
+                break
+            except jax.errors.JaxRuntimeError as error:
+                if "DEADLINE_EXCEEDED" not in str(error):
+                    raise
 
 
 def _all_finite(tree: PyTree) -> bool:

@@ -5,6 +5,7 @@ the job, process 0 alone writes the run folder, and the job resumes after a stop
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -162,32 +163,61 @@ def test_bad_process_flags_are_refused(tmp_path, capsys):
         assert match in capsys.readouterr().err
 
 
-def test_a_job_waits_at_exit_for_process_0s_evaluation(monkeypatch):
-    """Process 0 alone evaluates, the others wait at JAX's shutdown barrier: its
-    default timeout (5 minutes) took down a two-process W3 job mid-evaluation (8
-    minutes), so both ways of joining a job ask for a longer one."""
-    import argparse
-    import inspect
+_BARRIER_SCRIPT = """
+import sys, time, jax
+from metapinn._run import _sync
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
+                           process_id=int(sys.argv[2]))
+for round in range(2):  # one name, used twice
+    if jax.process_index() == 0:
+        time.sleep(3)  # process 0 evaluating, for 15 waits of the others
+    start = time.monotonic()
+    _sync("evaluated", poll_ms=200)
+    print(f"round {round}: waited {time.monotonic() - start:.2f} s", flush=True)
+"""
 
-    import jax
 
-    from metapinn import _cli
-
-    jax_default = (
-        inspect.signature(jax.distributed.initialize).parameters["shutdown_timeout_seconds"].default
-    )
-    calls = []
-    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
-    explicit = dict(coordinator="127.0.0.1:1", num_processes=2, process_id=1)
-    _cli._join_job(argparse.Namespace(**explicit, distributed=False))
-    _cli._join_job(argparse.Namespace(coordinator=None, num_processes=None, process_id=None,
-                                      distributed=True))  # fmt: skip
-    assert calls == [
-        {"coordinator_address": "127.0.0.1:1", "num_processes": 2, "process_id": 1,
-         "shutdown_timeout_seconds": _cli.SHUTDOWN_TIMEOUT_S},
-        {"shutdown_timeout_seconds": _cli.SHUTDOWN_TIMEOUT_S},
+def test_the_barrier_waits_past_any_timeout_for_process_0():
+    """The barrier the processes meet at (e.g. while process 0 alone evaluates; JAX's
+    own waits give up after 5 minutes) outlasts many of its waits, and a second use
+    of the same name is a second barrier."""
+    port = _free_port()
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _BARRIER_SCRIPT, f"127.0.0.1:{port}", str(i)],
+                         env={**os.environ, "XLA_FLAGS": cpu_xla_flags("")},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(2)
     ]  # fmt: skip
-    assert jax_default < 3600 <= 24 * 3600 <= _cli.SHUTDOWN_TIMEOUT_S
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    waits = [[float(w) for w in re.findall(r"waited ([0-9.]+) s", out)] for out in outputs]
+    assert len(waits[0]) == len(waits[1]) == 2, outputs
+    assert all(w > 2.5 for w in waits[1]), outputs  # process 1 waited for process 0 both times
+    assert all(w < 1.0 for w in waits[0]), outputs  # process 0 found process 1 there
+
+
+def test_the_other_processes_leave_after_process_0_has_evaluated(tmp_path):
+    """Process 0 alone evaluates a `reproduce`; the others wait for it before they
+    leave the job (JAX's exit barrier gives up after 5 minutes, and takes every
+    process down with it): when process 1 says it is done, the results are there."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "name": "tiny", "width": 8, "depth": 1, "n_interior": 16, "n_initial": 8,
+        "n_boundary": 4, "train_params": [0.02, 0.03], "test_params": [0.04],
+        "methods": ["multitask"], "meta_steps": 4, "tasks_per_step": 2, "seeds": [0],
+        "eval_steps": [0, 2], "budget": 2,
+    }))  # fmt: skip
+    out = tmp_path / "run"
+    processes = _start_two_processes(["reproduce", "--config", str(config), "--out", str(out),
+                                      "--no-progress", "--no-plots"])  # fmt: skip
+    assert processes[1].stdout is not None
+    seen = None
+    for line in processes[1].stdout:
+        if line.startswith("process 1:"):
+            seen = (line, (out / "results.json").exists())
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert seen is not None and seen[1], seen
 
 
 def test_matmul_precision_is_pinned_off_cpu(monkeypatch):

@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 
+from .._run import _sync
 from ._config import ExperimentConfig
 from ._evaluation import evaluate_runs, reference_fields
 from ._training import train_runs
@@ -64,8 +65,10 @@ def reproduce(
     - `previous_checkpoint`: with `resume`, a run whose checkpoint is damaged
       continues from the one kept before it (see [`metapinn.train_runs`][]).
     - `mesh`: split each meta-step's task batch over these devices (see
-      [`metapinn.train_runs`][]); in a multi-process job every process trains, and
-      process 0 alone evaluates and writes.
+      [`metapinn.train_runs`][]); in a multi-process job every process trains,
+      process 0 alone evaluates and writes, and the others wait for it before they
+      return (on a barrier without a time limit: JAX's exit barrier gives up after 5
+      minutes).
 
     **Returns:** the results, as written to `results.json` (`None` on the other
     processes of a multi-process job).
@@ -96,8 +99,12 @@ def reproduce(
             mesh=mesh,
         )
         if not evaluates:
+            _sync(f"metapinn: {out_dir} evaluated")  # wait for process 0 before leaving
             return None
-        return evaluate_runs(config, out_dir, log=log, plots=plots, reference=reference)
+        try:
+            return evaluate_runs(config, out_dir, log=log, plots=plots, reference=reference)
+        finally:
+            _sync(f"metapinn: {out_dir} evaluated")  # the others may leave the job now
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
