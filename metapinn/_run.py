@@ -256,7 +256,10 @@ def _sync(name: str, poll_ms: int = 60_000) -> None:
     from jax._src import distributed
 
     client = distributed.global_state.client
-    if client is None:  # several processes without jax.distributed: nothing to meet
+    if client is None:  # processes joined by other means than jax.distributed
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
         return
     _BARRIERS[name] += 1
     prefix = f"metapinn/barrier/{_BARRIERS[name]}/{name}"
@@ -401,15 +404,11 @@ def meta_train(
     - What `meta_step` raises (e.g. `ValueError` at trace time; an `eqx.error_if`
       message for an invalid task).
     """
-    if previous_checkpoint and run_dir is None:
+    if (resume or previous_checkpoint) and run_dir is None:
+        flag = "previous_checkpoint" if previous_checkpoint else "resume"
         raise ValueError(
-            "previous_checkpoint=True resumes from run_dir's checkpoint.prev.npz: it needs "
-            "a run_dir (and resume=True)"
-        )
-    if resume and run_dir is None:
-        raise ValueError(
-            "resume=True continues the run whose checkpoint is in run_dir: it needs a "
-            "run_dir (without one, nothing is checkpointed and there is nothing to resume)"
+            f"{flag}=True continues the run checkpointed in run_dir: it needs a run_dir "
+            "(without one nothing is checkpointed, and there is nothing to continue)"
         )
     if sample_points is not None and (support is not None or query is not None):
         raise ValueError("give either fixed points (support, query) or sample_points, not both")
