@@ -95,7 +95,7 @@ def test_reproduce_writes_everything(tiny_run, capsys):
     rel = np.asarray(results["per_run"]["rel_l2"])
     assert results["curves"]["random"][0]["rel_l2"]["mean"] == pytest.approx(rel[0, :, :, 0].mean())
     markdown = (out / "results.md").read_text()
-    assert "rel-L2 vs reference" in markdown and "Steps to ε" in markdown
+    assert "rel-L2 vs reference" in markdown and "Steps to a target rel-L2" in markdown
 
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out

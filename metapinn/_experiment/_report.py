@@ -358,7 +358,7 @@ def error_at_table(results: dict[str, Any]) -> str:
 def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
     """After how many new tasks each trained initialisation has paid for its training
     in wall-clock: training seconds per seed (its warm-start source's included) ÷ the
-    adaptation seconds it saves per task against random init, to each ε.
+    adaptation seconds it saves per task against random init, to each target rel-L2.
 
     **Returns:** rows `{init, eps, steps, random_steps, saved_seconds, training_seconds,
     tasks}`; `tasks` is `None` where nothing is saved (or the method never gets there),
@@ -418,7 +418,8 @@ def amortisation_table(results: dict[str, Any]) -> str:
             else:
                 line.append(("< " if r["relation"] == "<" else "") + f"{r['tasks']:.3g}")
         body.append(line)
-    header = ["Initialisation", "training per seed"] + [f"tasks to pay off, ε = {e:g}" for e in eps]
+    targets = [f"tasks to pay off, rel-L2 ≤ {e:g}" for e in eps]
+    header = ["Initialisation", "training per seed", *targets]
     return _md_table(header, body)
 
 
@@ -434,7 +435,7 @@ def steps_to_eps_table(results: dict[str, Any]) -> str:
             k = f"> {results['steps'][-1]}" if r["steps"] is None else str(r["steps"])
             row.append(k if init == "random" else f"{k} ({_speedup_text(r['speedup'])})")
         rows.append(row)
-    return _md_table(["Initialisation"] + [f"ε = {e:g}" for e in eps], rows)
+    return _md_table(["Initialisation"] + [f"rel-L2 ≤ {e:g}" for e in eps], rows)
 
 
 def _weights_text(c: dict[str, Any]) -> str:
@@ -497,9 +498,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         error_at_table(results),
         "",
-        "## Steps to ε (speed-up over random init)",
+        "## Steps to a target rel-L2 (speed-up over random init)",
         "",
-        "The fewest recorded steps k whose seed-and-task-averaged rel-L2 is ≤ ε "
+        "The fewest recorded steps k whose seed-and-task-averaged rel-L2 is ≤ the target "
         f"(k is read only at {steps}); speed-up = random init's steps ÷ the method's.",
         "",
         steps_to_eps_table(results),
@@ -524,8 +525,8 @@ def to_markdown(results: dict[str, Any]) -> str:
             "",
             "After how many new tasks a trained initialisation has paid for its training "
             "in wall-clock: training time per seed (compilation and any warm-start "
-            "source's training included) ÷ the adaptation time it saves per task, to "
-            f"each ε, against random init (one adaptation step: {1e3 * seconds:.3g} ms, "
+            "source's training included) ÷ the adaptation time it saves per task, to each "
+            f"target rel-L2, against random init (one adaptation step: {1e3 * seconds:.3g} ms, "
             "measured in this run). '<': random init never got there, so the saving is "
             "larger than counted.",
             "",
@@ -625,7 +626,7 @@ def _diverged_lines(results: dict[str, Any]) -> list[str]:
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    """What `metapinn reproduce` prints: the main table, steps to ε, the verdict."""
+    """What `metapinn reproduce` prints: the main table, steps to a target rel-L2, the verdict."""
     c = results["config"]
     return "\n".join(
         [
@@ -637,7 +638,7 @@ def format_summary(results: dict[str, Any]) -> str:
             "",
             error_at_table(results),
             "",
-            "Steps to ε (speed-up over random init):",
+            "Steps to a target rel-L2 (speed-up over random init):",
             "",
             steps_to_eps_table(results),
             "",
