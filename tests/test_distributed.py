@@ -124,7 +124,7 @@ def test_sigterm_to_one_process_stops_the_whole_job_at_one_step(tmp_path):
     arrives before the last step on a fast machine too: at about 30 ms a step the job
     stopped after steps 176 and 218, and 60 steps were over before it arrived."""
     n_steps = 1000
-    steps = ["--meta-steps", str(n_steps), "--checkpoint-every", "1000"]
+    steps = ["--meta-steps", str(n_steps), "--checkpoint-every", str(n_steps)]
     codes, output = _two_process_job([*TINY, *steps, "--out", str(tmp_path / "whole")])
     assert codes == [0, 0], "\n".join(output)
     out = tmp_path / "job"

@@ -400,6 +400,11 @@ def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _target(eps: float) -> str:
+    """A target error as a column names it (not "ε": a family's parameter may be ε)."""
+    return f"rel-L2 ≤ {eps:g}"
+
+
 def amortisation_table(results: dict[str, Any]) -> str:
     """The amortisation rows as Markdown: tasks after which training has paid off."""
     rows = amortisation(results)
@@ -418,8 +423,8 @@ def amortisation_table(results: dict[str, Any]) -> str:
             else:
                 line.append(("< " if r["relation"] == "<" else "") + f"{r['tasks']:.3g}")
         body.append(line)
-    targets = [f"tasks to pay off, rel-L2 ≤ {e:g}" for e in eps]
-    header = ["Initialisation", "training per seed", *targets]
+    header = ["Initialisation", "training per seed"]
+    header += [f"tasks to pay off, {_target(e)}" for e in eps]
     return _md_table(header, body)
 
 
@@ -435,7 +440,7 @@ def steps_to_eps_table(results: dict[str, Any]) -> str:
             k = f"> {results['steps'][-1]}" if r["steps"] is None else str(r["steps"])
             row.append(k if init == "random" else f"{k} ({_speedup_text(r['speedup'])})")
         rows.append(row)
-    return _md_table(["Initialisation"] + [f"rel-L2 ≤ {e:g}" for e in eps], rows)
+    return _md_table(["Initialisation"] + [_target(e) for e in eps], rows)
 
 
 def _weights_text(c: dict[str, Any]) -> str:
