@@ -49,12 +49,23 @@ from ._loss import (
     loss_terms as loss_terms,
     pinn_loss as pinn_loss,
     pinn_loss_and_grad as pinn_loss_and_grad,
+    pinn_residuals as pinn_residuals,
+)
+from ._meta._adapters import (
+    LBFGS as LBFGS,
+    AbstractAdapter as AbstractAdapter,
+    Optax as Optax,
 )
 from ._meta._base import (
     AbstractMetaLearner as AbstractMetaLearner,
     MetaAux as MetaAux,
     adapt as adapt,
     remat_scan as remat_scan,
+)
+from ._meta._gauss_newton import (
+    GaussNewton as GaussNewton,
+    GaussNewtonState as GaussNewtonState,
+    conjugate_gradient as conjugate_gradient,
 )
 from ._meta._imaml import IMAML as IMAML, ProximalLoss as ProximalLoss
 from ._meta._learned_rates import (
@@ -125,6 +136,11 @@ from ._run import (
 from ._sampling import (
     CollocationBatch as CollocationBatch,
     sample_collocation as sample_collocation,
+)
+from ._timed import (
+    TimedTrace as TimedTrace,
+    record_steps as record_steps,
+    timed_adaptation as timed_adaptation,
 )
 from ._train import (
     MetaStepInfo as MetaStepInfo,

@@ -205,6 +205,10 @@ class ConditionedLoss(AbstractLoss):
         loss, grads = self.loss.value_and_grad(pinn, task, batch)
         return loss, pullback(grads)
 
+    def residuals(self, model: ConditionedPINN, task: PyTree, batch: PyTree) -> Array:
+        """The wrapped loss's residual vector for the bound network."""
+        return self.loss.residuals(self.bind(model, task), task, batch)
+
     def check_task(self, task: PyTree, out: PyTree) -> PyTree:
         return self.loss.check_task(task, out)
 
@@ -276,7 +280,7 @@ class ScaledFeature(eqx.Module):
     r"""A vector task parameter $a$ (e.g. the sine coefficients of a
     [`metapinn.RandomICTask`][]'s initial condition) divided elementwise by a scale
     $s$, so that each input of the conditioned network is of order one:
-    $c = a / s$. For the random initial conditions of DESIGN.md F6, $a_k \sim
+    $c = a / s$. For the random initial conditions of docs/design.md F6, $a_k \sim
     \mathcal{N}(0, 1/k^2)$ before the bound on $\max|u_0|$, so $s_k = 1/k$.
 
     Called on one task, it returns `c` of shape `(P,)`, `P = len(scale)`: the

@@ -18,7 +18,8 @@ from jaxtyping import Array, Float, Int, PyTree
 from ._checks import checked
 from ._custom_types import Params, Points, Static
 from ._loss import AbstractLoss
-from ._meta._base import LossFn, loss_and_grads, optimizer_update
+from ._meta._adapters import AbstractAdapter, as_adapter
+from ._meta._base import LossFn
 from ._metrics import max_abs_error, relative_l2_error, rms_residual
 from ._pde._base import AbstractPDE
 
@@ -62,7 +63,7 @@ def adapt_recording(
     batch: PyTree,
     *,
     steps: Sequence[int],
-    optimizer: optax.GradientTransformation,
+    optimizer: AbstractAdapter | optax.GradientTransformation | float,
 ) -> FewShotTrace:
     r"""Adapt `params` to one task with `optimizer` for `max(steps)` steps (ONE
     `lax.scan`), keeping the parameters after each step count in `steps`.
@@ -74,8 +75,9 @@ def adapt_recording(
     - `task`, `batch`: one task and its collocation points.
     - `steps`: strictly increasing step counts to record, e.g. `(0, 10, 100, 1000)`;
       `0` records the initialisation itself.
-    - `optimizer`: an optax transformation, e.g. `optax.adam(1e-3)`, or one with a
-      learning-rate schedule (its step count starts from zero: a fresh state).
+    - `optimizer`: the adapter: an optax transformation, e.g. `optax.adam(1e-3)`, or
+      one with a learning-rate schedule (its step count starts from zero: a fresh
+      state), or any [`metapinn.AbstractAdapter`][] (e.g. [`metapinn.GaussNewton`][]).
 
     **Returns:** a [`metapinn.FewShotTrace`][] without leading axes.
 
@@ -99,17 +101,18 @@ def adapt_recording(
             p,
         )
 
+    adapter = as_adapter(optimizer)
+
     def body(carry, i):
-        p, opt_state, buffer = carry
-        # The loss's own gradient (for a PINNLoss, the hand-written adjoint of the jet:
-        # 1.8x faster on a W3 few-shot scan than reverse mode through it).
-        loss, grads = loss_and_grads(loss_fn, p, static, task, batch)
-        updates, opt_state = optimizer_update(optimizer, grads, opt_state, p)
-        p = optax.apply_updates(p, updates)
-        return (p, opt_state, keep(buffer, p, i + 1)), loss
+        p, state, buffer = carry
+        # For a first-order adapter, the loss's own gradient (for a PINNLoss, the
+        # hand-written adjoint of the jet: 1.8x faster on a W3 few-shot scan than
+        # reverse mode through it).
+        p, state, loss = adapter.step(p, state, static, loss_fn, task, batch)
+        return (p, state, keep(buffer, p, i + 1)), loss
 
     buffer = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf] * len(steps)), params)
-    init = (params, optimizer.init(params), buffer)
+    init = (params, adapter.init(params, static, loss_fn, task, batch), buffer)
     (final, _, buffer), curve = jax.lax.scan(body, init, jnp.arange(total, dtype=jnp.int32))
     curve = jnp.concatenate([curve, loss_of(final)[None]])
     if isinstance(loss_fn, AbstractLoss):
@@ -126,7 +129,7 @@ def few_shot(
     batch: PyTree,
     *,
     steps: Sequence[int],
-    optimizer: optax.GradientTransformation,
+    optimizer: AbstractAdapter | optax.GradientTransformation | float,
     per_task_inits: bool = False,
     at_once: int | None = 1,
 ) -> FewShotTrace:

@@ -7,7 +7,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import PyTree
+from jaxtyping import Array, Float, PyTree
 
 from ._checks import checked
 from ._custom_types import PointSet, Scalar
@@ -85,20 +85,51 @@ def _point_sets(batch: CollocationBatch) -> tuple[PointSet, PointSet, PointSet]:
     return batch.interior, batch.initial, batch.boundary
 
 
-def _terms(
+def _errors(
     jet: tuple[Derivatives, ...],  # interior, initial, boundary
     pde: AbstractPDE,
     task: PyTree,
     batch: CollocationBatch,
-) -> LossTerms:
+) -> tuple[Array, Array, Array]:
+    """The pointwise residual, initial-condition and boundary-condition errors."""
     interior, initial, boundary = jet
-    residual = pde.residual(interior, task)
-    ic_error = pde.initial_error(initial, batch.initial, task)
-    bc_error = pde.boundary_error(boundary, batch.boundary, task)
+    return (
+        pde.residual(interior, task),
+        pde.initial_error(initial, batch.initial, task),
+        pde.boundary_error(boundary, batch.boundary, task),
+    )
+
+
+def _terms(
+    jet: tuple[Derivatives, ...],
+    pde: AbstractPDE,
+    task: PyTree,
+    batch: CollocationBatch,
+) -> LossTerms:
+    residual, ic_error, bc_error = _errors(jet, pde, task, batch)
     return LossTerms(
         residual=jnp.mean(residual**2),
         initial=jnp.mean(ic_error**2),
         boundary=jnp.mean(bc_error**2),
+    )
+
+
+def _residual_vector(
+    jet: tuple[Derivatives, ...],
+    pde: AbstractPDE,
+    task: PyTree,
+    batch: CollocationBatch,
+    weights: LossWeights,
+) -> Float[Array, " m"]:
+    r"""The errors scaled by $\sqrt{\lambda_j / n_j}$ and concatenated, so that their
+    sum of squares is the weighted loss."""
+    errors = _errors(jet, pde, task, batch)
+    scales = (1.0, 1.0, 1.0) if weights is None else weights
+    return jnp.concatenate(
+        [
+            jnp.sqrt(jnp.asarray(w / e.shape[0], dtype=e.dtype)) * e
+            for w, e in zip(scales, errors, strict=True)
+        ]
     )
 
 
@@ -149,6 +180,35 @@ def pinn_loss(
     """
     weights = check_weights(weights)
     return loss_terms(pinn, pde, task, batch).weighted(weights)
+
+
+def pinn_residuals(
+    pinn: AbstractPINN,
+    pde: AbstractPDE,
+    task: PyTree,
+    batch: CollocationBatch,
+    weights: Any = None,
+) -> Float[Array, " m"]:
+    r"""The PINN loss as a sum of squares: the vector $r$ with
+    $\lVert r\rVert^2 =$ [`metapinn.pinn_loss`][] (weights included),
+
+    $$r = \Big[\sqrt{\lambda_r/n_r}\, r(x_i, t_i);\;
+    \sqrt{\lambda_0/n_0}\, (u(x_j, 0) - u_0(x_j));\;
+    \sqrt{\lambda_b/n_b}\, e_b(x_k, t_k)\Big],$$
+
+    the residual vector Gauss–Newton and Levenberg–Marquardt work on (see
+    [`metapinn.GaussNewton`][]). Its length $m$ is the number of interior points plus
+    the initial family's and the boundary family's error counts.
+
+    **Arguments:** as for [`metapinn.pinn_loss`][].
+
+    **Returns:** the vector $r$, shape `(m,)`.
+
+    **Raises:** as [`metapinn.loss_terms`][], and `ValueError` for bad `weights`.
+    """
+    weights = check_weights(weights)
+    jet = pinn.jet(_point_sets(batch), pde.jet_needs)
+    return checked(pde, task, _residual_vector(jet, pde, task, batch, weights))
 
 
 @eqx.filter_jit
@@ -205,6 +265,20 @@ class AbstractLoss(eqx.Module):
         `equinox.filter_value_and_grad`."""
         return eqx.filter_value_and_grad(lambda m: self(m, task, batch))(model)
 
+    def residuals(self, model: Any, task: PyTree, batch: PyTree) -> Float[Array, " m"]:
+        r"""The loss as a sum of squares, $\mathcal{L} = \lVert r\rVert^2$: the residual
+        vector that Gauss–Newton-type adapters ([`metapinn.GaussNewton`][]) linearise.
+        A least-squares loss (e.g. [`metapinn.PINNLoss`][]) defines it.
+
+        **Raises:** `TypeError` (this default) for a loss that is not a sum of squares.
+        """
+        del model, task, batch
+        raise TypeError(
+            f"{type(self).__name__} does not expose its residual vector (`residuals`), "
+            "so it cannot be minimised by Gauss-Newton; use a least-squares loss such as "
+            "PINNLoss, or a first-order or L-BFGS adapter"
+        )
+
     def check_task(self, task: PyTree, out: PyTree) -> PyTree:
         """Return `out`, failing under JIT if `task` is invalid (see
         [`metapinn.AbstractPDE.check_task`][]); `adapt` and `meta_step` call it once,
@@ -240,6 +314,11 @@ class PINNLoss(AbstractLoss):
         self, model: AbstractPINN, task: PyTree, batch: CollocationBatch
     ) -> tuple[Scalar, Any]:
         return pinn_loss_and_grad(model, self.pde, task, batch, self.weights)
+
+    def residuals(
+        self, model: AbstractPINN, task: PyTree, batch: CollocationBatch
+    ) -> Float[Array, " m"]:
+        return pinn_residuals(model, self.pde, task, batch, self.weights)
 
     def check_task(self, task: PyTree, out: PyTree) -> PyTree:
         return self.pde.check_task(task, out)

@@ -2,7 +2,6 @@
 
 import abc
 import math
-from collections.abc import Callable
 from typing import Any, Literal, cast
 
 import equinox as eqx
@@ -16,37 +15,17 @@ from jaxtyping import Array, Float, PyTree
 from .._checks import checked
 from .._custom_types import FilterSpec, Params, Scalar, Static
 from .._loss import AbstractLoss
-
-
-LossFn = Callable[[Any, PyTree, PyTree], Scalar]
-"""`loss_fn(model, task, batch) -> scalar`, e.g. a [`metapinn.PINNLoss`][]."""
-
-
-def as_optimizer(
-    optimizer: optax.GradientTransformation | float,
-) -> optax.GradientTransformation:
-    """A float `lr` means plain SGD at that rate; a transformation is used as given."""
-    if isinstance(optimizer, optax.GradientTransformation):
-        return optimizer
-    if isinstance(optimizer, bool) or not isinstance(optimizer, (int, float)):
-        raise TypeError(
-            "inner_optimizer must be an optax.GradientTransformation or a float "
-            f"learning rate for SGD; got {optimizer!r}"
-        )
-    return optax.sgd(float(optimizer))
-
-
-def optimizer_update(
-    optimizer: optax.GradientTransformation, grads: PyTree, state: PyTree, params: PyTree
-) -> tuple[PyTree, PyTree]:
-    """`optimizer.update`, traced under standard dtype promotion.
-
-    Some optax transformations mix Python floats with integer step counts (Adam's
-    bias correction), which `jax_numpy_dtype_promotion="strict"` rejects; users who
-    run strict promotion for their own code should still be able to use them.
-    """
-    with jax.numpy_dtype_promotion("standard"):
-        return optimizer.update(grads, state, params)
+from ._adapters import AbstractAdapter, Optax, as_adapter
+from ._gradients import (
+    LossFn as LossFn,
+    _inner_value_and_grad,
+    _is_none as _is_none,
+    _value_and_grads as _value_and_grads,
+    as_optimizer as as_optimizer,
+    loss_and_grads as loss_and_grads,
+    loss_with_gradient as loss_with_gradient,
+    optimizer_update as optimizer_update,
+)
 
 
 InnerVJP = Literal["hvp", "autodiff"]
@@ -129,159 +108,51 @@ def remat_scan(body, init, steps: int, *, remat: InnerRemat = None, unroll: int 
     return carry, out
 
 
-def _is_none(x: Any) -> bool:
-    return x is None
-
-
-def _restrict(like: PyTree, grads: PyTree) -> PyTree:
-    """The leaves of `grads` where `like` (a half of `eqx.partition`) has arrays."""
-    return jtu.tree_map(lambda ref, g: None if ref is None else g, like, grads, is_leaf=_is_none)
-
-
-def _value_and_grads(
-    loss_fn: "LossFn", params: Params, frozen: Params, static: Static, task, batch
-) -> tuple[Scalar, tuple[Params, Params]]:
-    """The loss at `combine(params, frozen, static)` and its gradients with respect to
-    `params` and `frozen`. An [`metapinn.AbstractLoss`][] supplies its own gradient
-    (for [`metapinn.PINNLoss`][], the hand-written adjoint of the network's jet)."""
-    if isinstance(loss_fn, AbstractLoss):
-        loss, grads = loss_fn.value_and_grad(eqx.combine(params, frozen, static), task, batch)
-        return loss, (_restrict(params, grads), _restrict(frozen, grads))
-
-    def loss_of(halves):
-        return loss_fn(eqx.combine(*halves, static), task, batch)
-
-    return eqx.filter_value_and_grad(loss_of)((params, frozen))
-
-
-def _zeros_where_none(cotangent: PyTree, like: PyTree) -> PyTree:
-    """`cotangent` with symbolic zeros (`None`) made concrete zeros shaped like `like`."""
-    return jtu.tree_map(
-        lambda ref, c: None if ref is None else (jnp.zeros_like(ref) if c is None else c),
-        like,
-        cotangent,
-        is_leaf=_is_none,
-    )
-
-
-@eqx.filter_custom_vjp
-def _inner_value_and_grad(inputs, static):
-    r"""`(L, ∇_params L)` whose reverse-mode derivative is a Hessian-vector product.
-
-    `inputs = (params, frozen, loss_fn, task, batch)`. Reverse mode through a gradient
-    $g = \nabla_\theta L$ needs $v \mapsto \nabla^2 L\, v$ ($\nabla^2 L$ is
-    symmetric); the backward pass below gets it by forward mode over the gradient
-    (Pearlmutter 1994), recomputed from the inputs, so a scanned inner loop keeps only
-    its parameters per step rather than every intermediate of every gradient.
-    """
-    params, frozen, loss_fn, task, batch = inputs
-    loss, (grads, _) = _value_and_grads(loss_fn, params, frozen, static, task, batch)
-    return loss, grads
-
-
-@_inner_value_and_grad.def_fwd
-def _inner_value_and_grad_fwd(perturbed, inputs, static):
-    del perturbed
-    return _inner_value_and_grad.fn(inputs, static), None
-
-
-@_inner_value_and_grad.def_bwd
-def _inner_value_and_grad_bwd(residuals, cotangent, perturbed, inputs, static):
-    del residuals
-    params, frozen, loss_fn, task, batch = inputs
-    loss_bar, grads_bar = cotangent
-
-    def grads_of(p):
-        return _value_and_grads(loss_fn, p, frozen, static, task, batch)[1]
-
-    if all(leaf is None for leaf in jtu.tree_leaves(grads_bar, is_leaf=_is_none)):
-        # Only the loss value is differentiated (e.g. a query loss): its gradient.
-        grads = grads_of(params)
-        hvps = jtu.tree_map(jnp.zeros_like, grads)
-    else:
-        tangent = _zeros_where_none(grads_bar, params)
-        grads, hvps = jax.jvp(grads_of, (params,), (tangent,))
-    if loss_bar is not None:
-        hvps = jtu.tree_map(lambda h, g: h + loss_bar.astype(g.dtype) * g, hvps, grads)
-    params_bar, frozen_bar = hvps
-    rest = (loss_fn, task, batch)
-    if any(jtu.tree_leaves(perturbed[2:])):
-        # Rarely wanted (e.g. MAML's derivative in a task parameter): the mixed second
-        # derivative, by reverse mode through the gradient.
-        def loss_and_params_grad(rest_):
-            loss, (g, _) = _value_and_grads(rest_[0], params, frozen, static, *rest_[1:])
-            return loss, g
-
-        (loss, _), pullback = eqx.filter_vjp(loss_and_params_grad, rest)
-        loss_ct = jnp.zeros_like(loss) if loss_bar is None else loss_bar
-        (rest_bar,) = pullback((loss_ct, _zeros_where_none(grads_bar, params)))
-    else:
-        rest_bar = jtu.tree_map(lambda _: None, rest)
-    return (params_bar, frozen_bar, *rest_bar)
-
-
-def loss_and_grads(
-    loss_fn: "LossFn", params: Params, static: Static, task: PyTree, batch: PyTree
-) -> tuple[Scalar, Params]:
-    """The loss at `combine(params, static)` and its gradient in `params`: the loss's own
-    `value_and_grad` for an [`metapinn.AbstractLoss`][], reverse-mode AD otherwise. It
-    does not validate the task (callers check it once, outside their loops)."""
-    frozen = jtu.tree_map(lambda _: None, params)
-    loss, (grads, _) = _value_and_grads(loss_fn, params, frozen, static, task, batch)
-    return loss, grads
-
-
-def _loss_and_grads(inputs, static) -> tuple[Scalar, Params]:
-    params, loss_fn, task, batch = inputs
-    return loss_and_grads(loss_fn, params, static, task, batch)
-
-
-@eqx.filter_custom_vjp
-def _loss_with_gradient(inputs, static):
-    # The value from the same (cached) program as the forward pass below: tracing
-    # `loss_fn` itself as well would cost a second trace of the network's jet.
-    return _loss_and_grads(inputs, static)[0]
-
-
-@_loss_with_gradient.def_fwd
-def _loss_with_gradient_fwd(perturbed, inputs, static):
-    del perturbed
-    return _loss_and_grads(inputs, static)  # the gradient is the residual: one pass
-
-
-@_loss_with_gradient.def_bwd
-def _loss_with_gradient_bwd(grads, loss_bar, perturbed, inputs, static):
-    params, loss_fn, task, batch = inputs
-    if loss_bar is None:
-        return jtu.tree_map(lambda _: None, inputs)
-    params_bar = jtu.tree_map(lambda g: loss_bar.astype(g.dtype) * g, grads)
-    rest = (loss_fn, task, batch)
-    if any(jtu.tree_leaves(perturbed[1:])):
-        # Derivatives in the task or the points: reverse mode through the loss.
-        _, pullback = eqx.filter_vjp(
-            lambda rest_: rest_[0](eqx.combine(params, static), *rest_[1:]), rest
-        )
-        (rest_bar,) = pullback(loss_bar)
-    else:
-        rest_bar = jtu.tree_map(lambda _: None, rest)
-    return (params_bar, *rest_bar)
-
-
-def loss_with_gradient(
-    loss_fn: "LossFn", params: Params, static: Static, task: PyTree, batch: PyTree
-) -> Scalar:
-    """`loss_fn(combine(params, static), task, batch)`, whose derivative in `params`
-    is the loss's own gradient (for an [`metapinn.AbstractLoss`][], its
-    `value_and_grad`), computed in the same pass as the value.
-
-    Like the inner loop's gradients, it does not validate the task; the meta-step
-    does that once, with the loss's `check_task`."""
-    return _loss_with_gradient((params, loss_fn, task, batch), static)
-
-
 def _check_steps(steps: int) -> None:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"the number of inner steps must be an integer >= 0, got {steps!r}")
+
+
+def _adapt_with(
+    adapter: AbstractAdapter,
+    adapting: Params,
+    frozen: Params,
+    static: Static,
+    loss_fn: LossFn,
+    task: PyTree,
+    batch: PyTree,
+    steps: int,
+    *,
+    stop_inner_gradients: bool,
+    return_trajectory: bool,
+    unroll: int | bool,
+    remat: InnerRemat,
+):
+    r"""[`metapinn.adapt`][] with any adapter: `steps` of `adapter.step` in one scan.
+
+    The frozen leaves join the static half, so the adapter sees only what adapts. With
+    `stop_inner_gradients`, each step's change is stopped, $\phi_{k+1} = \phi_k +
+    \operatorname{sg}(\phi_{k+1} - \phi_k)$, so $d\phi_K/d\theta = I$."""
+    rest = eqx.combine(frozen, static)
+
+    def body(carry, _):
+        p, state = carry
+        new, state, loss = adapter.step(p, state, rest, loss_fn, task, batch)
+        if stop_inner_gradients:
+            new = jtu.tree_map(lambda a, b: b + jax.lax.stop_gradient(a - b), new, p)
+            state = jax.lax.stop_gradient(state)
+        return (new, state), ((loss, new) if return_trajectory else loss)
+
+    init = (adapting, adapter.init(adapting, rest, loss_fn, task, batch))
+    (adapted, _), out = remat_scan(body, init, steps, remat=remat, unroll=unroll)
+    losses, trajectory = out if return_trajectory else (out, None)
+    if isinstance(loss_fn, AbstractLoss):
+        losses = checked(loss_fn, task, losses)
+    adapted = eqx.combine(adapted, frozen)
+    if return_trajectory:
+        frozen_steps = jtu.tree_map(lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen)
+        return adapted, losses, eqx.combine(trajectory, frozen_steps)
+    return adapted, losses
 
 
 def adapt(
@@ -292,7 +163,7 @@ def adapt(
     batch: PyTree,
     *,
     steps: int,
-    optimizer: optax.GradientTransformation | float,
+    optimizer: AbstractAdapter | optax.GradientTransformation | float,
     adapt_spec: FilterSpec | None = None,
     stop_inner_gradients: bool = False,
     return_trajectory: bool = False,
@@ -313,9 +184,12 @@ def adapt(
     - `loss_fn`: `loss_fn(model, task, batch) -> scalar`.
     - `task`, `batch`: one task (e.g. a [`metapinn.BurgersTask`][]) and its points.
     - `steps`: number of inner steps `K >= 0` (static).
-    - `optimizer`: an `optax.GradientTransformation`, or a float: SGD at that rate.
-      To differentiate through Adam, give it `eps_root > 0` (e.g. `1e-16`): `sqrt(v)`
-      has an infinite derivative where a gradient entry is exactly zero.
+    - `optimizer`: the adapter: an `optax.GradientTransformation`, or a float (SGD at
+      that rate), or any [`metapinn.AbstractAdapter`][] ([`metapinn.LBFGS`][],
+      [`metapinn.GaussNewton`][]). To differentiate through Adam, give it
+      `eps_root > 0` (e.g. `1e-16`): `sqrt(v)` has an infinite derivative where a
+      gradient entry is exactly zero. `inner_vjp` applies to optax transformations
+      only; through another adapter reverse mode is JAX's own.
     - `adapt_spec`: a pytree of bools with the structure of `params` marking the
       leaves that adapt (e.g. only the last layer, as in ANIL); `None` adapts all.
     - `stop_inner_gradients`: wrap each inner gradient in `stop_gradient`, so that
@@ -351,11 +225,18 @@ def adapt(
     _check_steps(steps)
     _check_inner_vjp(inner_vjp)
     _check_remat(remat)
-    optimizer = as_optimizer(optimizer)
+    adapter = as_adapter(optimizer)
     if adapt_spec is None:
         adapting, frozen = params, jax.tree_util.tree_map(lambda _: None, params)
     else:
         adapting, frozen = eqx.partition(params, adapt_spec)
+    if not isinstance(adapter, Optax):
+        return _adapt_with(  # pyright: ignore[reportReturnType]
+            adapter, adapting, frozen, static, loss_fn, task, batch, steps,
+            stop_inner_gradients=stop_inner_gradients, return_trajectory=return_trajectory,
+            unroll=unroll, remat=remat,
+        )  # fmt: skip
+    optimizer = adapter.optimizer
 
     def value_and_grad(p):
         if inner_vjp == "hvp" and not stop_inner_gradients:
@@ -416,8 +297,9 @@ class AbstractMetaLearner(eqx.Module):
     order)
 
     - `inner_steps`: $K \ge 0$ (static; default 5).
-    - `inner_optimizer`: an optax transformation or a float SGD rate (static; default
-      0.01).
+    - `inner_optimizer`: the inner loop's adapter: an optax transformation, a float
+      SGD rate, or a [`metapinn.AbstractAdapter`][] such as [`metapinn.GaussNewton`][]
+      (static; default 0.01).
     - `adapt_spec`: which leaves adapt (a pytree of bools), `None` for all (default).
     - `inner_unroll`: `lax.scan` unrolling of the inner loop (static; default 1).
     - `inner_vjp`: `"hvp"` or `"autodiff"`, how second-order MAML differentiates
@@ -432,7 +314,9 @@ class AbstractMetaLearner(eqx.Module):
     """
 
     inner_steps: int = eqx.field(static=True, default=5)
-    inner_optimizer: optax.GradientTransformation | float = eqx.field(static=True, default=0.01)
+    inner_optimizer: AbstractAdapter | optax.GradientTransformation | float = eqx.field(
+        static=True, default=0.01
+    )
     adapt_spec: FilterSpec | None = None
     inner_unroll: int | bool = eqx.field(static=True, default=1)
     inner_vjp: InnerVJP = eqx.field(static=True, default="hvp")
@@ -440,7 +324,7 @@ class AbstractMetaLearner(eqx.Module):
 
     def __check_init__(self):
         _check_steps(self.inner_steps)
-        as_optimizer(self.inner_optimizer)
+        as_adapter(self.inner_optimizer)
         _check_inner_vjp(self.inner_vjp)
         _check_remat(self.inner_remat)
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import lineax as lx
-from jaxtyping import PyTree
+from jaxtyping import Array, PyTree
 
 from .._custom_types import Params, Scalar, Static
 from .._loss import AbstractLoss
@@ -102,6 +102,25 @@ class ProximalLoss(AbstractLoss):
 
         grads = jtu.tree_map(add_prox, self.anchor, grads, model, is_leaf=_is_none)
         return loss + 0.5 * lam * self._sq_distance(model), grads
+
+    def residuals(self, model: Any, task: PyTree, batch: PyTree) -> Array:
+        r"""The wrapped loss's residual vector (it must have one) followed by
+        $\sqrt{\lambda/2}\,(\phi - \theta)$, flattened: its squared norm is this loss."""
+        if not isinstance(self.loss, AbstractLoss):
+            raise TypeError(
+                "ProximalLoss has a residual vector only around a loss that has one; "
+                f"got {type(self.loss).__name__}"
+            )
+        pulls = jtu.tree_map(
+            lambda a, m: None if a is None else jnp.ravel(m - a),
+            self.anchor,
+            model,
+            is_leaf=_is_none,
+        )
+        scale = math.sqrt(0.5 * self.prox_lambda)
+        pull = jnp.concatenate(jtu.tree_leaves(pulls))
+        own = self.loss.residuals(model, task, batch)
+        return jnp.concatenate([own, (scale * pull).astype(own.dtype)])
 
     def check_task(self, task: PyTree, out: PyTree) -> PyTree:
         if isinstance(self.loss, AbstractLoss):
