@@ -1,7 +1,7 @@
 """How accurate each family's reference solution is, on the held-out tasks of its
 standard workload (W3 on the family; W2 for the wide Burgers range).
 
-For every held-out task, on the standard 256 × 101 grid (DESIGN.md §5), in float64:
+For every held-out task, on the standard 256 × 101 grid (docs/design.md §5), in float64:
 the relative L2 distance between the reference solver and the exact solution (F1:
 Cole–Hopf; F2 heat and F3 wave: their sine series; F4 convection: `u0(x − βt)`; F6:
 Cole–Hopf by quadrature), and for Allen–Cahn (F5), which has no exact solution, the

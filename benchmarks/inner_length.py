@@ -1,5 +1,5 @@
 """Memory and time of a meta-step against the inner length K, with and without a
-checkpointed inner loop (`inner_remat`), on workload W3 (DESIGN.md §3, §4 memory).
+checkpointed inner loop (`inner_remat`), on workload W3 (docs/design.md §3, §4 memory).
 
 For each method (second-order MAML, first-order MAML, Reptile, iMAML), each K and each
 remat setting, in a fresh process: XLA's `memory_analysis()` of the compiled meta-step

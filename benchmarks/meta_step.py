@@ -1,4 +1,4 @@
-"""Speed of one meta-step on workload W1 or W3 (DESIGN.md §3), by the speed protocol (§4).
+"""Speed of one meta-step on workload W1 or W3 (docs/design.md §3), by the speed protocol (§4).
 
 For each case (W1, the default: second-order MAML, first-order MAML, Reptile,
 multi-task pre-training and a 100-step Adam adaptation; W3: those and Reptile with a
@@ -16,7 +16,7 @@ compile caches don't leak between cases).
 
 Each case runs with the XLA:CPU flags of `metapinn.configure_cpu` (fast compiles;
 `--plain-xla` leaves them out). With `--devices N`, the meta-learner cases also run
-with the task axis sharded over N host devices, one per core (DESIGN.md §7). With
+with the task axis sharded over N host devices, one per core (docs/design.md §7). With
 `--tasks-at-once vmap 1`, each meta-learner case runs once vmapped over its tasks and
 once mapped over them one at a time (`meta_step(..., tasks_at_once=1)`), as separate
 rows; by default a case runs as the main job runs it (vmapped, except the
@@ -62,7 +62,7 @@ DEFAULT_CASES = {"W1": W1_CASES, "W3": W3_CASES}
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
-    """The network and point counts of a workload (DESIGN.md §3)."""
+    """The network and point counts of a workload (docs/design.md §3)."""
 
     width: int
     depth: int
@@ -103,7 +103,7 @@ def main_job_tasks_at_once(case: str, workload: str) -> int | None:
 
 
 def gradient_flops(workload: str = "W1") -> float:
-    """Matmul FLOPs of one gradient of the PINN loss of `workload` (DESIGN.md §4).
+    """Matmul FLOPs of one gradient of the PINN loss of `workload` (docs/design.md §4).
 
     One loss evaluation pushes the value through the network at all
     `n_int + n_ic + n_bc` points and three more streams (`u_x, u_t, u_xx`) at the
@@ -111,7 +111,7 @@ def gradient_flops(workload: str = "W1") -> float:
     `Σ fan_in·fan_out = 2w + (D - 1)w² + w` for D hidden layers of width w. A gradient
     costs `3F` (forward + two matmuls back per layer). W1: F = 1.99 MFLOP, gradient
     5.98 MFLOP. W3: Σ = 12,480 and 8,500 columns, so F = 0.212 GFLOP (the jet forward)
-    and the gradient 0.637 GFLOP (DESIGN.md rounds it to 0.62 = 0.21 + 0.41).
+    and the gradient 0.637 GFLOP (docs/design.md §4: about 0.64 = 0.21 + 0.42).
     """
     w = WORKLOADS[workload]
     fan = 2 * w.width + (w.depth - 1) * w.width * w.width + w.width
@@ -120,7 +120,7 @@ def gradient_flops(workload: str = "W1") -> float:
 
 
 def analytic_flops(case: str, workload: str = "W1") -> float:
-    """Matmul FLOPs of one step of `case` on `workload`, counted as DESIGN.md §4
+    """Matmul FLOPs of one step of `case` on `workload`, counted as docs/design.md §4
     prescribes, in gradients `G` of the PINN loss (`gradient_flops`); elementwise
     work (optimiser updates, activations, the rates of Meta-SGD) is left out.
 
@@ -309,7 +309,7 @@ def run_case(
         args = (meta_params, optimizer.init(meta_params))
         if devices > 1:
             # The task axis split over the devices by `meta_step(..., mesh=...)`
-            # (DESIGN.md §7); the inputs are placed so, everything else replicated.
+            # (docs/design.md §7); the inputs are placed so, everything else replicated.
             from jax.sharding import NamedSharding, PartitionSpec
 
             tasks = jax.device_put(tasks, NamedSharding(mesh, PartitionSpec("tasks")))
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workload",
         choices=sorted(WORKLOADS),
         default="W1",
-        help="the network and points (DESIGN.md §3); W1 by default",
+        help="the network and points (docs/design.md §3); W1 by default",
     )
     parser.add_argument(
         "--steps",

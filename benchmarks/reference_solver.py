@@ -1,6 +1,6 @@
 """Accuracy and speed of the Burgers reference solver (`metapinn.reference_solution`).
 
-For each viscosity this measures, on the standard 256 × 101 grid (DESIGN.md §5): the
+For each viscosity this measures, on the standard 256 × 101 grid (docs/design.md §5): the
 relative L2 error against the exact Cole–Hopf solution, the compile time of the
 solve (`.lower(...).compile()`), the median and min–max run time over `--repeats`
 calls (each ended with `block_until_ready`), the integrator's step count (accepted and

@@ -4,9 +4,10 @@ Every write goes to a temporary file in the destination folder, is flushed to di
 and is then renamed over the destination with `os.replace`, which is atomic on POSIX
 and Windows; the folder is then flushed too, so that the rename itself survives a
 power loss. A reader therefore sees either the old file or the new one, never half of
-one, whatever moment the writer is killed at. A write that fails (a full disk, a
-read-only folder) leaves the old file as it was, removes its temporary file, and
-raises [`metapinn.RunFolderError`][] naming the file.
+one, whatever moment the writer is killed at. A file gets the mode a plain `open`
+would give it (0o666 less the umask). A write that fails (a full disk, a read-only
+folder) leaves the old file as it was, removes its temporary file, and raises
+[`metapinn.RunFolderError`][] naming the file.
 
 A checkpoint keeps its predecessor beside it (`checkpoint.prev.npz` for
 `checkpoint.npz`), so a checkpoint damaged after it was written (a truncated copy, a
@@ -19,8 +20,8 @@ import errno
 import json
 import os
 import pathlib
+import secrets
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from typing import IO, Any, cast
@@ -83,13 +84,45 @@ def _write_error(path: pathlib.Path, error: OSError) -> RunFolderError:
 _META_KEY = "__meta__"
 
 
+_TEMPORARY_FLAGS = (
+    os.O_RDWR
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+)
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` is named as the temporary file of an atomic write (one that a
+    writer killed before its rename leaves behind)."""
+    name = pathlib.Path(path).name
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _temporary_beside(path: pathlib.Path) -> tuple[int, str]:
+    """Create a new temporary file in `path`'s folder, as `tempfile.mkstemp` does but
+    with the mode a plain `open` gives, 0o666 less the process's umask (`mkstemp`
+    gives 0o600 whatever the umask: on a shared file system no one else could read a
+    run's results). The kernel applies the umask, so it is never read or changed.
+
+    **Returns:** the open file descriptor and the file's path."""
+    for _ in range(100):
+        name = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, _TEMPORARY_FLAGS, 0o666), str(name)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary file name beside {path}")
+
+
 @contextlib.contextmanager
 def _atomic_open(path: str | os.PathLike, mode: str) -> Iterator[IO[Any]]:
     path = pathlib.Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _temporary_beside(path)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

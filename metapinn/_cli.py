@@ -43,6 +43,8 @@ from ._experiment._ablation import (
 )
 from ._experiment._ablation_report import format_ablation
 from ._experiment._config import _RENAMED, METHOD_NAMES, OVERRIDE_KEYS, _parse_override
+from ._experiment._report import QUICK_SUFFIX
+from ._experiment._solve import DEFAULT_STEPS, SOLVE_OPTIMIZERS, solve
 from ._experiment._training import run_dirs
 from ._pde._registry import family_table
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
@@ -212,7 +214,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, what: str, default_workload:
         default=None,
         choices=sorted(WORKLOADS),
         help="the named workload whose settings are the defaults, overridden by flags "
-        f"(DESIGN.md §3; default: {default_workload}, or the resumed run's)",
+        f"(docs/design.md §3; default: {default_workload}, or the resumed run's)",
     )
     parser.add_argument(
         "--config",
@@ -379,10 +381,54 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_WORKLOAD}'s)",
     )  # fmt: skip
 
+    p = sub.add_parser(
+        "solve",
+        help="solve one family member: adapt a trained initialisation, or from scratch",
+        description="Solve one member of a family: adapt METHOD's initialisation from the "
+        "finished run RUN (--init RUN:METHOD; a conditioned one is bound to the task "
+        "first), or a random one from scratch (W3's network on the family), with one "
+        "optimiser, timed, against the family's reference. Writes OUT/solve.json (family, "
+        "task, optimizer, steps, seconds, rel_l2, the error curve) and OUT/solve.png.",
+    )
+    p.add_argument("--family", required=True, help="the family (metapinn families)")
+    p.add_argument(
+        "--task",
+        required=True,
+        metavar="VALUE",
+        help="the task: the family's parameter value, or for burgers-random-ic the index "
+        "of a held-out initial condition",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="RUN:METHOD",
+        help="start from METHOD's initialisation in the finished run folder RUN "
+        "(default: a random initialisation, solved from scratch)",
+    )
+    p.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=SOLVE_OPTIMIZERS,
+        help="the adapter (default: adam: the run's adaptation schedule from --init, "
+        "warm-up and cosine decay from 1e-2 from scratch)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="adapter steps (default: "
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
+        + ")",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the initialisation's seed (default: 0)")
+    p.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
+    p.add_argument("--no-plots", action="store_true", help="skip solve.png (default: drawn)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     sub.add_parser(
         "families",
         help="list the PDE families the library has, with their parameter and truth",
-        description="The PDE families (DESIGN.md §2) with verified truth: each one's task "
+        description="The PDE families (docs/design.md §2) with verified truth: each one's task "
         "parameter, training range and what results are judged against. Run one with "
         "metapinn reproduce --family NAME.",
     )
@@ -409,6 +455,7 @@ def _stored_config(folder: pathlib.Path) -> ExperimentConfig:
 
 
 def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
+    # The run folder itself is checked by the library (`check_run_folder`).
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
     stored = args.resume and (args.out / "config.json").exists()
@@ -425,6 +472,11 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
         config = quick(config)
     changes = dict(extra)
     changes.update(_overrides(args))
+    name = changes.get("name", config.name)
+    if getattr(args, "quick", False) and not stored and not name.endswith(QUICK_SUFFIX):
+        # Named as a quick run, so that its results are titled so (a resumed run keeps
+        # the name it has).
+        changes["name"] = name + QUICK_SUFFIX
     # A flag for a per-method key sets it for every method: it replaces the values the
     # workload (or config file) gives single methods, unless --overrides replaces those.
     flagged = set(changes) & set(OVERRIDE_KEYS)
@@ -437,7 +489,7 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     config = _config_for_run(args, {})
-    out = args.out or default_out_dir(config, "-quick" if args.quick else "")
+    out = args.out or default_out_dir(config)  # a quick run's name says so
     results = reproduce(
         config,
         out,
@@ -522,11 +574,27 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_grid_folder(folder: pathlib.Path | None, resume: bool, finished_only: bool) -> None:
+    """Refuse to resume a folder that holds no grid (no `grid.json`), or to start a
+    grid in a folder that holds other files; each message names the folder."""
+    if folder is None or finished_only or (folder / "grid.json").exists():
+        return  # `run_ablation` checks a grid's folder, and a folder to tabulate
+    if resume:
+        why = "it holds no grid (no grid.json)" if folder.exists() else "no such folder"
+        raise FileNotFoundError(f"cannot resume {folder}: {why}")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise FileExistsError(
+            f"{folder} is not empty and holds no grid (no grid.json): choose a new or empty "
+            "output folder"
+        )
+
+
 def _cmd_ablate(args: argparse.Namespace) -> int:
     if args.config is not None:
         raise ConfigError("metapinn ablate takes its settings from GRID and flags, not --config")
     if (args.resume or args.finished_only) and args.out is None:
         raise ConfigError("--resume and --finished-only need --out DIR, the grid folder")
+    _check_grid_folder(args.out, args.resume, args.finished_only)
     stored = args.out / "grid.json" if args.out is not None else None
     settings = _overrides(args)
     reading = args.resume or args.finished_only
@@ -567,6 +635,23 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    steps = DEFAULT_STEPS.get(args.optimizer) if args.steps is None else args.steps
+    with tqdm(total=steps, desc=f"{args.optimizer}", disable=args.no_progress) as bar:
+        result = solve(
+            args.family, args.task, args.out, init=args.init, optimizer=args.optimizer,
+            steps=args.steps, seed=args.seed, progress=bar.update, plot=not args.no_plots,
+        )  # fmt: skip
+    print(
+        f"{result['family']} {result['task_label']}: rel-L2 {result['rel_l2']:.3g} after "
+        f"{result['steps']} {result['optimizer']} steps, {result['seconds']:.2f} s "
+        f"(compile {result['compile_seconds']:.1f} s); written to {args.out / 'solve.json'}"
+    )
+    return 0
+
+
 def _cmd_families(args: argparse.Namespace) -> int:
     del args
     print(family_table())
@@ -599,6 +684,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "show": _cmd_show,
         "families": _cmd_families,
         "ablate": _cmd_ablate,
+        "solve": _cmd_solve,
     }[args.command]
     try:
         return command(args)

@@ -1,4 +1,4 @@
-"""The evaluation grid of the accuracy protocol (DESIGN.md §5) and the grid as
+"""The evaluation grid of the accuracy protocol (docs/design.md §5) and the grid as
 collocation points, in the order in which reference solutions are flattened."""
 
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ _STANDARD_T = np.linspace(0.0, 1.0, 101)
 
 
 def standard_grid() -> tuple[Float[Array, " 256"], Float[Array, " 101"]]:
-    """The evaluation grid of the accuracy protocol (DESIGN.md §5).
+    """The evaluation grid of the accuracy protocol (docs/design.md §5).
 
     **Returns:** `(x, t)`: 256 points from -1 to 1 and 101 times from 0 to 1, both
     ends included, in the default float dtype.

@@ -1,4 +1,4 @@
-"""Accuracy metrics of a PINN against a reference solution (DESIGN.md §5)."""
+"""Accuracy metrics of a PINN against a reference solution (docs/design.md §5)."""
 
 import equinox as eqx
 import jax
@@ -111,7 +111,7 @@ def rms_residual(pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, points: Poi
 
 
 class ErrorReport(eqx.Module):
-    """The accuracy of a PINN on a grid (DESIGN.md §5); see [`metapinn.evaluate_pinn`][].
+    """The accuracy of a PINN on a grid (docs/design.md §5); see [`metapinn.evaluate_pinn`][].
 
     **Fields:** `relative_l2`, `max_abs` and `rms_residual`, documented below.
     """

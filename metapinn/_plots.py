@@ -251,3 +251,39 @@ def plot_ablation(
         ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=8)
     return fig
+
+
+def plot_solve(x: np.ndarray, t: np.ndarray, u_ref: np.ndarray, u: np.ndarray, trace, title: str):
+    """One solved task (`metapinn solve`): the reference, the PINN's field and its
+    error on the grid, and the error against wall-clock.
+
+    **Arguments:** the grid `x` `(nx,)`, `t` `(nt,)`; `u_ref` and `u`, `(nt, nx)`;
+    `trace`, a [`metapinn.TimedTrace`][]; `title`.
+
+    **Returns:** a `matplotlib.figure.Figure` of four axes.
+    """
+    fig = _figure(figsize=(13, 3.4))
+    axes = fig.subplots(1, 4)
+    extent = (float(x[0]), float(x[-1]), float(t[0]), float(t[-1]))
+    kw = {"origin": "lower", "aspect": "auto", "extent": extent, "cmap": "RdBu_r"}
+    vmax = float(np.max(np.abs(u_ref)))
+    for ax, field, name in ((axes[0], u_ref, "reference"), (axes[1], u, "PINN")):
+        image = ax.imshow(field, vmin=-vmax, vmax=vmax, **kw)
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel("x")
+    axes[0].set_ylabel("t")
+    fig.colorbar(image, ax=axes[1], label="u")
+    diff = np.asarray(u) - u_ref
+    dmax = float(np.max(np.abs(diff))) or 1.0
+    image = axes[2].imshow(diff, vmin=-dmax, vmax=dmax, **kw)
+    axes[2].set_title("PINN − reference", fontsize="small")
+    axes[2].set_xlabel("x")
+    fig.colorbar(image, ax=axes[2], label="error")
+    seconds = np.asarray(trace.seconds)
+    axes[3].plot(seconds, trace.rel_l2, marker="o" if len(seconds) < 40 else None, ms=3)
+    axes[3].set_yscale("log")
+    axes[3].set_xlabel("seconds (compile excluded)")
+    axes[3].set_ylabel("relative L2 error")
+    axes[3].grid(True, which="both", alpha=0.3)
+    fig.suptitle(title)
+    return fig

@@ -13,7 +13,7 @@ slowing the step (measured on W1, `benchmarks/meta_step.py`):
 Neither changes floating-point semantics. XLA:CPU runs a single device's program
 essentially on one core at this problem size, so on a multi-core machine the task axis
 of a meta-step is best sharded over host devices
-(`--xla_force_host_platform_device_count`, DESIGN.md §7).
+(`--xla_force_host_platform_device_count`, docs/design.md §7).
 
 XLA reads `XLA_FLAGS` once, when JAX first initialises its backend, so
 [`metapinn.configure_cpu`][] must run before any computation.

@@ -218,4 +218,4 @@ mp.plot_fields(np.asarray(x), np.asarray(t), u_ref[0], fields, label, seed=seed)
 # mean ± spread, "steps to ε" with speed-ups over random init, and these plots, all in
 # one output folder. `metapinn reproduce` alone runs the accurate workload W3, where
 # the network can represent the solution and the initialisations differ (see the
-# README). `metapinn --help` lists the commands.
+# results page of the documentation). `metapinn --help` lists the commands.

@@ -178,6 +178,7 @@ def test_inner_remat_setting_reaches_the_learner_and_is_resumable():
 # A tiny grid, end to end.
 
 
+@pytest.mark.e2e
 def test_tiny_grid_runs_resumes_after_a_kill_and_reuses_finished_cells(tmp_path, capsys):
     """Two cells of second-order MAML, with and without a checkpointed inner loop,
     from one shared multi-task source: killed in the first cell, resumed, then run

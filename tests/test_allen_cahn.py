@@ -1,4 +1,4 @@
-"""The Allen-Cahn family (DESIGN.md F5): its residual and periodic boundary error on
+"""The Allen-Cahn family (docs/design.md F5): its residual and periodic boundary error on
 hand-built derivatives, bad diffusivities, and its reference solver, which has no exact
 solution to meet: it must agree with itself under refinement (modes and tolerances),
 start from `u0`, satisfy the PDE by a finite-difference check independent of the solver,

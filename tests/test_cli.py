@@ -67,6 +67,7 @@ def _without_timing(path):
     return results
 
 
+@pytest.mark.e2e
 def test_reproduce_writes_everything(tiny_run, capsys):
     out = tiny_run
     assert json.loads((out / "config.json").read_text()) == {
@@ -81,6 +82,11 @@ def test_reproduce_writes_everything(tiny_run, capsys):
             assert [json.loads(r)["step"] for r in lines] == list(range(TINY["meta_steps"]))
     assert sorted(os.listdir(out / "plots")) == PLOTS
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    # Every file the run wrote has the mode `open` gives (0o666 less the umask).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~umask}
 
     results = json.loads((out / "results.json").read_text())
     assert results["inits"] == ["random", *METHODS]
@@ -103,6 +109,7 @@ def test_reproduce_writes_everything(tiny_run, capsys):
     assert "| MAML | 2 |" in shown
 
 
+@pytest.mark.e2e
 def test_evaluate_with_other_settings(tiny_run, tmp_path, capsys):
     run = tmp_path / "copy"
     shutil.copytree(tiny_run, run)
@@ -119,6 +126,7 @@ def test_evaluate_with_other_settings(tiny_run, tmp_path, capsys):
     assert "--inner-lr" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_resume_after_interruption_is_identical(tiny_run, config_file, tmp_path, capsys):
     out = tmp_path / "interrupted"
     args = ["reproduce", "--config", str(config_file), "--out", str(out), "--no-progress",
@@ -145,6 +153,7 @@ def test_resume_after_interruption_is_identical(tiny_run, config_file, tmp_path,
                 np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.e2e
 def test_train_one_method_then_evaluate(tmp_path, config_file, capsys):
     out = tmp_path / "one"
     argv = ["train", "--config", str(config_file), "--method", "reptile", "--seed", "1",
@@ -203,6 +212,44 @@ def test_bad_values_are_named(argv, message, capsys, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_out_is_a_new_folder_or_a_run_and_resume_needs_a_run(tmp_path, config_file, capsys):
+    """`--out` at a folder that holds other files (no config.json), with or without
+    `--resume`, and `--resume` of a missing or empty folder: one line naming the
+    folder, exit status 2, nothing written, nothing trained."""
+    stray = tmp_path / "notes"
+    stray.mkdir()
+    (stray / "todo.txt").write_text("mine")
+    missing, empty = tmp_path / "missing", tmp_path / "empty"
+    empty.mkdir()
+    tiny = ["--config", str(config_file), "--no-progress"]
+    cases = [
+        (["reproduce", *tiny, "--out", str(stray)], stray, "not empty and holds no run"),
+        (["train", *tiny, "--out", str(stray)], stray, "not empty and holds no run"),
+        (["reproduce", "--resume", "--out", str(stray)], stray, "holds no run"),
+        (["train", "--resume", "--out", str(stray)], stray, "holds no run"),
+        (["reproduce", "--resume", "--out", str(missing)], missing, "no such folder"),
+        (["train", *tiny, "--resume", "--out", str(missing)], missing, "no such folder"),
+        (["reproduce", "--resume", "--out", str(empty)], empty, "holds no run"),
+        (["ablate", "--vary", "method=maml", "--out", str(stray)], stray, "holds no grid"),
+        (["ablate", "--resume", "--out", str(missing)], missing, "no such folder"),
+        (["ablate", "--resume", "--out", str(stray)], stray, "holds no grid"),
+    ]
+    for argv, folder, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{folder}" in err and message in err, (argv, err)
+    assert os.listdir(stray) == ["todo.txt"] and os.listdir(empty) == []
+    assert not missing.exists()
+    # The library refuses the same folders.
+    config = mp.ExperimentConfig.from_dict(TINY)
+    with pytest.raises(FileExistsError, match=f"{stray} is not empty"):
+        mp.train_runs(config, stray, progress=False, log=lambda _: None)
+    with pytest.raises(FileNotFoundError, match=f"cannot resume {missing}: no such folder"):
+        mp.reproduce(config, missing, resume=True, progress=False, log=lambda _: None)
+
+
 def test_bad_config_files(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"meta_step": 10}))
@@ -236,6 +283,8 @@ def test_families_are_listed(capsys):
 
     assert main(["families"]) == 0
     out = capsys.readouterr().out
+    # The label column cites the page that defines F1-F6 (docs/design.md §2).
+    assert "| family | docs/design.md | PDE |" in out
     for family in FAMILIES.values():
         assert f"| {family.name} | {family.design} | {family.pde.__name__} |" in out
         # Each entry names its PDE's own task: a task at the middle of the range has
@@ -309,6 +358,7 @@ def test_resume_after_a_real_kill(tmp_path, config_file):
         np.testing.assert_array_equal(a[name], b[name])
 
 
+@pytest.mark.e2e
 def test_reproduce_reports_diverged_runs_and_goes_on(tmp_path, config_file, capsys):
     """A meta-training whose loss overflows (nu = 3e38 is drawn at some step) stops
     with its checkpoint kept, is reported, and the rest of the experiment goes on."""

@@ -79,6 +79,7 @@ def _two_process_job(argv, timeout=300):
     return [p.returncode for p in processes], outputs
 
 
+@pytest.mark.e2e
 def test_two_devices_and_two_processes_give_the_single_device_run(tmp_path, capsys):
     assert main([*TINY, "--devices", "1", "--out", str(tmp_path / "one")]) == 0
     assert main([*TINY, "--devices", "2", "--out", str(tmp_path / "two")]) == 0
@@ -201,6 +202,7 @@ def test_the_barrier_waits_past_any_timeout_for_process_0():
     assert all(w < 1.0 for w in waits[0]), outputs  # process 0 found process 1 there
 
 
+@pytest.mark.e2e
 def test_the_other_processes_leave_after_process_0_has_evaluated(tmp_path):
     """Process 0 alone evaluates a `reproduce`; the others wait for it before they
     leave the job (JAX's exit barrier gives up after 5 minutes, and takes every

@@ -3,6 +3,7 @@ the transfer baseline, warm starts, ANIL, the warm-up schedule, the named worklo
 and their configuration errors."""
 
 import json
+import os
 
 import equinox as eqx
 import jax
@@ -72,6 +73,7 @@ def tiny_run(tmp_path_factory):
     return config, out, results
 
 
+@pytest.mark.e2e
 def test_every_initialisation_is_evaluated(tiny_run):
     config, out, results = tiny_run
     # Every method, then the extra row of Meta-SGD's learned inner rule.
@@ -106,6 +108,7 @@ def test_every_initialisation_is_evaluated(tiny_run):
     assert "Outside the training range (extrapolation): nu=0.05" in (out / "results.md").read_text()
 
 
+@pytest.mark.e2e
 def test_warm_start_begins_at_the_source_and_anil_adapts_the_last_layer(tiny_run):
     config, out, _ = tiny_run
     assert training_order(config).index("multitask") < training_order(config).index("reptile")
@@ -131,6 +134,7 @@ def test_warm_start_begins_at_the_source_and_anil_adapts_the_last_layer(tiny_run
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.e2e
 def test_warm_start_from_another_run_folder(tiny_run, tmp_path):
     config, out, _ = tiny_run
     single = config.replace(
@@ -148,6 +152,7 @@ def test_warm_start_from_another_run_folder(tiny_run, tmp_path):
     assert not tree_allclose(trained, params, rtol=0, atol=3.5e-3)
 
 
+@pytest.mark.e2e
 def test_a_decayed_run_cannot_be_resumed_longer(tiny_run, tmp_path):
     import shutil
 
@@ -170,6 +175,7 @@ def test_a_decayed_run_cannot_be_resumed_longer(tiny_run, tmp_path):
     assert not tree_allclose(trained, cond)
 
 
+@pytest.mark.e2e
 def test_a_resumed_run_may_add_seeds_but_not_change_the_network(tiny_run, tmp_path):
     import shutil
 
@@ -188,6 +194,7 @@ def test_a_resumed_run_may_add_seeds_but_not_change_the_network(tiny_run, tmp_pa
     assert (copy / "train/reptile/seed2/checkpoint.npz").exists()
 
 
+@pytest.mark.e2e
 def test_warm_start_from_the_folder_of_a_decayed_run(tiny_run, tmp_path):
     config, out, _ = tiny_run
     source_folder = out / "train/cond-multitask/seed0"
@@ -201,6 +208,42 @@ def test_warm_start_from_the_folder_of_a_decayed_run(tiny_run, tmp_path):
     trained = load_final(single, tmp_path, "cond-fomaml", 0, cond)
     assert tree_allclose(trained, source, rtol=0, atol=1.1e-3)  # one Adam step from it
     assert not tree_allclose(trained, cond, rtol=0, atol=2e-3)  # 5 steps from random
+
+
+def test_warm_starts_train_after_their_source_and_anil_adapts_the_last_layer():
+    """(Trained, in the end-to-end tests above.)"""
+    config = mp.ExperimentConfig.from_dict(TINY_W3)
+    order = training_order(config)
+    assert order.index("multitask") < order.index("reptile")
+    assert order.index("cond-multitask") < order.index("cond-reptile")
+    params, _, _ = initialisation(config, 0)
+    spec = jax.tree_util.tree_leaves(make_method(config, "reptile", params).adapt_spec)
+    assert spec == [False] * (len(spec) - 1) + [True]
+    assert make_method(config, "multitask", params).adapt_spec is None
+
+
+def test_a_run_folder_is_checked_before_anything_is_written(tmp_path):
+    """A new run needs a new folder; a resumed one its own settings, but it may add
+    seeds and methods or change the evaluation. (Resumed for real, in the end-to-end
+    tests above.)"""
+    from metapinn._checkpoint import write_json
+    from metapinn._experiment._training import check_run_folder
+
+    config = mp.ExperimentConfig.from_dict(TINY_W3)
+    check_run_folder(config, tmp_path / "new", resume=False)
+    check_run_folder(config, tmp_path, resume=False)  # empty
+    # A run killed while it wrote its config.json leaves the temporary file behind.
+    (tmp_path / ".config.json.5f3a.tmp").write_text("{")
+    check_run_folder(config, tmp_path, resume=False)
+    (tmp_path / ".config.json.5f3a.tmp").unlink()
+    write_json(tmp_path / "config.json", config.to_dict())
+    with pytest.raises(FileExistsError, match="already holds a run: continue it with --resume"):
+        check_run_folder(config, tmp_path, resume=False)
+    with pytest.raises(mp.ConfigError, match=r"width \(stored 8, given 9\)"):
+        check_run_folder(config.replace(width=9), tmp_path, resume=True)
+    more = config.replace(seeds=[0, 1, 2], methods=[*config.methods, "maml"], budget=5)
+    check_run_folder(more, tmp_path, resume=True)
+    assert os.listdir(tmp_path) == ["config.json"]
 
 
 def test_train_defaults_to_w1_and_its_flags_beat_a_workloads_method_settings(tmp_path):
@@ -337,6 +380,7 @@ def test_workload_flag_and_its_conflicts(tmp_path, capsys):
     assert "drop --workload" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_a_diverged_warm_start_source_stops_only_its_dependents(tmp_path):
     """Multi-task training meets nu = 3e38 and overflows; Reptile, warm-started from
     it, is reported as not trained; the conditioned PINN still trains."""

@@ -1,4 +1,4 @@
-"""The PDE families beyond Burgers (DESIGN.md §2): each reference solver against its
+"""The PDE families beyond Burgers (docs/design.md §2): each reference solver against its
 exact solution, each exact solution against its PDE, initial and boundary conditions,
 and bad parameters."""
 

@@ -25,6 +25,7 @@ TINY_FLAGS = [
 ]  # fmt: skip
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("family", [f for f in mp.FAMILIES if f != "burgers"])
 def test_reproduce_quick_runs_every_family(family, tmp_path, capsys):
     """(Burgers' `reproduce` runs in tests/test_cli.py, at the same size.)"""
@@ -32,6 +33,10 @@ def test_reproduce_quick_runs_every_family(family, tmp_path, capsys):
     assert main(["reproduce", "--quick", "--family", family, "--out", str(out), *TINY_FLAGS]) == 0
     printed = capsys.readouterr().out
     assert f"held-out tasks of the {family} family" in printed
+    # A quick run says so in its titles.
+    assert "Quick run (a smoke test, not meaningful numbers). Few-shot results" in printed
+    title = (out / "results.md").read_text().splitlines()[0]
+    assert title.endswith("-quick (quick run: a smoke test, not meaningful numbers)")
     results = json.loads((out / "results.json").read_text())
     fam = mp.FAMILIES[family]
     config = mp.ExperimentConfig.from_dict(results["config"])

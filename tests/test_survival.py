@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -136,10 +135,31 @@ def test_a_full_disk_or_read_only_folder_is_a_clear_error(tmp_path, getkey, monk
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(os, "open", read_only)  # creating the temporary file
     with pytest.raises(mp.RunFolderError, match="results.json: the folder is on a read-only"):
         mp._checkpoint.write_json(tmp_path / "results.json", {"a": 1})
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_respect_the_umask(tmp_path, getkey, umask):
+    """Every file is written as a plain `open` would write it, 0o666 less the umask (a
+    temporary file from `tempfile.mkstemp` is 0o600 whatever the umask: on a shared
+    file system no collaborator could read a run's results)."""
+    params, *_ = small_problem(getkey())
+    old = os.umask(umask)
+    try:
+        mp._checkpoint.write_json(tmp_path / "results.json", {"a": 1})
+        mp._checkpoint.write_text(tmp_path / "results.md", "# results\n")
+        mp._checkpoint.atomic_write(tmp_path / "plot.png", lambda f: f.write(b"png"), True)
+        mp.save_checkpoint(tmp_path / "checkpoint.npz", params, {"step": 1})
+        mp.save_checkpoint(tmp_path / "checkpoint.npz", params, {"step": 2})  # keeps step 1
+    finally:
+        os.umask(old)
+    names = ["checkpoint.npz", "checkpoint.prev.npz", "plot.png", "results.json", "results.md"]
+    assert sorted(os.listdir(tmp_path)) == names
+    for name in names:
+        assert oct(os.stat(tmp_path / name).st_mode & 0o777) == oct(0o666 & ~umask), name
 
 
 def test_cli_resumes_a_damaged_run_only_with_previous_checkpoint(tmp_path, capsys):
@@ -178,6 +198,7 @@ def _final_arrays(out):
         return {k: data[k] for k in data.files}
 
 
+@pytest.mark.e2e  # two `metapinn train` processes of 200 meta-steps
 @pytest.mark.parametrize(
     "sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
 )

@@ -5,7 +5,7 @@ A grid is a base configuration (a named workload on a family, with changes) and 
 each a setting with a list of values. Every combination of values is a *cell*: one
 method with those settings, in a run folder of its own (`cells/<name>/`), meta-trained
 and evaluated by [`metapinn.reproduce`][] on the base's seeds, collocation points and
-held-out tasks, so that every cell is measured by the same protocol (DESIGN.md §5).
+held-out tasks, so that every cell is measured by the same protocol (docs/design.md §5).
 
 A method that starts from another method's result (W3's meta-learners start from
 multi-task pre-training) has that source trained once, in `sources/<methods>-<digest>/`,

@@ -21,27 +21,52 @@ from ._training import meta_step_memory, run_dir
 
 def _per_step_seconds(cell: Cell) -> list[float]:
     """The wall time of each meta-step of the cell's method over its seeds, from its
-    metrics files; the first step of each (resumed) segment, which compiles, is left
-    out."""
+    metrics files (see `step_seconds`)."""
     out = []
     for seed in cell.config.seeds:
         path = run_dir(cell.folder, cell.method, seed) / METRICS
-        if not path.exists():
-            continue
-        previous = None
-        for line in path.read_text().splitlines():
-            seconds = json.loads(line)["seconds"]
-            if previous is not None and seconds >= previous:
-                out.append(seconds - previous)
-            previous = seconds
+        if path.exists():
+            clock = [json.loads(line)["seconds"] for line in path.read_text().splitlines()]
+            out += step_seconds(clock)
+    return out
+
+
+def step_seconds(clock: list[float]) -> list[float]:
+    """The wall time of each meta-step from a run's clock, the `seconds` of each line
+    of its metrics file: the differences between successive readings. The first step
+    of each (resumed) segment, which compiles, is left out: a segment starts where
+    the clock goes back."""
+    out = []
+    previous = None
+    for seconds in clock:
+        if previous is not None and seconds >= previous:
+            out.append(seconds - previous)
+        previous = seconds
     return out
 
 
 def cell_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
+    """One cell's row (see `cell_row_of`), with its meta-step times read from its
+    metrics files and XLA's memory of its meta-step, compiled here."""
+    memory = meta_step_memory(cell.config, cell.method)
+    return cell_row_of(cell, results, times=_per_step_seconds(cell), memory=memory)
+
+
+def cell_row_of(
+    cell: Cell,
+    results: dict[str, Any],
+    *,
+    times: list[float],
+    memory: dict[str, int] | None,
+) -> dict[str, Any]:
     """One cell's row: its values; the rel-L2 error (mean ± std over seeds of the mean
     over the in-range held-out tasks) at k = 0, at the budget and at the last step;
     steps to each target; the median meta-step time; XLA's memory of its meta-step;
-    and random init's rel-L2 at the budget, from the same evaluation."""
+    and random init's rel-L2 at the budget, from the same evaluation.
+
+    **Arguments:** the cell; its results (as [`metapinn.reproduce`][] returns them);
+    `times`, the wall time of each of its meta-steps; `memory`, XLA's memory analysis
+    of its meta-step (`None` where the backend gives none)."""
     config = cell.config
     curves = results["curves"]
     method = cell.method
@@ -51,8 +76,6 @@ def cell_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
     def rel(init: str, k: int) -> dict[str, float | None]:
         return curves[init][steps.index(k)]["rel_l2"]
 
-    times = _per_step_seconds(cell)
-    memory = meta_step_memory(config, method)
     return {
         "cell": cell.name,
         **cell.values,

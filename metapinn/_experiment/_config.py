@@ -166,7 +166,8 @@ class ExperimentConfig:
         "weights of the residual, initial and boundary terms of every method's PINN loss",
     )
     family: str = _field(
-        "burgers", "the PDE family (DESIGN.md §2): " + ", ".join(FAMILIES) + " (metapinn families)"
+        "burgers",
+        "the PDE family (docs/design.md §2): " + ", ".join(FAMILIES) + " (metapinn families)",
     )
     train_params: tuple[float, ...] = _field(
         (),

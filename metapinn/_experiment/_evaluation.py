@@ -68,7 +68,7 @@ def reference_fields(
     """
     fam = get_family(config.family)
     pde = fam.pde()
-    x = np.linspace(pde.x_min, pde.x_max, 256)  # the standard grid (DESIGN.md §5), in float64
+    x = np.linspace(pde.x_min, pde.x_max, 256)  # the standard grid (docs/design.md §5), in float64
     t = np.linspace(pde.t_min, pde.t_max, 101)
     _, tasks = experiment_tasks(config, "float32")
     if fam.scalar:  # the stated values, not their float32 roundings

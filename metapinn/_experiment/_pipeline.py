@@ -27,7 +27,7 @@ import jax
 from .._run import _sync
 from ._config import ExperimentConfig
 from ._evaluation import evaluate_runs, reference_fields
-from ._training import train_runs
+from ._training import check_run_folder, train_runs
 from ._workloads import DEFAULT_WORKLOAD, workload
 
 
@@ -59,7 +59,7 @@ def reproduce(
     - `config`: an [`metapinn.ExperimentConfig`][]; `None` is the default workload
       (`DEFAULT_WORKLOAD`, W3).
     - `out_dir`: the run folder; `None` makes `runs/<name>-<date-time>`.
-    - `resume`: continue an interrupted run in `out_dir`.
+    - `resume`: continue an interrupted run in `out_dir` (which must hold one).
     - `progress`, `stop_after`, `log`: as for [`metapinn.train_runs`][].
     - `plots`: draw the plots into `out_dir/plots`.
     - `previous_checkpoint`: with `resume`, a run whose checkpoint is damaged
@@ -75,7 +75,8 @@ def reproduce(
 
     **Raises:** what [`metapinn.train_runs`][] (with `keep_going=True`, so not
     [`metapinn.NonFiniteLossError`][]) and [`metapinn.evaluate_runs`][] raise: e.g.
-    `FileExistsError` for a used `out_dir` without `resume`,
+    `FileExistsError` for a used `out_dir` without `resume` (a run's, or other
+    files), `FileNotFoundError` to resume an `out_dir` that holds no run,
     [`metapinn.ConfigError`][] for a resume with other settings,
     [`metapinn.RunInterrupted`][] on SIGTERM, SIGINT or `stop_after`, and
     `RuntimeError` if a reference must be computed without float64.
@@ -84,6 +85,9 @@ def reproduce(
     out_dir = default_out_dir(config) if out_dir is None else pathlib.Path(out_dir)
     log(f"run folder: {out_dir}")
     evaluates = jax.process_index() == 0
+    # Before the reference thread starts: a refused folder is an error at once, not
+    # once that thread has finished.
+    check_run_folder(config, out_dir, resume, previous_checkpoint)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metapinn-reference")
     try:
         reference = pool.submit(reference_fields, config) if evaluates else None

@@ -19,6 +19,19 @@ from ._config import (
 from ._problem import task_labels
 
 
+QUICK_SUFFIX = "-quick"
+"""How a quick run's name ends (`metapinn reproduce --quick` names its run so): its
+results are titled as a smoke test."""
+
+QUICK_NOTE = "a smoke test, not meaningful numbers"
+
+
+def is_quick(config: dict[str, Any]) -> bool:
+    """Whether a run's settings (`config.json`, or a results file's `"config"`) are a
+    quick run's (its name ends in `QUICK_SUFFIX`)."""
+    return str(config.get("name", "")).endswith(QUICK_SUFFIX)
+
+
 # ---------------------------------------------------------------------------------------
 # Summaries and tables.
 
@@ -255,6 +268,28 @@ def _json_array(a: np.ndarray) -> list:
     return np.where(np.isfinite(a), a, cast(Any, None)).tolist()
 
 
+def compare_errors(a: float, sa: float, b: float, sb: float, what: str) -> str:
+    """One comparison of the verdict: a method's error `a` (± its spread over seeds
+    `sa`) against a baseline's `b` (± `sb`), in words.
+
+    It "beats" the baseline only when its error is lower by more than the two spreads
+    together (docs/design.md §5); lower but within them, it is not said to beat it.
+
+    **Returns:** e.g. `"beats random init + 100 (0.3 vs 0.6)"`; `"does not beat ..."`,
+    with `" (within the seed spread)"` when the errors are that close; `"is lower
+    than ... but within the seed spread (...)"`; or "not comparable" where an error
+    is not finite."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return f"{what}: not comparable (non-finite errors)"
+    numbers = f"({a:.3g} vs {b:.3g})"
+    close = abs(a - b) <= sa + sb
+    if a < b:
+        if close:
+            return f"is lower than {what} but within the seed spread {numbers}"
+        return f"beats {what} {numbers}"
+    return f"does not beat {what} {numbers}" + (" (within the seed spread)" if close else "")
+
+
 def _verdict(
     config: ExperimentConfig,
     inits,
@@ -263,19 +298,19 @@ def _verdict(
     n_total: int,
 ) -> list[str]:
     """Plain sentences: does each meta-initialisation + budget steps beat random init +
-    the longest adaptation, and multi-task + budget steps, in relative L2?"""
+    the longest adaptation, and multi-task + budget steps, in relative L2?
+
+    **Arguments:** the config, the initialisations (`"random"` first), the mean and
+    the spread over seeds of the rel-L2 error, each `(init, k)`; the seeds each
+    initialisation's statistics are over, and the run's number of seeds."""
     mean, std = rel
     steps = config.eval_steps
     kb = steps.index(config.budget)
     lines = []
 
-    def compare(i, j, kj, what):
-        a, sa, b, sb = mean[i, kb], std[i, kb], mean[j, kj], std[j, kj]
-        if not (math.isfinite(a) and math.isfinite(b)):
-            return f"{what}: not comparable (non-finite errors)"
-        word = "beats" if a < b else "does not beat"
-        close = " (within the seed spread)" if abs(a - b) <= sa + sb else ""
-        return f"{word} {what} ({a:.3g} vs {b:.3g}){close}"
+    def versus(i, j, kj, what):
+        a, sa, b, sb = (float(v) for v in (mean[i, kb], std[i, kb], mean[j, kj], std[j, kj]))
+        return compare_errors(a, sa, b, sb, what)
 
     baselines = ("random", "multitask", CONDITIONED + "multitask", TRANSFER)
     if n_total == 1:
@@ -288,17 +323,17 @@ def _verdict(
             continue
         parts = []
         if steps[-1] != config.budget:
-            parts.append(compare(i, 0, len(steps) - 1, f"random init + {steps[-1]} steps"))
+            parts.append(versus(i, 0, len(steps) - 1, f"random init + {steps[-1]} steps"))
         if "multitask" in inits:
-            parts.append(compare(i, inits.index("multitask"), kb, f"multi-task + {config.budget}"))
+            parts.append(versus(i, inits.index("multitask"), kb, f"multi-task + {config.budget}"))
         if CONDITIONED + "multitask" in inits:
             j = inits.index(CONDITIONED + "multitask")
             if steps[0] == 0:
-                parts.append(compare(i, j, 0, "the conditioned PINN zero-shot"))
-            parts.append(compare(i, j, kb, f"the conditioned PINN + {config.budget}"))
+                parts.append(versus(i, j, 0, "the conditioned PINN zero-shot"))
+            parts.append(versus(i, j, kb, f"the conditioned PINN + {config.budget}"))
         if TRANSFER in inits:
-            parts.append(compare(i, inits.index(TRANSFER), kb, f"transfer + {config.budget}"))
-        parts.append(compare(i, 0, kb, f"random init + {config.budget}"))
+            parts.append(versus(i, inits.index(TRANSFER), kb, f"transfer + {config.budget}"))
+        parts.append(versus(i, 0, kb, f"random init + {config.budget}"))
         note = ""
         if n_seeds[init] < n_total:
             note = f" [{n_total - n_seeds[init]} of {n_total} seeds diverged in meta-training]"
@@ -387,17 +422,34 @@ def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
         k_random = cell["random", eps]
         for init in results["inits"][1:]:
             k = cell[init, eps]
-            row = {"init": init, "eps": eps, "steps": k, "random_steps": k_random,
-                   "training_seconds": round(per_seed(init), 2), "saved_seconds": None,
-                   "tasks": None, "relation": "="}  # fmt: skip
-            if k is not None:
-                saved = ((k_max if k_random is None else k_random) - k) * step_seconds
-                if saved > 0:
-                    row["saved_seconds"] = saved
-                    row["tasks"] = row["training_seconds"] / saved
-                    row["relation"] = "<" if k_random is None else "="
-            rows.append(row)
+            seconds = round(per_seed(init), 2)
+            rows.append({"init": init, "eps": eps, "steps": k, "random_steps": k_random,
+                         "training_seconds": seconds,
+                         **payoff(seconds, k, k_random, k_max, step_seconds)})  # fmt: skip
     return rows
+
+
+def payoff(
+    training_seconds: float, k: int | None, k_random: int | None, k_max: int, step_seconds: float
+) -> dict[str, Any]:
+    """After how many new tasks a training of `training_seconds` has paid for itself,
+    when the method needs `k` adaptation steps to a target and random init `k_random`
+    (`None`: not within the longest adaptation, `k_max` steps), each step taking
+    `step_seconds`.
+
+    **Returns:** `{saved_seconds, tasks, relation}`: the seconds saved per task,
+    `(k_random - k) * step_seconds`, and `tasks = training_seconds / saved_seconds`;
+    both `None` where nothing is saved or the method never gets there (`k` is
+    `None`). Where random init never gets there, `k_max` stands for its steps: the
+    saving is then larger than counted and `tasks` an upper bound (`relation` `"<"`,
+    else `"="`)."""
+    if k is None:
+        return {"saved_seconds": None, "tasks": None, "relation": "="}
+    saved = ((k_max if k_random is None else k_random) - k) * step_seconds
+    if not saved > 0:
+        return {"saved_seconds": None, "tasks": None, "relation": "="}
+    relation = "<" if k_random is None else "="
+    return {"saved_seconds": saved, "tasks": training_seconds / saved, "relation": relation}
 
 
 def _target(eps: float) -> str:
@@ -465,8 +517,9 @@ def to_markdown(results: dict[str, Any]) -> str:
     shown = ", ".join(t for t, i in zip(tasks, inside, strict=True) if i)
     n_train = len(c.get("train_params") or c.get("train_nus") or ()) or c.get("n_train_tasks")
     family = c.get("family", "burgers")
+    quick_run = f" (quick run: {QUICK_NOTE})" if is_quick(c) else ""
     out = [
-        f"# metapinn results: {c['name']}",
+        f"# metapinn results: {c['name']}{quick_run}",
         "",
         f"{len(c['methods'])} methods meta-trained for {c['meta_steps']} outer steps "
         f"(K = {c['inner_steps']} inner {c['inner_optimizer']} steps at {c['inner_lr']:g}; "
@@ -633,9 +686,11 @@ def _diverged_lines(results: dict[str, Any]) -> list[str]:
 def format_summary(results: dict[str, Any]) -> str:
     """What `metapinn reproduce` prints: the main table, steps to a target rel-L2, the verdict."""
     c = results["config"]
+    quick_run = f"Quick run ({QUICK_NOTE}). " if is_quick(c) else ""
     return "\n".join(
         [
-            f"Few-shot results on {sum(results.get('in_range', [1] * len(task_names(results))))} "
+            f"{quick_run}Few-shot results on "
+            f"{sum(results.get('in_range', [1] * len(task_names(results))))} "
             f"held-out tasks of the {c.get('family', 'burgers')} family "
             f"({len(results['seeds'])} seeds, mean ± std):",
             "",

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._checkpoint import (
     CorruptCheckpointError,
+    is_temporary,
     previous_checkpoint as previous_checkpoint_path,
     read_checkpoint_meta,
     write_json,
@@ -116,32 +117,66 @@ def transfer_tasks(config: ExperimentConfig) -> tuple[int, ...]:
 def _start_run_folder(
     config: ExperimentConfig, out_dir: pathlib.Path, resume: bool, previous_checkpoint: bool
 ) -> None:
-    path = out_dir / "config.json"
-    if path.exists():
-        if not resume:
-            raise FileExistsError(
-                f"{out_dir} already holds a run: continue it with --resume, or choose "
-                "another output folder"
-            )
-        stored = ExperimentConfig.from_dict(json.loads(path.read_text())).to_dict()
-        given = config.to_dict()
-        # Per-method settings are checked run by run against each checkpoint; each
-        # (method, seed) is a run of its own, so a resumed run may add seeds or methods
-        # (those trained already are loaded, the others trained).
-        allowed = set(RESUMABLE_KEYS) | set(EVALUATION_KEYS) | set(RESUMABLE_RUN_KEYS)
-        bad = sorted(k for k in given if k not in allowed and stored[k] != given[k])
-        if bad:
-            raise ConfigError(
-                f"cannot resume {out_dir} with different settings: "
-                + ", ".join(f"{k} (stored {stored[k]!r}, given {given[k]!r})" for k in bad)
-            )
-        _check_resumable_runs(config, out_dir, previous_checkpoint)
+    check_run_folder(config, out_dir, resume, previous_checkpoint)
     # Every process of a job has checked the folder before process 0 writes to it
     # (else a later process would find the new config.json and refuse a fresh run).
     _sync(f"metapinn: {out_dir} checked")
     if _is_writer():
-        write_json(path, config.to_dict())
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "config.json", config.to_dict())
     _sync(f"metapinn: {out_dir} started")
+
+
+def check_run_folder(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    resume: bool,
+    previous_checkpoint: bool = False,
+) -> None:
+    """Check, writing nothing, that `config` may start (or with `resume`, continue) a
+    run in `out_dir`: a new run needs a new folder (missing or empty), a resumed one
+    a run's folder (with its `config.json`) trained with the same settings.
+
+    **Raises:** `FileExistsError` where a new run would start in a folder that holds
+    a run or other files; `FileNotFoundError` where a run would be resumed from a
+    folder that is missing or holds no run; [`metapinn.ConfigError`][] where a
+    resumed run's settings, or those of its checkpoints, are not `config`'s (or a
+    checkpoint cannot be read, see `previous_checkpoint` in
+    [`metapinn.train_runs`][]). Each message names the folder."""
+    out_dir = pathlib.Path(out_dir)
+    path = out_dir / "config.json"
+    if not path.exists():
+        if resume and out_dir.exists():
+            raise FileNotFoundError(f"cannot resume {out_dir}: it holds no run (no config.json)")
+        if resume:
+            raise FileNotFoundError(
+                f"cannot resume {out_dir}: no such folder (a new run starts without --resume)"
+            )
+        # (A run killed while it wrote its config.json may leave that file's temporary.)
+        if out_dir.is_dir() and not all(map(is_temporary, out_dir.iterdir())):
+            raise FileExistsError(
+                f"{out_dir} is not empty and holds no run (no config.json): choose a new or "
+                "empty output folder"
+            )
+        return
+    if not resume:
+        raise FileExistsError(
+            f"{out_dir} already holds a run: continue it with --resume, or choose "
+            "another output folder"
+        )
+    stored = ExperimentConfig.from_dict(json.loads(path.read_text())).to_dict()
+    given = config.to_dict()
+    # Per-method settings are checked run by run against each checkpoint; each
+    # (method, seed) is a run of its own, so a resumed run may add seeds or methods
+    # (those trained already are loaded, the others trained).
+    allowed = set(RESUMABLE_KEYS) | set(EVALUATION_KEYS) | set(RESUMABLE_RUN_KEYS)
+    bad = sorted(k for k in given if k not in allowed and stored[k] != given[k])
+    if bad:
+        raise ConfigError(
+            f"cannot resume {out_dir} with different settings: "
+            + ", ".join(f"{k} (stored {stored[k]!r}, given {given[k]!r})" for k in bad)
+        )
+    _check_resumable_runs(config, out_dir, previous_checkpoint)
 
 
 def _damaged(folder: pathlib.Path) -> bool:
@@ -287,7 +322,8 @@ def train_runs(
     **Arguments:**
 
     - `config`: the experiment.
-    - `out_dir`: the run folder; `config.json` is written there.
+    - `out_dir`: the run folder, new (missing or empty) or, with `resume`, a run's;
+      `config.json` is written there.
     - `resume`: continue the runs found in `out_dir` (finished ones are only loaded).
     - `progress`: progress bars.
     - `stop_after`: stop (with [`metapinn.RunInterrupted`][]) after this many
@@ -305,17 +341,16 @@ def train_runs(
     **Returns:** `{(method, seed): MetaTrainResult or None}` (a transfer run's key is
     `("transfer:<task>", seed)`).
 
-    **Raises:** `FileExistsError` if `out_dir` holds a run and `resume` is false;
-    [`metapinn.ConfigError`][] if `resume` meets a folder or a checkpoint trained with
-    other settings, or a warm start whose source is missing, unfinished or diverged;
-    [`metapinn.NonFiniteLossError`][] from the first run that diverges, unless
-    `keep_going`; [`metapinn.RunInterrupted`][] on SIGTERM, SIGINT or `stop_after`;
-    otherwise what [`metapinn.meta_train`][] raises (e.g.
+    **Raises:** `FileExistsError` if `out_dir` holds a run (or other files) and
+    `resume` is false; `FileNotFoundError` if `resume` is true and `out_dir` holds no
+    run (or is missing); [`metapinn.ConfigError`][] if `resume` meets a folder or a
+    checkpoint trained with other settings, or a warm start whose source is missing,
+    unfinished or diverged; [`metapinn.NonFiniteLossError`][] from the first run that
+    diverges, unless `keep_going`; [`metapinn.RunInterrupted`][] on SIGTERM, SIGINT
+    or `stop_after`; otherwise what [`metapinn.meta_train`][] raises (e.g.
     [`metapinn.CorruptCheckpointError`][] without `previous_checkpoint`).
     """
     out_dir = pathlib.Path(out_dir)
-    if _is_writer():
-        out_dir.mkdir(parents=True, exist_ok=True)
     _start_run_folder(config, out_dir, resume, previous_checkpoint)
     problem = build_problem(config)
     sampler = point_sampler(config, problem)
@@ -409,7 +444,7 @@ def meta_step_memory(config: ExperimentConfig, method: str) -> dict[str, int] | 
     """XLA's memory analysis of `method`'s compiled meta-step under `config` (one step
     on `tasks_per_step` tasks, mapped as in training; compiled, not run): the bytes of
     its temporaries, arguments and outputs. Deterministic for a given XLA, unlike a
-    process's peak memory (DESIGN.md §4).
+    process's peak memory (docs/design.md §4).
 
     **Returns:** `{"temp_bytes", "argument_bytes", "output_bytes"}`, or `None` where
     the backend gives no analysis."""

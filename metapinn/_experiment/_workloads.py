@@ -1,4 +1,4 @@
-"""The named workloads of DESIGN.md §3 (W1, W2, W3) as changes to the configuration's
+"""The named workloads of docs/design.md §3 (W1, W2, W3) as changes to the configuration's
 defaults (which are W1), on any family; and the `--quick` smoke-run preset."""
 
 from typing import Any
@@ -62,13 +62,13 @@ W3 = {
     "eval_warmup": 20,
     "eps": (0.1, 0.05, 0.02, 0.01),
 }  # fmt: skip
-"""Workload W3 (DESIGN.md §3), the default of `metapinn reproduce`: the 12,737-parameter
+"""Workload W3 (docs/design.md §3), the default of `metapinn reproduce`: the 12,737-parameter
 PINN, 2000/250/125-per-side points re-sampled every meta-step, the W1 viscosities; its
 methods and budgets, sized to about 13 minutes on 2 CPU cores for its one seed
 (`--seeds 0 1 2` for the spread over seeds)."""
 
 W2_TRAIN_NUS = tuple(float(v) for v in np.geomspace(0.001, 0.1, 25))
-"""W2's training viscosities: the log-uniform distribution on [0.001, 0.1] (DESIGN.md
+"""W2's training viscosities: the log-uniform distribution on [0.001, 0.1] (docs/design.md
 §3), as 25 geometrically spaced values (a factor of 1.21 apart) of which each
 meta-step draws `tasks_per_step`."""
 W2_TEST_NUS = (0.0015, 0.003, 0.0075, 0.015, 0.03, 0.075, 0.0007, 0.15)
@@ -76,7 +76,7 @@ W2_TEST_NUS = (0.0015, 0.003, 0.0075, 0.015, 0.03, 0.075, 0.0007, 0.15)
 (extrapolation), reported separately."""
 
 W2 = {**W3, "name": "W2", "train_params": W2_TRAIN_NUS, "test_params": W2_TEST_NUS}
-"""Workload W2 (DESIGN.md §3), the wide Burgers family: W3 with nu from 0.001 to 0.1."""
+"""Workload W2 (docs/design.md §3), the wide Burgers family: W3 with nu from 0.001 to 0.1."""
 
 WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W2": W2, "W3": W3}
 """The named workloads, as changes to the defaults (which are W1)."""

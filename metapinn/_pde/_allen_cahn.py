@@ -1,4 +1,4 @@
-"""The Allen–Cahn family (DESIGN.md F5): `u_t = ε u_xx + 5(u − u³)` on a periodic
+"""The Allen–Cahn family (docs/design.md F5): `u_t = ε u_xx + 5(u − u³)` on a periodic
 domain, a reaction–diffusion equation whose solution sharpens into interfaces of width
 `~ √ε`; no exact solution, so its reference is verified against itself under refinement."""
 
@@ -55,7 +55,7 @@ def _reaction_field(t, y, args):
 
 class AllenCahn(AbstractPDE):
     r"""The Allen–Cahn equation on the periodic $x \in [-1, 1)$, $t \in [0, 1]$
-    (DESIGN.md F5):
+    (docs/design.md F5):
 
     $$u_t = \varepsilon u_{xx} + 5(u - u^3),\qquad u(x, 0) = x^2 \cos \pi x,$$
 

@@ -88,7 +88,7 @@ class AbstractPDE(eqx.Module):
         raise NotImplementedError(f"{type(self).__name__} has no Dirichlet boundary values")
 
     def standard_grid(self) -> tuple[Float[Array, " 256"], Float[Array, " 101"]]:
-        """The evaluation grid of the accuracy protocol (DESIGN.md §5): 256 points from
+        """The evaluation grid of the accuracy protocol (docs/design.md §5): 256 points from
         `x_min` to `x_max` and 101 times from `t_min` to `t_max`, ends included, in the
         default float dtype."""
         dtype = jnp.zeros(()).dtype

@@ -1,4 +1,4 @@
-"""Burgers' equation with random initial conditions (DESIGN.md F6): the task is a
+"""Burgers' equation with random initial conditions (docs/design.md F6): the task is a
 function, `u0 = Σ_k a_k sin(kπx)`, not one scalar."""
 
 from typing import ClassVar
@@ -77,7 +77,7 @@ class RandomICTask(eqx.Module):
 def random_initial_conditions(
     key: PRNGKeyArray, n: int, num_modes: int = RANDOM_IC_MODES, *, draw_dtype=None
 ) -> Float[Array, "n K"]:
-    r"""`n` random initial conditions of the family (DESIGN.md F6): $a_k \sim
+    r"""`n` random initial conditions of the family (docs/design.md F6): $a_k \sim
     \mathcal{N}(0, 1/k^2)$ for $k \le$ `num_modes`, each draw divided by
     $\max(1, \max_x |u_0|)$ so that $\max |u_0| \le 1$ (the maximum bounded from a
     grid of spacing 1/1024 and the curvature between its points). A pure function of
@@ -117,7 +117,7 @@ def random_initial_conditions(
 
 
 class BurgersRandomIC(AbstractPDE):
-    r"""Viscous Burgers' equation from a random initial condition (DESIGN.md F6):
+    r"""Viscous Burgers' equation from a random initial condition (docs/design.md F6):
 
     $$u_t + u u_x = \nu u_{xx},\qquad u(x, 0) = \sum_{k=1}^{K} a_k \sin(k\pi x),
     \qquad u(\pm 1, t) = 0,$$

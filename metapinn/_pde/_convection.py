@@ -1,4 +1,4 @@
-"""The convection family (DESIGN.md F4): `u_t + β u_x = 0` on a periodic domain, the
+"""The convection family (docs/design.md F4): `u_t + β u_x = 0` on a periodic domain, the
 PINN failure mode of Krishnapriyan et al. (2021) at large β."""
 
 import math
@@ -34,7 +34,7 @@ class ConvectionTask(eqx.Module):
 
 
 class Convection(AbstractPDE):
-    r"""Linear convection on the periodic $x \in [0, 2\pi)$, $t \in [0, 1]$ (DESIGN.md F4):
+    r"""Linear convection on the periodic $x \in [0, 2\pi)$, $t \in [0, 1]$ (docs/design.md F4):
 
     $$u_t + \beta u_x = 0,\qquad u(x, 0) = \sin x,\qquad u(0, t) = u(2\pi, t),$$
 

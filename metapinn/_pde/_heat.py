@@ -1,4 +1,4 @@
-"""The heat family (DESIGN.md F2): `u_t = κ u_xx` with an initial condition of several
+"""The heat family (docs/design.md F2): `u_t = κ u_xx` with an initial condition of several
 sine modes."""
 
 import equinox as eqx
@@ -33,7 +33,7 @@ class HeatTask(eqx.Module):
 
 
 class Heat(AbstractPDE):
-    r"""The heat equation on $x \in [-1, 1]$, $t \in [0, 1]$ (DESIGN.md F2):
+    r"""The heat equation on $x \in [-1, 1]$, $t \in [0, 1]$ (docs/design.md F2):
 
     $$u_t = \kappa u_{xx},\qquad u(x, 0) = \sum_n a_n \sin(n\pi x),\qquad u(\pm 1, t) = 0,$$
 

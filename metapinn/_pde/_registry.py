@@ -44,13 +44,13 @@ _BURGERS_VALUES = (
     tuple(float(v) for v in _W1_ALL[::2]),
     tuple(float(v) for v in _W1_ALL[1::2][:4]),
 )
-"""W1's viscosities (DESIGN.md §3): 12 evenly spaced, the even ones for training,
+"""W1's viscosities (docs/design.md §3): 12 evenly spaced, the even ones for training,
 the first four odd ones held out."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """A PDE family of DESIGN.md §2 as the library and the experiment know it.
+    """A PDE family of docs/design.md §2 as the library and the experiment know it.
 
     A family's tasks are either one scalar parameter (`parameter`, a field of its
     task type, with standard training and held-out values), or functions drawn at
@@ -64,7 +64,7 @@ class Family:
     name: str
     """Its name on the command line."""
     design: str
-    """Its label in DESIGN.md §2 (F1–F6)."""
+    """Its label in docs/design.md §2 (F1–F6)."""
     pde: Callable[[], AbstractPDE]
     """Makes the family's PDE with its default domain, e.g. `Burgers`."""
     task: Callable[..., Any]
@@ -73,7 +73,7 @@ class Family:
     """The field of the task a scalar family varies (`nu`, `kappa`, ...); for a
     function-valued family, the field holding the function's coefficients."""
     train_range: tuple[float, float] | None
-    """The training range of a scalar parameter (DESIGN.md §2); `None` for a function."""
+    """The training range of a scalar parameter (docs/design.md §2); `None` for a function."""
     truth: str
     """What results are judged against."""
     train_values: tuple[float, ...] = ()
@@ -259,7 +259,7 @@ def family(name: str) -> Family:
 
 def family_table() -> str:
     """`FAMILIES` as a Markdown table."""
-    rows = ["| family | DESIGN | PDE | a task varies | training range | truth |"]
+    rows = ["| family | docs/design.md | PDE | a task varies | training range | truth |"]
     rows.append("|---|---|---|---|---|---|")
     for f in FAMILIES.values():
         span = (

@@ -1,4 +1,4 @@
-"""The wave family (DESIGN.md F3): `u_tt = c² u_xx`, from rest, with several modes."""
+"""The wave family (docs/design.md F3): `u_tt = c² u_xx`, from rest, with several modes."""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -29,7 +29,7 @@ class WaveTask(eqx.Module):
 
 
 class Wave(AbstractPDE):
-    r"""The wave equation on $x \in [-1, 1]$, $t \in [0, 1]$ (DESIGN.md F3):
+    r"""The wave equation on $x \in [-1, 1]$, $t \in [0, 1]$ (docs/design.md F3):
 
     $$u_{tt} = c^2 u_{xx},\qquad u(x, 0) = \sum_n a_n \sin(n\pi x),\qquad
     u_t(x, 0) = 0,\qquad u(\pm 1, t) = 0,$$

@@ -1,4 +1,4 @@
-"""The Burgers family (DESIGN.md F1): its PDE and task (`_equation`), its spectral
+"""The Burgers family (docs/design.md F1): its PDE and task (`_equation`), its spectral
 reference solver (`_reference`) and its disk cache (`_cached`), and its exact
 Cole–Hopf solution (`_exact`)."""
 

@@ -1,0 +1,124 @@
+"""`metapinn solve`: one family member from a trained initialisation (or from scratch),
+timed, against the reference; and its one-line errors."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from metapinn._cli import main
+
+
+TINY = {
+    "name": "tiny",
+    "width": 8,
+    "depth": 1,
+    "n_interior": 16,
+    "n_initial": 8,
+    "n_boundary": 4,
+    "train_params": [0.02, 0.03, 0.05],
+    "test_params": [0.04, 0.05],
+    "methods": ["multitask", "cond-multitask"],
+    "meta_steps": 6,
+    "tasks_per_step": 2,
+    "seeds": [0],
+    "checkpoint_every": 3,
+    "eval_steps": [0, 2, 5],
+    "budget": 2,
+    "eps": [0.95, 0.5],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reference_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("METAPINN_CACHE", str(tmp_path_factory.mktemp("reference-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    config = tmp_path_factory.mktemp("config") / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    argv = ["reproduce", "--config", str(config), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--no-plots"]) == 0
+    return out
+
+
+@pytest.mark.e2e  # trains a tiny run first (about 10 s)
+@pytest.mark.parametrize(
+    "method, optimizer", [("cond-multitask", "gauss-newton"), ("multitask", "lbfgs")]
+)
+def test_solve_from_a_run_starts_where_the_evaluation_does(tiny_run, tmp_path, method, optimizer):
+    out = tmp_path / "solve"
+    init = f"{tiny_run}:{method}"
+    argv = ["solve", "--family", "burgers", "--task", "0.05", "--init", init, "--optimizer",
+            optimizer, "--steps", "3", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((out / "solve.json").read_text())
+    for key in ("family", "task", "optimizer", "steps", "seconds", "rel_l2"):
+        assert key in result
+    assert (result["family"], result["task"], result["steps"]) == ("burgers", 0.05, 3)
+    curve = result["curve"]
+    assert curve["steps"] == [0, 1, 2, 3]
+    assert result["rel_l2"] == curve["rel_l2"][-1]
+    assert all(b >= a for a, b in zip(curve["seconds"], curve["seconds"][1:], strict=False))
+    # Both adapters never raise the loss (a rejected LM step, a Wolfe line search).
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(curve["loss"], curve["loss"][1:], strict=False))
+    # Before any step, the error is the evaluation's at k = 0 for the same task.
+    results = json.loads((tiny_run / "results.json").read_text())
+    rel = np.asarray(results["per_run"]["rel_l2"])
+    at_zero = rel[results["inits"].index(method), 0, 1, results["steps"].index(0)]
+    np.testing.assert_allclose(curve["rel_l2"][0], at_zero, rtol=1e-5)
+    assert (out / "solve.png").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--family", "navier-stokes", "--task", "1"], "unknown family 'navier-stokes'"),
+        (["--family", "heat", "--task", "fast"], "--task 'fast'"),
+        (["--family", "heat", "--task", "-0.1"], "-0.1"),
+        (["--family", "heat", "--task", "nan"], "--task 'nan'"),
+        (["--family", "burgers-random-ic", "--task", "99"], "--task '99'.*index"),
+        (["--family", "heat", "--task", "0.1", "--steps", "-2"], "--steps.*-2"),
+        (["--family", "heat", "--task", "0.1", "--init", "nocolon"], "RUN:METHOD"),
+    ],
+)
+def test_bad_input_is_one_named_error(tmp_path, capsys, argv, match):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["solve", *argv, "--out", str(tmp_path / "x"), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert re.search(match, err), err
+
+
+@pytest.mark.e2e
+def test_an_init_of_another_family_or_method_is_named(tiny_run, tmp_path, capsys):
+    for init, match in [
+        (f"{tiny_run}:multitask", "trained on the family 'burgers', not 'heat'"),
+        (f"{tiny_run}:maml", "no method 'maml'"),
+        (f"{tmp_path}:multitask", "not a run folder"),
+    ]:
+        family = "heat" if "family" in match else "burgers"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["solve", "--family", family, "--task", "0.05", "--init", init, "--out",
+                  str(tmp_path / "x"), "--no-progress"])  # fmt: skip
+        assert exit_info.value.code == 2
+        assert match in capsys.readouterr().err
+
+
+def test_solve_from_scratch_writes_its_record(tmp_path):
+    out = tmp_path / "scratch"
+    argv = ["solve", "--family", "heat", "--task", "0.05", "--steps", "2", "--out", str(out),
+            "--no-progress", "--no-plots"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads((out / "solve.json").read_text())
+    assert result["init"] == "random (from scratch)"
+    assert (result["optimizer"], result["steps"], result["task"]) == ("adam", 2, 0.05)
+    assert result["curve"]["steps"] == [0, 1, 2]
+    assert 0 < result["rel_l2"] < 10
+    assert not (out / "solve.png").exists()
