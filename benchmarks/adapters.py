@@ -121,7 +121,7 @@ def main():
     chosen = adapters(args, config)
     n_tasks = jax.tree_util.tree_leaves(task_batch)[0].shape[0]
     tasks = args.tasks if args.tasks else list(range(n_tasks))
-    results = {"run": str(run), "method": args.method, "seed": args.seed, "on": args.on,
+    results = {"run": run.name, "method": args.method, "seed": args.seed, "on": args.on,
                "tasks": tasks, "by_adapter": {},
                "machine": platform.processor() or platform.machine(),
                "devices": str(jax.devices())}  # fmt: skip

@@ -27,3 +27,12 @@ def getkey():
     """`getkey()` returns a fresh PRNG key each call, deterministic per test."""
     keys = iter(jr.split(jr.key(5678), 10_000))
     return lambda: next(keys)
+
+
+@pytest.fixture(scope="module")
+def reference_cache(tmp_path_factory):
+    """Reference solutions cached in a folder of this test module only (a module opts in
+    with `pytestmark = pytest.mark.usefixtures("reference_cache")`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("METAPINN_CACHE", str(tmp_path_factory.mktemp("reference-cache")))
+        yield

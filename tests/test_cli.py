@@ -37,12 +37,7 @@ METHODS = ["maml", "fomaml", "reptile", "multitask"]
 PLOTS = ["few_shot.png", "fields.png", "meta_training.png", "per_task.png"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def reference_cache(tmp_path_factory):
-    """Reference solutions are cached in a folder of this test session only."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("METAPINN_CACHE", str(tmp_path_factory.mktemp("reference-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("reference_cache")
 
 
 @pytest.fixture(scope="module")

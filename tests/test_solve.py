@@ -30,11 +30,7 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def reference_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("METAPINN_CACHE", str(tmp_path_factory.mktemp("reference-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("reference_cache")
 
 
 @pytest.fixture(scope="module")
