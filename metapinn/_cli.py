@@ -46,7 +46,7 @@ from ._experiment._config import _RENAMED, METHOD_NAMES, OVERRIDE_KEYS, _parse_o
 from ._experiment._report import QUICK_SUFFIX
 from ._experiment._solve import DEFAULT_STEPS, SOLVE_OPTIMIZERS, solve
 from ._experiment._training import run_dirs
-from ._pde._registry import family_table
+from ._pde._registry import family as get_family, family_table
 from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
 from ._train import task_mesh
 from ._xla import configure_cpu, pin_matmul_precision
@@ -390,7 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
         "optimiser, timed, against the family's reference. Writes OUT/solve.json (family, "
         "task, optimizer, steps, seconds, rel_l2, the error curve) and OUT/solve.png.",
     )
-    p.add_argument("--family", required=True, help="the family (metapinn families)")
+    p.add_argument(
+        "--family",
+        required=True,
+        help="the family: a name of `metapinn families`, or MODULE:ATTR for a family of your own",
+    )
     p.add_argument(
         "--task",
         required=True,
@@ -425,12 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="skip solve.png (default: drawn)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    sub.add_parser(
+    p = sub.add_parser(
         "families",
         help="list the PDE families the library has, with their parameter and truth",
         description="The PDE families (docs/design.md §2) with verified truth: each one's task "
         "parameter, training range and what results are judged against. Run one with "
         "metapinn reproduce --family NAME.",
+    )
+    p.add_argument(
+        "--family",
+        default=None,
+        metavar="MODULE:ATTR",
+        help="list this family instead: a standard one's name, or MODULE:ATTR naming a "
+        "metapinn.Family in your own module or .py file (default: every standard family)",
     )
 
     p = sub.add_parser(
@@ -653,8 +664,13 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_families(args: argparse.Namespace) -> int:
-    del args
-    print(family_table())
+    if args.family is None:
+        print(family_table())
+        return 0
+    try:
+        print(family_table([get_family(args.family)]))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return 0
 
 

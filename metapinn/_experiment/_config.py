@@ -119,7 +119,8 @@ class ExperimentConfig:
     - `dtype`: `"float32"` (default) or `"float64"`, for training and adaptation.
     - `n_interior`, `n_initial`, `n_boundary`: collocation points inside, on `t = 0`
       and on each side (default 200, 50, 20); `points_seed`: their seed (default 0).
-    - `family`: a key of [`metapinn.FAMILIES`][] (default `"burgers"`).
+    - `family`: a key of [`metapinn.FAMILIES`][] (default `"burgers"`), or
+      `MODULE:ATTR` for a family of your own (see [`metapinn.family`][]).
     - `train_params`, `test_params`: a scalar family's training and held-out values
       (default `()`: the family's standard ones).
     - `n_train_tasks`, `n_test_tasks`, `tasks_seed`: a family of drawn functions'
@@ -167,7 +168,9 @@ class ExperimentConfig:
     )
     family: str = _field(
         "burgers",
-        "the PDE family (docs/design.md §2): " + ", ".join(FAMILIES) + " (metapinn families)",
+        "the PDE family (docs/design.md §2): "
+        + ", ".join(FAMILIES)
+        + ", or MODULE:ATTR for a metapinn.Family of your own (metapinn families)",
     )
     train_params: tuple[float, ...] = _field(
         (),
@@ -244,9 +247,10 @@ class ExperimentConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, _coerce(f.name, f.type, getattr(self, f.name)))
-        if self.family not in FAMILIES:
-            _fail("family", self.family, f"unknown family; choose one of {sorted(FAMILIES)}")
-        fam = get_family(self.family)
+        try:
+            fam = get_family(self.family)
+        except ValueError as e:
+            _fail("family", self.family, str(e))
         if fam.scalar:
             for key, standard in (("train_params", fam.train_values),
                                   ("test_params", fam.test_values)):  # fmt: skip

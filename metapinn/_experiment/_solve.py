@@ -17,7 +17,7 @@ import optax
 from .._conditioned import ConditionedLoss
 from .._meta._adapters import LBFGS, AbstractAdapter, Optax
 from .._meta._gauss_newton import GaussNewton
-from .._pde._registry import FAMILIES, family as get_family
+from .._pde._registry import family as get_family
 from .._timed import record_steps, timed_adaptation
 from ._config import ConfigError, ExperimentConfig
 from ._problem import build_problem, eval_optimizer, experiment_tasks, initialisation
@@ -151,8 +151,10 @@ def solve(
     optimizer, a task outside the family's valid range, steps < 0, a bad or mismatched
     init.
     """
-    if family not in FAMILIES:
-        raise ConfigError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    try:
+        fam = get_family(family)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if optimizer not in SOLVE_OPTIMIZERS:
         raise ConfigError(
             f"unknown optimizer {optimizer!r}; choose one of {list(SOLVE_OPTIMIZERS)}"
@@ -160,7 +162,6 @@ def solve(
     steps = DEFAULT_STEPS[optimizer] if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"--steps must be an integer >= 0, got {steps!r}")
-    fam = get_family(family)
     if init is None:
         config, method = workload(SCRATCH_WORKLOAD, family), "random"
         params, static, _ = initialisation(config, seed)

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from .._pde._registry import FAMILIES
+from .._pde._registry import family as get_family
 from ._config import _TASK_KEYS, ConfigError, ExperimentConfig, _fail, _parse_override
 
 
@@ -95,7 +95,8 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
     **Arguments:**
 
     - `name`: a key of [`metapinn.WORKLOADS`][]: `"W1"`, `"W2"` or `"W3"`.
-    - `family`: a key of [`metapinn.FAMILIES`][]; default `None`, the workload's own
+    - `family`: a key of [`metapinn.FAMILIES`][], or `MODULE:ATTR` for a family of
+      your own (see [`metapinn.family`][]); default `None`, the workload's own
       (Burgers). On another family the workload's tasks are dropped for the family's
       standard ones.
     - `**changes`: settings of [`metapinn.ExperimentConfig`][] to change, e.g.
@@ -110,12 +111,14 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
         raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
     data = dict(WORKLOADS[name])
     if family is not None and family != data.get("family", "burgers"):
-        if family not in FAMILIES:
-            _fail("family", family, f"unknown family; choose one of {sorted(FAMILIES)}")
+        try:
+            own = get_family(family).name  # a family of the user's is named by its own name
+        except ValueError as e:
+            _fail("family", family, str(e))
         if name in FAMILY_WORKLOADS and family not in FAMILY_WORKLOADS[name]:
             _fail("family", family, f"workload {name} is defined on {FAMILY_WORKLOADS[name]}")
         data = {k: v for k, v in data.items() if k not in _TASK_KEYS}
-        data.update(family=family, name=f"{data.get('name', name)}-{family}")
+        data.update(family=family, name=f"{data.get('name', name)}-{own}")
     return ExperimentConfig.from_dict({**data, **changes})
 
 

@@ -5,6 +5,13 @@ conditioned network's input, the nearest training task, labels and the reference
 """
 
 import dataclasses
+import importlib
+import importlib.util
+import math
+import os
+import pathlib
+import sys
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +55,40 @@ _BURGERS_VALUES = (
 the first four odd ones held out."""
 
 
+def _check_family(fam: "Family") -> None:
+    """The checks of [`metapinn.Family`][] on construction."""
+
+    def bad(field: str, value: Any, why: str) -> typing.NoReturn:
+        raise ValueError(f"Family {fam.name!r}: {field}={value!r} is invalid: {why}")
+
+    if not isinstance(fam.name, str) or not fam.name or ":" in fam.name:
+        bad("name", fam.name, "give a non-empty name without ':'")
+    for field in ("pde", "task"):
+        if not callable(getattr(fam, field)):
+            bad(field, getattr(fam, field), "must be callable (a class)")
+    if dataclasses.is_dataclass(fam.task):
+        names = [f.name for f in dataclasses.fields(fam.task)]
+        if fam.parameter not in names:
+            kind = getattr(fam.task, "__name__", repr(fam.task))
+            bad("parameter", fam.parameter, f"the task type {kind} has the fields {names}")
+    if fam.draw is None:
+        if fam.train_range is not None:
+            low, high = (float(v) for v in fam.train_range)
+            if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+                bad("train_range", fam.train_range, "needs finite 0 < low < high")
+        for field in ("train_values", "test_values"):
+            values = getattr(fam, field)
+            if not values or not all(math.isfinite(float(v)) for v in values):
+                bad(field, values, "a scalar family needs finite standard values")
+    else:
+        for field in ("n_train", "n_test", "function_conditions"):
+            value = getattr(fam, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(field, value, "a function family needs an integer >= 1")
+        if fam.function_features is None:
+            bad("function_features", None, "a function family needs its conditioned input")
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """A PDE family of docs/design.md §2 as the library and the experiment know it.
@@ -57,8 +98,14 @@ class Family:
     random (`draw`, e.g. F6's initial conditions, `n_train` and `n_test` of them).
 
     **Fields:** each is documented below; the first seven are positional, the rest have
-    defaults. A frozen dataclass: the construction checks nothing. The standard
-    families are in [`metapinn.FAMILIES`][]; see [`metapinn.family`][].
+    defaults. A frozen dataclass, checked on construction. The standard families are in
+    [`metapinn.FAMILIES`][]; a family of your own is used by passing it, or from the
+    command line as `--family MODULE:ATTR` (see [`metapinn.family`][]).
+
+    **Raises:** `ValueError` naming the field: an empty name, a `parameter` that is not
+    a field of the task type (a misspelt name), a bad training range, a scalar family
+    without training or held-out values, or a function family without its sampler's
+    counts or its conditioned input.
     """
 
     name: str
@@ -98,6 +145,9 @@ class Family:
     own_reference: Callable[[PyTree, np.ndarray, np.ndarray], np.ndarray] | None = None
     """A family whose references have a cache of their own (Burgers); the others use
     [`metapinn.cached_family_reference`][]."""
+
+    def __post_init__(self):
+        _check_family(self)
 
     @property
     def scalar(self) -> bool:
@@ -243,25 +293,71 @@ FAMILIES: dict[str, Family] = {
 
 
 def family(name: str) -> Family:
-    """The family called `name`.
+    """The family called `name`: a standard one, or one of your own as `MODULE:ATTR`.
 
-    **Arguments:** `name`, a key of [`metapinn.FAMILIES`][], e.g. `"burgers"` or
-    `"allen-cahn"`.
+    **Arguments:** `name`, a key of [`metapinn.FAMILIES`][] (e.g. `"burgers"`), or
+    `MODULE:ATTR` naming a [`metapinn.Family`][] in your own code: `MODULE` a module
+    importable from the working directory (`my_families`, `pkg.families`) or the path
+    of a `.py` file (`families/drift.py`), `ATTR` the family's name in it.
 
     **Returns:** its [`metapinn.Family`][].
 
-    **Raises:** `ValueError` for an unknown name, naming the known ones.
+    **Raises:** `ValueError` for an unknown name (naming the known ones), a module or
+    file that cannot be imported, an attribute it lacks, or one that is not a `Family`.
     """
-    if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; choose one of {sorted(FAMILIES)}")
-    return FAMILIES[name]
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if ":" in name:
+        return _imported_family(name)
+    raise ValueError(
+        f"unknown family {name!r}; choose one of {sorted(FAMILIES)}, or give MODULE:ATTR "
+        "for a family of your own"
+    )
 
 
-def family_table() -> str:
-    """`FAMILIES` as a Markdown table."""
+_IMPORTED: dict[str, Family] = {}
+
+
+def _imported_family(name: str) -> Family:
+    """`MODULE:ATTR` imported (once per process) and checked."""
+    if name in _IMPORTED:
+        return _IMPORTED[name]
+    source, _, attr = name.rpartition(":")
+    if not source or not attr:
+        raise ValueError(f"family {name!r}: give MODULE:ATTR, e.g. my_families.py:DRIFT")
+    try:
+        if source.endswith(".py") or os.sep in source or "/" in source:
+            path = pathlib.Path(source).resolve()
+            if not path.is_file():
+                raise ValueError(f"family {name!r}: no file {source}")
+            spec = importlib.util.spec_from_file_location(f"_metapinn_family_{path.stem}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(source)
+    except ValueError:
+        raise
+    except Exception as e:  # an import runs the user's code: any error is theirs to see
+        raise ValueError(f"family {name!r}: importing {source} failed: {e!r}") from None
+    found = getattr(module, attr, None)
+    if found is None:
+        raise ValueError(f"family {name!r}: {source} has no attribute {attr!r}")
+    if not isinstance(found, Family):
+        raise ValueError(
+            f"family {name!r}: {source}.{attr} is a {type(found).__name__}, not a metapinn.Family"
+        )
+    _IMPORTED[name] = found
+    return found
+
+
+def family_table(families: Any = None) -> str:
+    """`families` (default: every one of `FAMILIES`) as a Markdown table."""
     rows = ["| family | docs/design.md | PDE | a task varies | training range | truth |"]
     rows.append("|---|---|---|---|---|---|")
-    for f in FAMILIES.values():
+    for f in FAMILIES.values() if families is None else families:
         span = (
             f"{f.n_train} drawn" if f.train_range is None
             else f"[{f.train_range[0]:g}, {f.train_range[1]:g}]"
