@@ -385,8 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
         "solve",
         help="solve one family member: adapt a trained initialisation, or from scratch",
         description="Solve one member of a family: adapt METHOD's initialisation from the "
-        "finished run RUN (--init RUN:METHOD; a conditioned one is bound to the task "
-        "first), or a random one from scratch (W3's network on the family), with one "
+        "finished run RUN (--init RUN:METHOD; a conditioned one is adapted as the "
+        "evaluation adapts it and measured bound to the task), or a random one from "
+        "scratch (W3's network on the family), with one "
         "optimiser, timed, against the family's reference. Writes OUT/solve.json (family, "
         "task, optimizer, steps, seconds, rel_l2, the error curve) and OUT/solve.png.",
     )

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from ._conditioned import ConditionedLoss
 from ._custom_types import Params, Static
 from ._meta._adapters import AbstractAdapter, as_adapter
 from ._meta._gradients import LossFn
@@ -90,7 +91,9 @@ def _advance(adapter, params, state, static, loss_fn, task, batch, n):
 @eqx.filter_jit
 def _measure(params, static, loss_fn, task, batch, points, u_ref):
     model = eqx.combine(params, static)
-    return relative_l2_error(model(points), u_ref), loss_fn(model, task, batch)
+    # A conditioned network is measured as the two-input network it is for this task.
+    field = loss_fn.bind(model, task) if isinstance(loss_fn, ConditionedLoss) else model
+    return relative_l2_error(field(points), u_ref), loss_fn(model, task, batch)
 
 
 def timed_adaptation(
@@ -111,7 +114,9 @@ def timed_adaptation(
 
     **Arguments:**
 
-    - `params`, `static`: the halves of the (plain, two-input) PINN.
+    - `params`, `static`: the halves of the PINN (a [`metapinn.ConditionedPINN`][]
+      with a [`metapinn.ConditionedLoss`][] adapts all its parameters and is measured
+      bound to the task, as the few-shot evaluation does).
     - `loss_fn`, `task`, `batch`: the loss, the task and its points.
     - `adapter`: a [`metapinn.AbstractAdapter`][] (or an optax transformation).
     - `steps`: strictly increasing step counts to record, from 0 (e.g.
@@ -134,6 +139,12 @@ def timed_adaptation(
     state = adapter.init(params, static, loss_fn, task, batch)
     t0 = time.perf_counter()
     # Compiled once per adapter, network and point shapes; later tasks reuse it.
+    # An initial state with weakly typed scalars (optax's L-BFGS) comes back strongly
+    # typed from the loop, which would then compile again inside the clock: start from
+    # strong types.
+    state = jax.tree_util.tree_map(
+        lambda x: jax.lax.convert_element_type(x, x.dtype) if eqx.is_array(x) else x, state
+    )
     jax.block_until_ready(
         _advance(adapter, params, state, static, loss_fn, task, batch, jnp.asarray(0))
     )

@@ -1,6 +1,8 @@
 """Adapters: optax, L-BFGS and Gauss–Newton / Levenberg–Marquardt steps, and the loss
 as a residual vector."""
 
+import logging
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -267,3 +269,27 @@ def test_reptile_over_gauss_newton_moves_towards_the_adapted_parameters(getkey):
     adapted, _ = mp.adapt(params, static, loss, task, support, steps=2, optimizer=inner)
     expected = jax.tree_util.tree_map(jnp.subtract, params, adapted)
     assert tree_allclose(grads, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_timed_adaptation_compiles_its_loop_once(getkey, caplog):
+    params, static, loss, batch = small_problem(getkey())
+    task = mp.BurgersTask(jnp.asarray(0.02))
+    points = mp.sample_collocation(getkey(), mp.Burgers(), 30, 1, 1).interior
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        _, trace = mp.timed_adaptation(
+            params, static, loss, task, batch, adapter=mp.LBFGS(), steps=(0, 1, 2, 5),
+            points=points, u_ref=jnp.ones(30),
+        )  # fmt: skip
+    # optax's L-BFGS starts from weakly typed scalars: without care the first stretch
+    # returns them strongly typed and the loop compiles again inside the clock.
+    compiles = [r for r in caplog.records if "Compiling jit(_advance)" in r.getMessage()]
+    assert len(compiles) == 1
+    assert trace.steps == (0, 1, 2, 5) and trace.loss[-1] < trace.loss[0]
+
+
+def test_maml_refuses_an_inner_adapter_reverse_mode_cannot_go_through():
+    for adapter in (mp.GaussNewton(), mp.LBFGS()):
+        with pytest.raises(ValueError, match="reverse mode cannot go through"):
+            mp.MAML(inner_optimizer=adapter)
+    mp.MAML(inner_optimizer=mp.GaussNewton(cg_rtol=0.0))
+    mp.Reptile(inner_optimizer=mp.GaussNewton())  # first order: any adapter

@@ -45,7 +45,8 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.e2e  # trains a tiny run first (about 10 s)
 @pytest.mark.parametrize(
-    "method, optimizer", [("cond-multitask", "gauss-newton"), ("multitask", "lbfgs")]
+    "method, optimizer",
+    [("cond-multitask", "adam"), ("cond-multitask", "gauss-newton"), ("multitask", "lbfgs")],
 )
 def test_solve_from_a_run_starts_where_the_evaluation_does(tiny_run, tmp_path, method, optimizer):
     out = tmp_path / "solve"
@@ -61,13 +62,19 @@ def test_solve_from_a_run_starts_where_the_evaluation_does(tiny_run, tmp_path, m
     assert curve["steps"] == [0, 1, 2, 3]
     assert result["rel_l2"] == curve["rel_l2"][-1]
     assert all(b >= a for a, b in zip(curve["seconds"], curve["seconds"][1:], strict=False))
-    # Both adapters never raise the loss (a rejected LM step, a Wolfe line search).
-    assert all(b <= a * (1 + 1e-6) for a, b in zip(curve["loss"], curve["loss"][1:], strict=False))
-    # Before any step, the error is the evaluation's at k = 0 for the same task.
+    if optimizer != "adam":  # a rejected LM step, a Wolfe line search: never up
+        loss = curve["loss"]
+        assert all(b <= a * (1 + 1e-6) for a, b in zip(loss, loss[1:], strict=False))
+    # The evaluation's errors for the same initialisation and task: at k = 0, and with
+    # the same adaptation (the run's Adam schedule, all of a conditioned network's
+    # parameters adapted) at every step it recorded.
     results = json.loads((tiny_run / "results.json").read_text())
-    rel = np.asarray(results["per_run"]["rel_l2"])
-    at_zero = rel[results["inits"].index(method), 0, 1, results["steps"].index(0)]
-    np.testing.assert_allclose(curve["rel_l2"][0], at_zero, rtol=1e-5)
+    rel = np.asarray(results["per_run"]["rel_l2"])[results["inits"].index(method), 0, 1]
+    for k in results["steps"] if optimizer == "adam" else [0]:
+        if k <= 3:
+            np.testing.assert_allclose(
+                curve["rel_l2"][k], rel[results["steps"].index(k)], rtol=1e-4
+            )
     assert (out / "solve.png").exists()
 
 

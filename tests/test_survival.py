@@ -154,10 +154,15 @@ def test_written_files_respect_the_umask(tmp_path, getkey, umask):
         mp._checkpoint.atomic_write(tmp_path / "plot.png", lambda f: f.write(b"png"), True)
         mp.save_checkpoint(tmp_path / "checkpoint.npz", params, {"step": 1})
         mp.save_checkpoint(tmp_path / "checkpoint.npz", params, {"step": 2})  # keeps step 1
+        # The reference cache, which collaborators share too.
+        mp._pde._cache._save(tmp_path / "cache" / "u.npz", "key", np.zeros(3))
     finally:
         os.umask(old)
-    names = ["checkpoint.npz", "checkpoint.prev.npz", "plot.png", "results.json", "results.md"]
+    assert oct(os.stat(tmp_path / "cache" / "u.npz").st_mode & 0o777) == oct(0o666 & ~umask)
+    names = ["cache", "checkpoint.npz", "checkpoint.prev.npz", "plot.png", "results.json",
+             "results.md"]  # fmt: skip
     assert sorted(os.listdir(tmp_path)) == names
+    names.remove("cache")
     for name in names:
         assert oct(os.stat(tmp_path / name).st_mode & 0o777) == oct(0o666 & ~umask), name
 

@@ -106,3 +106,32 @@ def test_family_checks_its_fields(changes, match):
     )  # fmt: skip
     with pytest.raises(ValueError, match=match):
         mp.Family(**{**fields, **changes})
+
+
+FUTURE_MODULE = """
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+
+import metapinn as mp
+
+
+class SlowHeatTask(eqx.Module):
+    kappa: jax.Array
+
+
+SLOW = mp.Family(
+    "slow-heat", "user", mp.Heat, SlowHeatTask, "kappa", (0.01, 0.1), "exact",
+    train_values=(0.01, 0.1), test_values=(0.05,),
+)
+"""
+
+
+def test_a_file_with_its_own_task_class_imports(tmp_path):
+    # A module defining a dataclass (an equinox module) must be in sys.modules while it
+    # runs, or `from __future__ import annotations` makes dataclasses fail on it.
+    (tmp_path / "slow.py").write_text(FUTURE_MODULE)
+    fam = mp.family(f"{tmp_path / 'slow.py'}:SLOW")
+    assert fam.name == "slow-heat" and fam.task.__name__ == "SlowHeatTask"
+    assert mp.family(f"{tmp_path}/./slow.py:SLOW") is fam  # one import per file

@@ -135,7 +135,8 @@ def solve(
       index of one of its held-out drawn functions.
     - `out_dir`: the output folder (created; an existing `solve.json` is replaced).
     - `init`: `RUN:METHOD`, the initialisation of `METHOD` for `seed` in the finished
-      run folder `RUN` (a conditioned one is bound to the task first); `None` (default)
+      run folder `RUN` (a conditioned one adapts all its parameters and is measured bound
+      to the task, as the evaluation does); `None` (default)
       solves from scratch with W3's network on the family.
     - `optimizer`: `adam`, `lbfgs` or `gauss-newton` (default `adam`).
     - `steps`: adapter steps (default: `DEFAULT_STEPS[optimizer]`).
@@ -183,17 +184,17 @@ def solve(
         params = load_final(config, folder, method, seed, like)
     one, label, value = _one_task(fam, config, task)
     problem = build_problem(config)
+    # A conditioned network adapts all its parameters through its own loss and is
+    # measured bound to the task: what the few-shot evaluation does.
     loss = problem.loss(method)
-    if isinstance(loss, ConditionedLoss):
-        bound = loss.bind(eqx.combine(params, static), one)
-        params, static = eqx.partition(bound, eqx.is_inexact_array)
-        loss = loss.loss
     adapter: AbstractAdapter = solve_adapter(optimizer, steps, config, init is None)
     x = np.linspace(problem.pde.x_min, problem.pde.x_max, 256)
     t = np.linspace(problem.pde.t_min, problem.pde.t_max, 101)
     batch_of_one = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], one)
     if fam.scalar:  # the value as typed, not its rounding to the training dtype
-        batch_of_one = jax.tree_util.tree_map(lambda _: np.asarray([value]), batch_of_one)
+        batch_of_one = eqx.tree_at(
+            lambda t: getattr(t, fam.parameter), batch_of_one, np.asarray([value])
+        )
     u_ref = np.asarray(fam.reference(batch_of_one, x, t), np.float64)[0]
     xx, tt = np.meshgrid(x, t)
     grid = jnp.asarray(np.stack([xx.ravel(), tt.ravel()], 1), jnp.dtype(config.dtype))
@@ -227,7 +228,10 @@ def solve(
     if plot:
         from .._plots import plot_solve
 
-        u = np.asarray(eqx.combine(adapted, static)(grid), np.float64).reshape(u_ref.shape)
+        model = eqx.combine(adapted, static)
+        if isinstance(loss, ConditionedLoss):
+            model = loss.bind(model, one)
+        u = np.asarray(model(grid), np.float64).reshape(u_ref.shape)
         fig = plot_solve(x, t, u_ref, u, trace, f"{family}, {label}, {optimizer}")
         fig.savefig(out / "solve.png", dpi=120)
     return result

@@ -31,6 +31,12 @@ class AbstractAdapter(eqx.Module):
     pytree of arrays), so the driver's scan carries `(params, state)`.
     """
 
+    @property
+    def reverse_differentiable(self) -> bool:
+        """Whether reverse mode can go through a step (second-order MAML needs it); an
+        adapter whose step holds a `lax.while_loop` says `False`."""
+        return True
+
     @abc.abstractmethod
     def init(
         self, params: Params, static: Static, loss_fn: LossFn, task: PyTree, batch: PyTree
@@ -120,6 +126,11 @@ class LBFGS(AbstractAdapter):
             isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0
         ):
             raise ValueError(f"learning_rate must be None or a number > 0, got {rate!r}")
+
+    @property
+    def reverse_differentiable(self) -> bool:
+        """The zoom line search is a `lax.while_loop`: only a fixed `learning_rate`."""
+        return self.learning_rate is not None
 
     @property
     def optimizer(self) -> optax.GradientTransformationExtraArgs:

@@ -310,7 +310,7 @@ class AbstractMetaLearner(eqx.Module):
 
     **Raises:** on construction, `ValueError` for `inner_steps` not an integer >= 0,
     an unknown `inner_vjp` or a bad `inner_remat`; `TypeError` for an
-    `inner_optimizer` that is neither an optax transformation nor a number.
+    `inner_optimizer` that is neither an adapter, an optax transformation nor a number.
     """
 
     inner_steps: int = eqx.field(static=True, default=5)

@@ -170,11 +170,23 @@ class GaussNewton(AbstractAdapter):
     warm_start: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
-        _check_nonnegative("damping", self.damping, positive=self.adaptive)
+        if self.adaptive and self.damping == 0:
+            raise ValueError(
+                "damping=0 never recovers from a rejected step with adaptive=True "
+                "(lambda is multiplied on rejection); give damping > 0, or adaptive=False "
+                "for plain Gauss-Newton"
+            )
+        _check_nonnegative("damping", self.damping)
         if self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
         _check_int("cg_steps", self.cg_steps, 1)
         _check_nonnegative("cg_rtol", self.cg_rtol)
+
+    @property
+    def reverse_differentiable(self) -> bool:
+        """Whether reverse mode goes through a step: only with a fixed-length CG
+        (`cg_rtol=0`)."""
+        return self.cg_rtol == 0
 
     def init(self, params, static, loss_fn, task, batch) -> GaussNewtonState:
         del static, loss_fn, task, batch
@@ -245,7 +257,10 @@ class GaussNewton(AbstractAdapter):
         if not self.adaptive:
             new_state = GaussNewtonState(damping, state.growth, delta, jnp.asarray(True))
             return trial, new_state, loss
-        gain = (loss - trial_loss) / jnp.where(predicted > 0, predicted, 1.0)
+        # The damping is a heuristic: no derivative goes through its update (a
+        # non-finite trial loss would otherwise send NaN into a meta-gradient).
+        gain = jax.lax.stop_gradient((loss - trial_loss) / jnp.where(predicted > 0, predicted, 1.0))
+        damping = jax.lax.stop_gradient(damping)
         accept = jnp.isfinite(trial_loss) & (predicted > 0) & (trial_loss < loss)
         shrink = jnp.maximum(1 / 3, 1 - (2 * gain - 1) ** 3)
         new_state = GaussNewtonState(

@@ -5,6 +5,7 @@ import jax
 from jaxtyping import PyTree
 
 from .._custom_types import Params, Scalar, Static
+from ._adapters import as_adapter
 from ._base import AbstractMetaLearner, LossFn, MetaAux, loss_with_gradient, tree_sq_norm
 
 
@@ -40,8 +41,19 @@ class MAML(AbstractMetaLearner):
     **Fields:** as [`metapinn.AbstractMetaLearner`][] (e.g.
     `MAML(inner_steps=5, inner_optimizer=0.01)`).
 
-    **Raises:** as [`metapinn.AbstractMetaLearner`][], on construction.
+    **Raises:** as [`metapinn.AbstractMetaLearner`][], on construction; and
+    `ValueError` for an inner adapter that reverse mode cannot go through (e.g.
+    `GaussNewton` with `cg_rtol > 0`, `LBFGS` with its line search).
     """
+
+    def __check_init__(self):
+        adapter = as_adapter(self.inner_optimizer)
+        if not adapter.reverse_differentiable:
+            raise ValueError(
+                f"MAML differentiates through its inner loop, and reverse mode cannot go "
+                f"through inner_optimizer={adapter!r} (a while loop); use "
+                "GaussNewton(cg_rtol=0.0), LBFGS(learning_rate=...), or a first-order learner"
+            )
 
     def meta_loss(
         self,

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any, cast
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
+from .._checkpoint import _temporary_beside
 from ._base import AbstractPDE
 
 
@@ -55,9 +55,11 @@ def _load(path: pathlib.Path, key: str, shape: tuple[int, int]) -> np.ndarray | 
 
 
 def _save(path: pathlib.Path, key: str, u: np.ndarray) -> None:
-    """Write atomically: a temporary file in the same folder, then `os.replace`."""
+    """Write atomically: a temporary file in the same folder (with the mode a plain
+    `open` gives, 0o666 less the umask, so a shared cache is readable by others), then
+    `os.replace`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+    fd, temporary = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as file:
             np.savez(file, u=u, key=np.array(key))

@@ -5,6 +5,7 @@ conditioned network's input, the nearest training task, labels and the reference
 """
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import math
@@ -73,13 +74,21 @@ def _check_family(fam: "Family") -> None:
             bad("parameter", fam.parameter, f"the task type {kind} has the fields {names}")
     if fam.draw is None:
         if fam.train_range is not None:
-            low, high = (float(v) for v in fam.train_range)
+            try:
+                low, high = (float(v) for v in fam.train_range)
+            except (TypeError, ValueError):
+                bad("train_range", fam.train_range, "give two numbers (low, high)")
             if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
                 bad("train_range", fam.train_range, "needs finite 0 < low < high")
         for field in ("train_values", "test_values"):
             values = getattr(fam, field)
-            if not values or not all(math.isfinite(float(v)) for v in values):
-                bad(field, values, "a scalar family needs finite standard values")
+            try:
+                numbers = [float(v) for v in values]
+            except (TypeError, ValueError):
+                numbers = []
+            if not numbers or not all(math.isfinite(v) and v > 0 for v in numbers):
+                bad(field, values, "a scalar family needs standard values, finite and > 0 "
+                    "(the conditioned network takes their log)")  # fmt: skip
     else:
         for field in ("n_train", "n_test", "function_conditions"):
             value = getattr(fam, field)
@@ -319,24 +328,37 @@ _IMPORTED: dict[str, Family] = {}
 
 
 def _imported_family(name: str) -> Family:
-    """`MODULE:ATTR` imported (once per process) and checked."""
-    if name in _IMPORTED:
-        return _IMPORTED[name]
+    """`MODULE:ATTR` imported (a file once per process, by its resolved path) and
+    checked."""
     source, _, attr = name.rpartition(":")
     if not source or not attr:
         raise ValueError(f"family {name!r}: give MODULE:ATTR, e.g. my_families.py:DRIFT")
+    is_file = source.endswith(".py") or os.sep in source or "/" in source
+    path = pathlib.Path(source).resolve() if is_file else None
+    key = f"{path if path is not None else source}:{attr}"
+    if key in _IMPORTED:
+        return _IMPORTED[key]
     try:
-        if source.endswith(".py") or os.sep in source or "/" in source:
-            path = pathlib.Path(source).resolve()
+        if path is not None:
             if not path.is_file():
                 raise ValueError(f"family {name!r}: no file {source}")
-            spec = importlib.util.spec_from_file_location(f"_metapinn_family_{path.stem}", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            module_name = f"_metapinn_family_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+            module = sys.modules.get(module_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                assert spec is not None and spec.loader is not None
+                module = importlib.util.module_from_spec(spec)
+                # Registered before it runs, as an import does: dataclasses (and so
+                # equinox modules) defined in it look their module up there.
+                sys.modules[module_name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[module_name]
+                    raise
         else:
             if os.getcwd() not in sys.path and "" not in sys.path:
-                sys.path.insert(0, os.getcwd())
+                sys.path.append(os.getcwd())  # after the installed packages: no shadowing
             module = importlib.import_module(source)
     except ValueError:
         raise
@@ -349,7 +371,7 @@ def _imported_family(name: str) -> Family:
         raise ValueError(
             f"family {name!r}: {source}.{attr} is a {type(found).__name__}, not a metapinn.Family"
         )
-    _IMPORTED[name] = found
+    _IMPORTED[key] = found
     return found
 
 
