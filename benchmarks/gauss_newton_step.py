@@ -33,16 +33,9 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optax
-from meta_step import gradient_flops, matmul_ceiling
+from meta_step import _xla_flops, gradient_flops, matmul_ceiling
 
 import metapinn as mp
-
-
-def _xla_flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    if isinstance(cost, list):
-        cost = cost[0]
-    return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
 def time_case(adapter, params, static, loss, task, batch, steps: int) -> dict:

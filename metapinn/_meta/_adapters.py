@@ -12,6 +12,7 @@ loop (`inner_optimizer`).
 """
 
 import abc
+import math
 from typing import Any, cast
 
 import equinox as eqx
@@ -83,6 +84,18 @@ class Optax(AbstractAdapter):
         loss, grads = loss_and_grads(loss_fn, params, static, task, batch)
         updates, state = optimizer_update(self.optimizer, grads, state, params)
         return optax.apply_updates(params, updates), state, cast(Scalar, loss)
+
+
+def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    bound = ">= 0" if allow_zero else "> 0"
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def _check_int(name: str, value: Any, low: int) -> None:

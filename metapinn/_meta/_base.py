@@ -128,7 +128,8 @@ def _adapt_with(
     unroll: int | bool,
     remat: InnerRemat,
 ):
-    r"""[`metapinn.adapt`][] with any adapter: `steps` of `adapter.step` in one scan.
+    r"""The loop of [`metapinn.adapt`][] for any adapter: `steps` of `adapter.step` in
+    one scan. **Returns:** the adapted half and the scan's outputs.
 
     The frozen leaves join the static half, so the adapter sees only what adapts. With
     `stop_inner_gradients`, each step's change is stopped, $\phi_{k+1} = \phi_k +
@@ -145,14 +146,7 @@ def _adapt_with(
 
     init = (adapting, adapter.init(adapting, rest, loss_fn, task, batch))
     (adapted, _), out = remat_scan(body, init, steps, remat=remat, unroll=unroll)
-    losses, trajectory = out if return_trajectory else (out, None)
-    if isinstance(loss_fn, AbstractLoss):
-        losses = checked(loss_fn, task, losses)
-    adapted = eqx.combine(adapted, frozen)
-    if return_trajectory:
-        frozen_steps = jtu.tree_map(lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen)
-        return adapted, losses, eqx.combine(trajectory, frozen_steps)
-    return adapted, losses
+    return adapted, out
 
 
 def adapt(
@@ -230,13 +224,50 @@ def adapt(
         adapting, frozen = params, jax.tree_util.tree_map(lambda _: None, params)
     else:
         adapting, frozen = eqx.partition(params, adapt_spec)
-    if not isinstance(adapter, Optax):
-        return _adapt_with(  # pyright: ignore[reportReturnType]
+    if isinstance(adapter, Optax):
+        adapted, out = _adapt_with_optax(
+            adapter.optimizer, adapting, frozen, static, loss_fn, task, batch, steps,
+            stop_inner_gradients=stop_inner_gradients, return_trajectory=return_trajectory,
+            unroll=unroll, inner_vjp=inner_vjp, remat=remat,
+        )  # fmt: skip
+    else:
+        adapted, out = _adapt_with(
             adapter, adapting, frozen, static, loss_fn, task, batch, steps,
             stop_inner_gradients=stop_inner_gradients, return_trajectory=return_trajectory,
             unroll=unroll, remat=remat,
         )  # fmt: skip
-    optimizer = adapter.optimizer
+    adapted = eqx.combine(adapted, frozen)
+    losses, trajectory = out if return_trajectory else (out, None)
+    if isinstance(loss_fn, AbstractLoss):
+        # The task is validated once, on the returned losses, outside the loop.
+        losses = checked(loss_fn, task, losses)
+    if return_trajectory:
+        frozen_steps = jax.tree_util.tree_map(
+            lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen
+        )
+        return adapted, cast(Array, losses), eqx.combine(trajectory, frozen_steps)
+    return adapted, cast(Array, losses)
+
+
+def _adapt_with_optax(
+    optimizer: optax.GradientTransformation,
+    adapting: Params,
+    frozen: Params,
+    static: Static,
+    loss_fn: LossFn,
+    task: PyTree,
+    batch: PyTree,
+    steps: int,
+    *,
+    stop_inner_gradients: bool,
+    return_trajectory: bool,
+    unroll: int | bool,
+    inner_vjp: InnerVJP,
+    remat: InnerRemat,
+):
+    """The loop of [`metapinn.adapt`][] for an optax transformation, whose reverse mode
+    goes back through each inner gradient by `inner_vjp`. **Returns:** the adapted half
+    and the scan's outputs."""
 
     def value_and_grad(p):
         if inner_vjp == "hvp" and not stop_inner_gradients:
@@ -257,17 +288,7 @@ def adapt(
 
     init = (adapting, optimizer.init(adapting))
     (adapted, _), out = remat_scan(body, init, steps, remat=remat, unroll=unroll)
-    adapted = eqx.combine(adapted, frozen)
-    losses, trajectory = out if return_trajectory else (out, None)
-    if isinstance(loss_fn, AbstractLoss):
-        # The task is validated once, on the returned losses, outside the loop.
-        losses = checked(loss_fn, task, losses)
-    if return_trajectory:
-        frozen_steps = jax.tree_util.tree_map(
-            lambda x: jnp.broadcast_to(x, (steps,) + jnp.shape(x)), frozen
-        )
-        return adapted, cast(Array, losses), eqx.combine(trajectory, frozen_steps)
-    return adapted, cast(Array, losses)
+    return adapted, out
 
 
 class MetaAux(eqx.Module):

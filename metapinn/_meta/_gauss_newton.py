@@ -1,10 +1,8 @@
 r"""Gauss–Newton / Levenberg–Marquardt adaptation on a loss's residual vector."""
 
 import functools
-import math
 import operator
 from collections.abc import Callable
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -14,22 +12,10 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 from .._custom_types import Params, Scalar
-from ._adapters import AbstractAdapter, _check_int
+from ._adapters import AbstractAdapter, _check_int, _check_positive
 
 
 _SOLVERS = ("cg", "dense")
-
-
-def _check_nonnegative(name: str, value: Any, *, positive: bool = False) -> None:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and (value > 0 if positive else value >= 0)
-    )
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
-                         f"got {value!r}")  # fmt: skip
 
 
 def _dot(x: PyTree, y: PyTree) -> Scalar:
@@ -176,11 +162,11 @@ class GaussNewton(AbstractAdapter):
                 "(lambda is multiplied on rejection); give damping > 0, or adaptive=False "
                 "for plain Gauss-Newton"
             )
-        _check_nonnegative("damping", self.damping)
+        _check_positive("damping", self.damping, allow_zero=True)
         if self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
         _check_int("cg_steps", self.cg_steps, 1)
-        _check_nonnegative("cg_rtol", self.cg_rtol)
+        _check_positive("cg_rtol", self.cg_rtol, allow_zero=True)
 
     @property
     def reverse_differentiable(self) -> bool:

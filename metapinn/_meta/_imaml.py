@@ -14,19 +14,8 @@ from jaxtyping import Array, PyTree
 
 from .._custom_types import Params, Scalar, Static
 from .._loss import AbstractLoss
+from ._adapters import _check_positive
 from ._base import AbstractMetaLearner, LossFn, MetaAux, _is_none, _value_and_grads
-
-
-def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    bound = ">= 0" if allow_zero else "> 0"
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and (value >= 0 if allow_zero else value > 0)
-    )
-    if not ok:
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def _tree_dot(x: PyTree, y: PyTree) -> Scalar:
