@@ -34,13 +34,12 @@ import numpy as np  # noqa: E402
 
 import metapinn as mp  # noqa: E402
 from metapinn._experiment._evaluation import reference_fields  # noqa: E402
+from metapinn._experiment._folder import RunFolder  # noqa: E402
 from metapinn._experiment._problem import (  # noqa: E402
     build_problem,
     eval_optimizer,
     initialisation,
-    is_conditioned,
 )
-from metapinn._experiment._training import load_final  # noqa: E402
 from metapinn._pde._registry import family  # noqa: E402
 
 
@@ -102,11 +101,12 @@ def main():
     args = parser.parse_args()
 
     run = pathlib.Path(args.run)
-    config = mp.load_config(run / "config.json")
+    config = mp.experiment.load_config(run / "config.json")
     problem = build_problem(config)
-    like, static, _ = initialisation(config, args.seed, args.method)
-    params = load_final(config, run, args.method, args.seed, like)
-    loss = problem.loss(args.method)
+    conditioned = config.method(args.method).conditioned
+    like, static, _ = initialisation(config, args.seed, conditioned)
+    params = RunFolder(run).load_trained(config, args.method, args.seed, like)
+    loss = problem.loss(conditioned)
     if args.on == "test":
         _, _, points, u_refs = reference_fields(config)
         task_batch = problem.test_tasks
@@ -134,7 +134,7 @@ def main():
         for n in tasks:
             task = jax.tree_util.tree_map(lambda x, n=n: x[n], task_batch)
             p, s, task_loss = params, static, loss
-            if is_conditioned(args.method):
+            if conditioned:
                 bound = loss.bind(eqx.combine(params, static), task)
                 p, s = eqx.partition(bound, eqx.is_inexact_array)
                 task_loss = loss.loss

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import metapinn as mp
 
-    mp.configure_cpu()
+    mp.experiment.configure_cpu()
     import jax
 
     jax.config.update("jax_enable_x64", True)

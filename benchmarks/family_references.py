@@ -43,7 +43,7 @@ def _relative(a, b) -> float:
 
 
 def measure(name: str) -> dict:
-    config = mp.workload(WORKLOADS.get(name, "W3"), family=name, seeds=[0])
+    config = mp.experiment.workload(WORKLOADS.get(name, "W3"), family=name, seeds=[0])
     fam = mp.family(name)
     pde = fam.pde()
     x, t = (jnp.asarray(v, jnp.float64) for v in pde.standard_grid())

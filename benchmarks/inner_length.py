@@ -43,7 +43,7 @@ def run_case(method: str, k: int, remat: str, workload: str, steps: int) -> dict
 
     import metapinn as mp
 
-    mp.configure_cpu()
+    mp.experiment.configure_cpu()
     width, depth, n_i, n_0, n_b = WORKLOADS[workload]
     pde = mp.Burgers()
     loss_fn = mp.PINNLoss(pde)

@@ -31,13 +31,11 @@ import numpy as np  # noqa: E402
 
 import metapinn as mp  # noqa: E402
 from metapinn._experiment._config import load_config  # noqa: E402
+from metapinn._experiment._folder import RunFolder  # noqa: E402
 from metapinn._experiment._problem import (  # noqa: E402
     build_problem,
     initialisation,
-    make_method,
-    outer_optimizer,
     point_sampler,
-    tasks_at_once,
 )
 from metapinn._experiment._training import starting_point  # noqa: E402
 
@@ -54,18 +52,18 @@ def main() -> None:
     config = load_config(os.path.join(args.run, "config.json"))
     problem = build_problem(config)
     sampler = point_sampler(config, problem)
-    method = "maml"
-    params, static, key = initialisation(config, 0, method)
-    learner = make_method(config, method, params)
-    start = starting_point(config, args.run, method, 0, params)
-    optimizer = outer_optimizer(config, method)
+    method = config.method("maml")
+    params, static, key = initialisation(config, 0, method.conditioned)
+    learner = method.meta_learner(params)
+    start = starting_point(config, RunFolder(args.run), method.name, 0, params)
+    optimizer = method.outer_optimizer()
 
     def first_step(p, mesh):
         result = mp.meta_train(
-            learner, p, static, problem.loss(method), problem.train_tasks,
+            learner, p, static, problem.loss(method.conditioned), problem.train_tasks,
             None if sampler is not None else problem.points, steps=1, optimizer=optimizer,
             key=key, tasks_per_step=config.tasks_per_step, sample_points=sampler, mesh=mesh,
-            tasks_at_once=tasks_at_once(config, method), progress=False,
+            tasks_at_once=method.tasks_at_once(config), progress=False,
         )  # fmt: skip
         return _flat(result.params) - _flat(learner.init_meta_params(p))
 

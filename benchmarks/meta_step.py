@@ -14,7 +14,7 @@ a 2048³ float32 matmul measured in the same run); and the peak resident memory 
 process that ran the case (each case runs in its own subprocesses, so memory and
 compile caches don't leak between cases).
 
-Each case runs with the XLA:CPU flags of `metapinn.configure_cpu` (fast compiles;
+Each case runs with the XLA:CPU flags of `metapinn.experiment.configure_cpu` (fast compiles;
 `--plain-xla` leaves them out). With `--devices N`, the meta-learner cases also run
 with the task axis sharded over N host devices, one per core (docs/design.md §7). With
 `--tasks-at-once vmap 1`, each meta-learner case runs once vmapped over its tasks and
@@ -90,7 +90,7 @@ IMAML_CG_STEPS = 5
 # How each case maps over its tasks by default, as the main job runs it (`None`:
 # vmapped): the conditioned network's jet differs per task, so one at a time.
 def main_job_tasks_at_once(case: str, workload: str) -> int | None:
-    """How the main job maps a case's tasks (`metapinn._experiment._problem.tasks_at_once`):
+    """How the main job maps a case's tasks (`metapinn.experiment.Method.tasks_at_once`):
     plain multi-task vmapped (its jet is shared), the conditioned one a task at a time,
     and the learners with an inner loop as the workload's `tasks_at_once` (W3: 1)."""
     from metapinn._experiment import workload as named_workload
@@ -491,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plain-xla",
         action="store_true",
-        help="leave out the fast-compile XLA:CPU flags of metapinn.configure_cpu",
+        help="leave out the fast-compile XLA:CPU flags of metapinn.experiment.configure_cpu",
     )
     parser.add_argument(
         "--compile-runs",
@@ -545,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         return list(dict.fromkeys(args.tasks_at_once))
 
-    from metapinn import cpu_xla_flags
+    from metapinn.experiment import cpu_xla_flags
 
     ceiling = matmul_ceiling()
     rows = []

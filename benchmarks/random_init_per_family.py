@@ -35,13 +35,13 @@ from metapinn._experiment._problem import (  # noqa: E402
 
 
 def measure(family: str, workload: str, steps: tuple[int, ...]) -> dict:
-    config = mp.workload(workload, family=family, seeds=[0], methods=["multitask"])
+    config = mp.experiment.workload(workload, family=family, seeds=[0], methods=["multitask"])
     t0 = time.perf_counter()
     x, t, grid, u_ref = reference_fields(config)
     reference_seconds = time.perf_counter() - t0
     problem = build_problem(config)
     params, static, _ = initialisation(config, 0)
-    _, cond_static, _ = initialisation(config, 0, "cond-multitask")
+    _, cond_static, _ = initialisation(config, 0, conditioned=True)
     t0 = time.perf_counter()
     adapted, _ = _adapt_all(
         config, problem, ("random",), {"random": [params]}, (static, cond_static), steps,

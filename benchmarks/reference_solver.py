@@ -1,10 +1,10 @@
-"""Accuracy and speed of the Burgers reference solver (`metapinn.reference_solution`).
+"""Accuracy and speed of the Burgers reference solver (`metapinn.burgers_reference_solution`).
 
 For each viscosity this measures, on the standard 256 × 101 grid (docs/design.md §5): the
 relative L2 error against the exact Cole–Hopf solution, the compile time of the
 solve (`.lower(...).compile()`), the median and min–max run time over `--repeats`
 calls (each ended with `block_until_ready`), the integrator's step count (accepted and
-rejected) and the grid size `M` chosen by `metapinn.default_grid_size`.
+rejected) and the grid size `M` chosen by `metapinn.burgers_grid_size`.
 
 Run from the repository root:
 
@@ -38,7 +38,7 @@ from metapinn._metrics import relative_l2_error  # noqa: E402
 from metapinn._pde._burgers._exact import cole_hopf_solution  # noqa: E402
 from metapinn._pde._burgers._reference import (  # noqa: E402
     SpectralBurgersSolver,
-    default_grid_size,
+    burgers_grid_size,
 )
 
 
@@ -53,7 +53,7 @@ def _solve(solver, nu, x, t):
 def measure(nu: float, repeats: int) -> dict:
     """Error, compile time, run times and step count of one reference solve."""
     x, t = standard_grid()
-    solver = SpectralBurgersSolver(default_grid_size(nu))
+    solver = SpectralBurgersSolver(burgers_grid_size(nu))
     nu_array = jnp.asarray(nu, dtype=jnp.float64)
     start = time.perf_counter()
     compiled = _solve.lower(solver, nu_array, x, t).compile()

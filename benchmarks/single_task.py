@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--causal", type=float, default=None, metavar="TOL")
     args = parser.parse_args()
-    config = mp.workload("W3", family=args.family, seeds=[0])
+    config = mp.experiment.workload("W3", family=args.family, seeds=[0])
     _, _, grid, u_ref = reference_fields(config)
     pde = mp.family(args.family).pde()
     _, tests = experiment_tasks(config, "float32")

@@ -2,6 +2,7 @@
 
 import importlib.metadata as _metadata
 
+from . import experiment as experiment
 from ._checkpoint import (
     CorruptCheckpointError as CorruptCheckpointError,
     RunFolderError as RunFolderError,
@@ -22,25 +23,8 @@ from ._evaluate import (
     few_shot as few_shot,
     field_metrics as field_metrics,
 )
-from ._experiment import (
-    DEFAULT_WORKLOAD as DEFAULT_WORKLOAD,
-    WORKLOADS as WORKLOADS,
-    AblationGrid as AblationGrid,
-    ConfigError as ConfigError,
-    ExperimentConfig as ExperimentConfig,
-    GridError as GridError,
-    evaluate_runs as evaluate_runs,
-    load_config as load_config,
-    make_grid as make_grid,
-    quick as quick,
-    read_grid_file as read_grid_file,
-    reference_fields as reference_fields,
-    reproduce as reproduce,
-    run_ablation as run_ablation,
-    train_runs as train_runs,
-    workload as workload,
-)
-from ._grid import grid_points as grid_points, standard_grid as standard_grid
+from ._grid import grid_points as grid_points
+from ._lock import RunFolderBusy as RunFolderBusy
 from ._loss import (
     AbstractLoss as AbstractLoss,
     LossTerms as LossTerms,
@@ -90,16 +74,16 @@ from ._metrics import (
 from ._pde._allen_cahn import AllenCahn as AllenCahn, AllenCahnTask as AllenCahnTask
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
-from ._pde._burgers._cached import cached_reference_solution as cached_reference_solution
+from ._pde._burgers._cached import cached_burgers_reference as cached_burgers_reference
 from ._pde._burgers._exact import (
+    cole_hopf_num_nodes as cole_hopf_num_nodes,
     cole_hopf_solution as cole_hopf_solution,
-    default_num_nodes as default_num_nodes,
 )
 from ._pde._burgers._reference import (
-    ReferenceSolution as ReferenceSolution,
+    BurgersReferenceSolution as BurgersReferenceSolution,
     SpectralBurgersSolver as SpectralBurgersSolver,
-    default_grid_size as default_grid_size,
-    reference_solution as reference_solution,
+    burgers_grid_size as burgers_grid_size,
+    burgers_reference_solution as burgers_reference_solution,
 )
 from ._pde._burgers_random_ic import (
     BurgersRandomIC as BurgersRandomIC,
@@ -120,18 +104,13 @@ from ._pinn import (
     Needs as Needs,
     check_needs as check_needs,
 )
-from ._plots import (
-    plot_ablation as plot_ablation,
-    plot_few_shot as plot_few_shot,
-    plot_fields as plot_fields,
-    plot_meta_training as plot_meta_training,
-    plot_per_task as plot_per_task,
-)
 from ._run import (
+    DamagedMetricsError as DamagedMetricsError,
     MetaTrainResult as MetaTrainResult,
     NonFiniteLossError as NonFiniteLossError,
     RunInterrupted as RunInterrupted,
     meta_train as meta_train,
+    read_metrics as read_metrics,
 )
 from ._sampling import (
     CollocationBatch as CollocationBatch,
@@ -147,11 +126,6 @@ from ._train import (
     meta_objective as meta_objective,
     meta_step as meta_step,
     task_mesh as task_mesh,
-)
-from ._xla import (
-    configure_cpu as configure_cpu,
-    cpu_xla_flags as cpu_xla_flags,
-    pin_matmul_precision as pin_matmul_precision,
 )
 
 

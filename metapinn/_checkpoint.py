@@ -185,10 +185,9 @@ def save_checkpoint(
     arrays[_META_KEY] = np.asarray(json.dumps(meta, allow_nan=False))
     if keep_previous and path.exists():
         previous = previous_checkpoint(path)
-        link = previous.with_name(f".{previous.name}.link")
+        # A name of this writer's own (a temporary's, so a kill's leftover is known).
+        link = previous.with_name(f".{previous.name}.{secrets.token_hex(6)}.tmp")
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(link)
             try:
                 os.link(path, link)
             except OSError:  # no hard links here: a copy

@@ -19,7 +19,6 @@ import jax
 from ._checkpoint import CorruptCheckpointError, RunFolderError, read_checkpoint_meta
 from ._experiment import (
     DEFAULT_WORKLOAD,
-    EVALUATION_KEYS,
     QUICK,
     WORKLOADS,
     ConfigError,
@@ -42,12 +41,15 @@ from ._experiment._ablation import (
     stored_grid,
 )
 from ._experiment._ablation_report import format_ablation
-from ._experiment._config import _RENAMED, METHOD_NAMES, OVERRIDE_KEYS, _parse_override
+from ._experiment._compat import old_flags
+from ._experiment._config import _parse_override, field_help, fields_with_role
+from ._experiment._folder import RunFolder
+from ._experiment._methods import METHOD_NAMES
 from ._experiment._report import QUICK_SUFFIX
 from ._experiment._solve import DEFAULT_STEPS, SOLVE_OPTIMIZERS, solve
-from ._experiment._training import run_dirs
+from ._lock import RunFolderBusy
 from ._pde._registry import family as get_family, family_table
-from ._run import CHECKPOINT, NonFiniteLossError, RunInterrupted
+from ._run import CHECKPOINT, DamagedMetricsError, NonFiniteLossError, RunInterrupted
 from ._train import task_mesh
 from ._xla import configure_cpu, pin_matmul_precision
 
@@ -81,8 +83,8 @@ def _add_config_flags(
             kind = typing.cast(type, f.type)
             kwargs.update(type=kind, metavar=kind.__name__.upper())
             shown = str(default)
-        flags = [_flag(f.name)] + [_flag(old) for old, new in _RENAMED.items() if new == f.name]
-        group.add_argument(*flags, help=f"{f.metadata['help']} (default: {shown})", **kwargs)
+        flags = [_flag(f.name)] + [_flag(old) for old in old_flags(f.name)]
+        group.add_argument(*flags, help=f"{field_help(f.name)} (default: {shown})", **kwargs)
 
 
 def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> None:
@@ -327,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=pathlib.Path, metavar="RUN", help="the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
     _add_config_flags(
-        p, EVALUATION_KEYS, workload(DEFAULT_WORKLOAD),
+        p, fields_with_role("evaluation"), workload(DEFAULT_WORKLOAD),
         f"evaluation settings (default: the run's own; shown: workload {DEFAULT_WORKLOAD}'s)",
     )  # fmt: skip
 
@@ -460,17 +462,14 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _stored_config(folder: pathlib.Path) -> ExperimentConfig:
-    path = folder / "config.json"
-    if not path.exists():
-        raise ConfigError(f"{folder} is not a metapinn run folder (no config.json)")
-    return load_config(path)
+    return RunFolder(folder).read_config()
 
 
 def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     # The run folder itself is checked by the library (`check_run_folder`).
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
-    stored = args.resume and (args.out / "config.json").exists()
+    stored = args.resume and RunFolder(args.out).holds_run()
     if args.workload is not None and (args.config is not None or stored):
         base = "--config" if args.config is not None else "the resumed run's config.json"
         raise ConfigError(f"--workload and {base} both give the settings; drop --workload")
@@ -491,7 +490,7 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
         changes["name"] = name + QUICK_SUFFIX
     # A flag for a per-method key sets it for every method: it replaces the values the
     # workload (or config file) gives single methods, unless --overrides replaces those.
-    flagged = set(changes) & set(OVERRIDE_KEYS)
+    flagged = set(changes) & set(fields_with_role("method"))
     if flagged and "overrides" not in changes:
         kept = [o for o in config.overrides if _parse_override(o)[1] not in flagged]
         if len(kept) != len(config.overrides):
@@ -526,7 +525,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     # Without --method/--seed, a resumed run keeps its own; a new run takes maml, 0.
     stored = None
-    if args.resume and args.out is not None and (args.out / "config.json").exists():
+    if args.resume and args.out is not None and RunFolder(args.out).holds_run():
         stored = _stored_config(args.out)
     extra = {
         "methods": (args.method,) if args.method else stored.methods if stored else ("maml",),
@@ -569,12 +568,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if results.exists():
         print(results.read_text(), end="")
         return 0
-    config = _stored_config(args.run)
+    folder = RunFolder(args.run)
+    config = folder.read_config()
     print(f"{args.run}: no results yet. Training progress:")
     for method in config.methods:
-        steps = config.method_settings(method)["meta_steps"]
+        steps = config.method(method).meta_steps
         for seed in config.seeds:
-            for task, f in run_dirs(config, args.run, method, seed).items():
+            for task, f in folder.run_dirs(config, method, seed).items():
                 what = "" if task is None else f" task {task}"
                 state = "0"
                 if (f / CHECKPOINT).exists():
@@ -705,7 +705,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     }[args.command]
     try:
         return command(args)
-    except (ConfigError, FileExistsError, FileNotFoundError, CorruptCheckpointError) as e:
+    except (
+        ConfigError,
+        FileExistsError,
+        FileNotFoundError,
+        CorruptCheckpointError,
+        DamagedMetricsError,
+        RunFolderBusy,
+    ) as e:
         parser.exit(2, f"metapinn {args.command}: error: {e}\n")
     except RunFolderError as e:
         print(f"metapinn {args.command}: error: {e}", file=sys.stderr)

@@ -138,8 +138,8 @@ def evaluate_pinn(
     Typical use, on the standard grid:
 
     ```python
-    x, t = metapinn.standard_grid()
-    u_ref = metapinn.cached_reference_solution(nu, x, t)
+    x, t = metapinn.Burgers().standard_grid()
+    u_ref = metapinn.cached_burgers_reference(nu, x, t)
     report = metapinn.evaluate_pinn(pinn, metapinn.Burgers(), BurgersTask(nu), x, t, u_ref)
     ```
 
@@ -151,7 +151,7 @@ def evaluate_pinn(
     - `pinn`, `pde`, `task`: as for [`metapinn.rms_residual`][].
     - `x`, `t`: 1-D grids.
     - `u_ref`: the reference with `u_ref[i, j] = u(x[j], t[i])`, shape
-      `(len(t), len(x))` (the convention of [`metapinn.reference_solution`][]).
+      `(len(t), len(x))` (the convention of [`metapinn.burgers_reference_solution`][]).
 
     **Returns:** an [`metapinn.ErrorReport`][].
 

@@ -9,6 +9,8 @@ and the finiteness check.
 
 import collections
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import pathlib
@@ -35,6 +37,7 @@ from ._checkpoint import (
     write_text,
 )
 from ._custom_types import Params, Static
+from ._lock import folder_lock
 from ._meta._base import AbstractMetaLearner, LossFn
 from ._train import meta_step
 
@@ -278,21 +281,67 @@ def _all_finite(tree: PyTree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _read_metrics(path: pathlib.Path, before: int) -> list[dict[str, Any]]:
-    """Lines of a metrics file with `step < before`; a torn last line is dropped."""
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
+class DamagedMetricsError(ValueError):
+    """A metrics file holds a line that is not a step's record (other than a last line
+    cut short by a kill); the message names the file and the line."""
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a metrics file (`metrics.jsonl`), one per meta-step in order.
+
+    A last line cut short (a run killed while it wrote it) is dropped; any other line
+    that is not a record (torn, binary, not an object with an integer `step`, a
+    `seconds`, a `meta_loss` and a `query_loss`) is an error, so that a damaged file
+    is found before a resume or an evaluation builds on it.
+
+    **Returns:** the records; `[]` for a missing file.
+
+    **Raises:** [`metapinn.DamagedMetricsError`][] naming the file and the line.
+    """
+    path = pathlib.Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    complete = data.endswith(b"\n")
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        row: Any = None
+        if not line:
+            if number < len(lines):
+                raise DamagedMetricsError(f"{path} line {number} is empty: the file is damaged")
+            continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut short by a kill: only ever the last one
-        if row["step"] < before:
-            rows.append(row)
-    if [r["step"] for r in rows] != list(range(len(rows))):
-        raise ValueError(f"{path} does not hold one line per step from 0 to {before - 1}")
+            row = json.loads(line.decode())
+            ok = (
+                isinstance(row, dict)
+                and type(row.get("step")) is int
+                and isinstance(row.get("seconds"), int | float)
+                and isinstance(row.get("meta_loss"), int | float)
+                and isinstance(row.get("query_loss"), list)
+            )
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            ok = False
+        if not ok:
+            if number == len(lines) and not complete:
+                break  # the last line, cut short by a kill
+            raise DamagedMetricsError(
+                f"{path} line {number} is not a meta-step's record ({line[:60]!r}): the file "
+                "is damaged; restore it, or train the run again in a new folder"
+            )
+        if row["step"] != len(rows):
+            raise DamagedMetricsError(
+                f"{path} line {number} is step {row['step']}, expected {len(rows)}: the file "
+                "is damaged (were two processes writing it?)"
+            )
+        rows.append(row)
     return rows
+
+
+def _read_metrics(path: pathlib.Path, before: int) -> list[dict[str, Any]]:
+    """The records of a metrics file with `step < before`."""
+    return read_metrics(path)[:before]
 
 
 def _config_mismatch(saved: dict | None, given: dict | None) -> list[str]:
@@ -302,6 +351,24 @@ def _config_mismatch(saved: dict | None, given: dict | None) -> list[str]:
     return sorted(k for k in keys if saved.get(k) != given.get(k))
 
 
+def _locks_run_dir(train: Callable[..., "MetaTrainResult"]) -> Callable[..., "MetaTrainResult"]:
+    """`train` holding the lock of its `run_dir` (see `metapinn._lock`) in the process
+    that writes it (process 0 of a multi-process job), so that no second process
+    writes the same run."""
+    signature = inspect.signature(train)
+
+    @functools.wraps(train)
+    def locked(*args, **kwargs):
+        run_dir = signature.bind(*args, **kwargs).arguments.get("run_dir")
+        if run_dir is None or jax.process_index() != 0:
+            return train(*args, **kwargs)
+        with folder_lock(run_dir):
+            return train(*args, **kwargs)
+
+    return locked
+
+
+@_locks_run_dir
 def meta_train(
     learner: AbstractMetaLearner,
     params: Params,

@@ -162,7 +162,7 @@ def meta_objective(
 def task_mesh(devices: int | None = None) -> Mesh:
     """A one-axis device mesh, axis `"tasks"`, over the first `devices` of
     `jax.devices()` (all of them by default): the mesh [`metapinn.meta_step`][] splits
-    the task batch over. On CPU, run [`metapinn.configure_cpu`][] with
+    the task batch over. On CPU, run [`metapinn.experiment.configure_cpu`][] with
     `host_devices=os.cpu_count()` first, so that there is one device per core.
 
     **Arguments:** `devices`, the number of devices; default `None`, all of them.

@@ -16,7 +16,7 @@ of a meta-step is best sharded over host devices
 (`--xla_force_host_platform_device_count`, docs/design.md §7).
 
 XLA reads `XLA_FLAGS` once, when JAX first initialises its backend, so
-[`metapinn.configure_cpu`][] must run before any computation.
+[`metapinn.experiment.configure_cpu`][] must run before any computation.
 """
 
 import os
@@ -74,7 +74,7 @@ def configure_cpu(host_devices: int | None = None) -> None:
       device count as it is.
 
     **Returns:** `None`; it sets `os.environ["XLA_FLAGS"]` to
-    [`metapinn.cpu_xla_flags`][]`(XLA_FLAGS, host_devices)`.
+    [`metapinn.experiment.cpu_xla_flags`][]`(XLA_FLAGS, host_devices)`.
 
     **Raises:** `RuntimeError` if JAX has already initialised its backend (the flags
     would be ignored); `ValueError` if `host_devices` is given and is not a positive
@@ -100,7 +100,7 @@ def pin_matmul_precision() -> str:
     `metapinn` command calls this at start-up; a script on a GPU calls it once, before
     its first computation, to get the same numbers.
 
-    It initialises JAX's backend, so [`metapinn.configure_cpu`][] must come first.
+    It initialises JAX's backend, so [`metapinn.experiment.configure_cpu`][] must come first.
 
     **Returns:** the backend (`jax.default_backend()`), e.g. `"cpu"` or `"gpu"`.
     """

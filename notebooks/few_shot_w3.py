@@ -55,13 +55,13 @@ QUICK = os.environ.get("METAPINN_QUICK", "") not in ("", "0")
 # %% [markdown]
 # ## 1. The configuration
 #
-# `mp.workload("W3")` is an `ExperimentConfig`: the network, the points, the
+# `mp.experiment.workload("W3")` is an `ExperimentConfig`: the network, the points, the
 # viscosities, the methods and each method's own budget (its `overrides`).
 
 # %%
-config = mp.workload("W3")
+config = mp.experiment.workload("W3")
 if QUICK:  # the whole pipeline at smoke size: compilation dominates
-    config = mp.quick(config).replace(
+    config = mp.experiment.quick(config).replace(
         width=16, depth=2, n_interior=200, n_initial=50, n_boundary=25, seeds=(0,),
         test_params=config.test_params[:2],
     )  # fmt: skip
@@ -79,14 +79,14 @@ for method in config.methods:
 # %% [markdown]
 # ## 2. The run
 #
-# `mp.reproduce` trains every method (checkpointed: an interrupted call continues with
+# `mp.experiment.reproduce` trains every method (checkpointed: an interrupted call continues with
 # `resume=True`), computes the reference solutions, adapts every initialisation on
 # every held-out viscosity, and writes `results.md`, `results.json` and the plots
 # into the run folder.
 
 # %%
 out_dir = pathlib.Path(tempfile.mkdtemp(prefix="w3-"))
-results = mp.reproduce(config, out_dir, progress=False, log=lambda line: None)
+results = mp.experiment.reproduce(config, out_dir, progress=False, log=lambda line: None)
 labels, steps, budget = results["labels"], results["steps"], config.budget
 print("run folder:", out_dir)
 print("training seconds:", results["timing"]["training_seconds"])

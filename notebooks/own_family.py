@@ -194,7 +194,7 @@ print("exact field:", u_exact.shape, "max |u| =", float(jnp.max(jnp.abs(u_exact)
 #
 # `metapinn.FAMILIES` maps names to a `metapinn.Family`: the PDE, its task type, the
 # field a task varies, the standard training and held-out values, and what the truth
-# is. Once registered, every workload, `metapinn.reproduce` and the reports take it by
+# is. Once registered, every workload, `metapinn.experiment.reproduce` and the reports take it by
 # name. The speeds: 11 values spaced geometrically over $[0.5, 4]$, the even ones for
 # training and four of the others held out.
 
@@ -217,15 +217,15 @@ print("families:", ", ".join(mp.FAMILIES))
 # optimiser, and measured against the exact solution.
 
 # %%
-config = mp.workload(
+config = mp.experiment.workload(
     "W3", family="drift-diffusion", methods=("multitask", "reptile", "cond-multitask")
 )
 if QUICK:  # the whole pipeline at smoke size: compilation dominates
-    config = mp.quick(config).replace(
+    config = mp.experiment.quick(config).replace(
         width=16, depth=2, n_interior=200, n_initial=50, n_boundary=25, seeds=(0,)
     )
 out_dir = pathlib.Path(tempfile.mkdtemp(prefix="drift-diffusion-"))
-results = mp.reproduce(config, out_dir, progress=False, log=lambda line: None)
+results = mp.experiment.reproduce(config, out_dir, progress=False, log=lambda line: None)
 
 # %%
 steps = results["steps"]

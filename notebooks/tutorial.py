@@ -63,7 +63,7 @@ QUICK = os.environ.get("METAPINN_QUICK", "") not in ("", "0")
 # drawn once, six training viscosities and four held-out ones.
 
 # %%
-config = mp.ExperimentConfig()
+config = mp.experiment.ExperimentConfig()
 if QUICK:  # a smaller network too: compilation dominates a smoke run
     config = config.replace(
         width=8, depth=1, meta_steps=5, seeds=[0], test_params=list(config.test_params[2:]),
@@ -119,7 +119,7 @@ for name, learner in learners.items():
 labels = {"maml": "MAML", "fomaml": "First-order MAML", "reptile": "Reptile",
           "multitask": "Multi-task"}  # fmt: skip
 curves = {name: r.query_loss.mean(axis=1)[None] for name, r in trained.items()}
-mp.plot_meta_training(curves, labels)
+mp.experiment.plot_meta_training(curves, labels)
 
 # %% [markdown]
 # ## 3. The truth: reference solutions
@@ -128,8 +128,8 @@ mp.plot_meta_training(curves, labels)
 # 256 × 101 grid to about $10^{-7}$ relative error; solutions are cached on disk.
 
 # %%
-x, t = mp.standard_grid()
-u_ref = mp.cached_reference_solution(np.asarray(config.test_params), x, t)
+x, t = mp.Burgers().standard_grid()
+u_ref = mp.cached_burgers_reference(np.asarray(config.test_params), x, t)
 grid = mp.grid_points(x, t, dtype=dtype)
 print("reference fields:", u_ref.shape)
 
@@ -189,10 +189,10 @@ print(
 
 # %%
 display_labels = ["Random init"] + [labels[n] for n in learners]
-mp.plot_few_shot(config.eval_steps, {"rel_l2": rel_l2, "loss": loss}, display_labels)
+mp.experiment.plot_few_shot(config.eval_steps, {"rel_l2": rel_l2, "loss": loss}, display_labels)
 
 # %%
-mp.plot_per_task(
+mp.experiment.plot_per_task(
     [f"nu={nu:.4g}" for nu in config.test_params], rel_l2, display_labels, config.eval_steps,
     config.budget,
 )  # fmt: skip
@@ -208,13 +208,13 @@ for i in range(n_init):
     u = eqx.combine(p, static)(grid)
     fields[f"{display_labels[i]} + {config.budget}"] = np.asarray(u).reshape(len(t), len(x))
 label = f"nu={config.test_params[0]:.4g}"
-mp.plot_fields(np.asarray(x), np.asarray(t), u_ref[0], fields, label, seed=seed)
+mp.experiment.plot_fields(np.asarray(x), np.asarray(t), u_ref[0], fields, label, seed=seed)
 
 # %% [markdown]
 # ## The whole experiment in one call
 #
-# `metapinn reproduce --workload W1` (or `mp.reproduce(mp.ExperimentConfig())`) runs
-# all of the above for three seeds, with checkpoints, `--resume`, a results table with
+# `metapinn reproduce --workload W1` (or `mp.experiment.reproduce(mp.experiment.workload("W1"))`)
+# runs all of the above for three seeds, with checkpoints, `--resume`, a results table with
 # mean ± spread, "steps to ε" with speed-ups over random init, and these plots, all in
 # one output folder. `metapinn reproduce` alone runs the accurate workload W3, where
 # the network can represent the solution and the initialisations differ (see the

@@ -11,7 +11,6 @@ import metapinn as mp
 from metapinn._cli import main
 from metapinn._experiment._ablation import parse_vary
 from metapinn._experiment._ablation_report import to_csv
-from metapinn._experiment._problem import make_method, run_settings
 
 
 TINY = {
@@ -24,7 +23,7 @@ TINY = {
 
 
 def tiny_grid(**vary):
-    return mp.make_grid({"workload": "W1", "settings": TINY}, vary=list(vary.items()))
+    return mp.experiment.make_grid({"workload": "W1", "settings": TINY}, vary=list(vary.items()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -32,7 +31,7 @@ def tiny_grid(**vary):
 
 
 def test_grid_cells_take_their_values_and_share_one_source(tmp_path):
-    grid = mp.make_grid(
+    grid = mp.experiment.make_grid(
         {"workload": "W3", "vary": {"method": ["maml", "reptile"], "inner_steps": [1, 20]}}
     )
     cells = grid.cells(tmp_path)
@@ -53,7 +52,9 @@ def test_grid_cells_take_their_values_and_share_one_source(tmp_path):
         assert cell.source.method_settings("multitask")["meta_steps"] == 2000
     assert len({c.source_dir for c in cells}) == 1
     # A run-wide axis changes the network, so each value has its own source.
-    wide = mp.make_grid({"workload": "W3"}, vary=[("method", ["maml"]), ("width", [32, 64])])
+    wide = mp.experiment.make_grid(
+        {"workload": "W3"}, vary=[("method", ["maml"]), ("width", [32, 64])]
+    )
     assert len({c.source_dir for c in wide.cells(tmp_path)}) == 2
 
 
@@ -87,8 +88,8 @@ def test_grid_cells_take_their_values_and_share_one_source(tmp_path):
 )  # fmt: skip
 def test_a_bad_grid_is_refused_before_anything_is_written(tmp_path, data, match):
     out = tmp_path / "grid"
-    with pytest.raises(mp.GridError, match=match):
-        mp.run_ablation(mp.make_grid(data), out)
+    with pytest.raises(mp.experiment.GridError, match=match):
+        mp.experiment.run_ablation(mp.experiment.make_grid(data), out)
     assert not out.exists()
 
 
@@ -103,43 +104,45 @@ def test_vary_flags_and_grid_files(tmp_path, monkeypatch):
         ("inner_steps=1,two", "inner_steps takes a int, got 'two'"),
         ("colour=red", "unknown grid key 'colour'"),
     ]:
-        with pytest.raises(mp.GridError, match=match):
+        with pytest.raises(mp.experiment.GridError, match=match):
             parse_vary(item)
     toml = tmp_path / "grid.toml"
     toml.write_text(
         'workload = "W1"\nfamily = "heat"\n[settings]\nseeds = [0, 1]\n'
         '[vary]\nmethod = ["maml", "fomaml"]\ninner_steps = [1, 5]\n'
     )
-    grid = mp.make_grid(mp.read_grid_file(toml), vary=[parse_vary("inner_steps=2,3,4")])
+    grid = mp.experiment.make_grid(
+        mp.experiment.read_grid_file(toml), vary=[parse_vary("inner_steps=2,3,4")]
+    )
     assert grid.base.family == "heat" and grid.base.seeds == (0, 1)
     assert dict(grid.axes) == {"method": ("maml", "fomaml"), "inner_steps": (2, 3, 4)}
     assert len(grid.cells(tmp_path)) == 6
     # Flags win over the file: the family, then the settings after --quick.
-    data = mp.read_grid_file(toml)
+    data = mp.experiment.read_grid_file(toml)
     data["settings"]["family"] = "wave"
-    grid = mp.make_grid(data, family="convection", settings={"seeds": [3]}, quick=True)
+    grid = mp.experiment.make_grid(data, family="convection", settings={"seeds": [3]}, quick=True)
     assert (grid.base.family, grid.base.name, grid.base.seeds) == (
         "convection",
         "W1-convection",
         (3,),
     )
     assert grid.base.meta_steps == 20  # --quick's, after the file's settings
-    assert mp.make_grid(data).base.family == "wave"
-    with pytest.raises(mp.GridError, match="--vary method is given twice"):
-        mp.make_grid(data, vary=[("method", ["maml"]), ("method", ["reptile"])])
+    assert mp.experiment.make_grid(data).base.family == "wave"
+    with pytest.raises(mp.experiment.GridError, match="--vary method is given twice"):
+        mp.experiment.make_grid(data, vary=[("method", ["maml"]), ("method", ["reptile"])])
     # A cell's sources are named by absolute paths, wherever the grid is run from.
-    w3 = mp.make_grid({"workload": "W3", "vary": {"method": ["maml"]}})
+    w3 = mp.experiment.make_grid({"workload": "W3", "vary": {"method": ["maml"]}})
     monkeypatch.chdir(tmp_path)
     assert w3.cells("g")[0].config == w3.cells(tmp_path / "g")[0].config
     bad = tmp_path / "bad.json"
     bad.write_text('{"vary": {"method": ["maml"]}, "colour": 1}')
-    with pytest.raises(mp.GridError, match=r"unknown key\(s\) \['colour'\]"):
-        mp.read_grid_file(bad)
+    with pytest.raises(mp.experiment.GridError, match=r"unknown key\(s\) \['colour'\]"):
+        mp.experiment.read_grid_file(bad)
     bad.write_text("{not json")
-    with pytest.raises(mp.GridError, match="does not parse"):
-        mp.read_grid_file(bad)
-    with pytest.raises(mp.GridError, match="does not exist"):
-        mp.read_grid_file(tmp_path / "missing.json")
+    with pytest.raises(mp.experiment.GridError, match="does not parse"):
+        mp.experiment.read_grid_file(bad)
+    with pytest.raises(mp.experiment.GridError, match="does not exist"):
+        mp.experiment.read_grid_file(tmp_path / "missing.json")
 
 
 def test_cli_refuses_a_bad_grid_with_exit_2(tmp_path, capsys):
@@ -156,22 +159,24 @@ def test_cli_refuses_a_bad_grid_with_exit_2(tmp_path, capsys):
 
 
 def test_inner_remat_setting_reaches_the_learner_and_is_resumable():
-    plain = mp.workload("W3")
+    plain = mp.experiment.workload("W3")
     config = plain.replace(
         overrides=[*plain.overrides, "maml.inner_remat=sqrt", "reptile.inner_remat=7"]
     )
-    assert make_method(config, "maml").inner_remat == "sqrt"
-    assert make_method(config, "reptile").inner_remat == 7
-    assert make_method(config, "fomaml").inner_remat is None
+    assert config.method("maml").meta_learner().inner_remat == "sqrt"
+    assert config.method("reptile").meta_learner().inner_remat == 7
+    assert config.method("fomaml").meta_learner().inner_remat is None
     # It changes how the meta-gradient is computed, not what: not a training setting,
     # so a run resumes under another value.
-    assert run_settings(config, "maml", 0) == run_settings(plain, "maml", 0)
-    with pytest.raises(mp.ConfigError, match="inner_remat='sometimes' is invalid"):
-        mp.workload("W1", inner_remat="sometimes")
-    with pytest.raises(mp.ConfigError, match="maml's inner_remat='0' is invalid"):
-        mp.workload("W1", overrides=["maml.inner_remat=0"])
-    with pytest.raises(mp.ConfigError, match="multitask has no inner loop"):
-        mp.workload("W1", overrides=["multitask.inner_remat=sqrt"])
+    assert config.method("maml").run_settings(config, 0) == plain.method("maml").run_settings(
+        plain, 0
+    )
+    with pytest.raises(mp.experiment.ConfigError, match="inner_remat='sometimes' is invalid"):
+        mp.experiment.workload("W1", inner_remat="sometimes")
+    with pytest.raises(mp.experiment.ConfigError, match="maml's inner_remat='0' is invalid"):
+        mp.experiment.workload("W1", overrides=["maml.inner_remat=0"])
+    with pytest.raises(mp.experiment.ConfigError, match="multitask has no inner loop"):
+        mp.experiment.workload("W1", overrides=["multitask.inner_remat=sqrt"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,21 +197,21 @@ def test_tiny_grid_runs_resumes_after_a_kill_and_reuses_finished_cells(tmp_path,
     first = cells[0].folder / "train" / "maml" / "seed0"
     # Killed after 2 meta-steps of the first run that trains: the source's.
     with pytest.raises(mp.RunInterrupted):
-        mp.run_ablation(grid, out, stop_after=2, **quiet)
+        mp.experiment.run_ablation(grid, out, stop_after=2, **quiet)
     assert (source / "checkpoint.npz").exists() and not cells[0].folder.exists()
     with pytest.raises(FileExistsError, match="resume"):
-        mp.run_ablation(grid, out, **quiet)
-    other = mp.make_grid({"workload": "W1", "settings": {**TINY, "width": 9}},
+        mp.experiment.run_ablation(grid, out, **quiet)
+    other = mp.experiment.make_grid({"workload": "W1", "settings": {**TINY, "width": 9}},
                          vary=list(dict(grid.axes).items()))  # fmt: skip
-    with pytest.raises(mp.GridError, match=r"another base: width \(stored 8, given 9\)"):
-        mp.run_ablation(other, out, resume=True, **quiet)
+    with pytest.raises(mp.experiment.GridError, match=r"another base: width \(stored 8, given 9\)"):
+        mp.experiment.run_ablation(other, out, resume=True, **quiet)
     # Resumed: the source finishes, then the first cell is killed in its turn.
     with pytest.raises(mp.RunInterrupted):
-        mp.run_ablation(grid, out, resume=True, stop_after=2, **quiet)
+        mp.experiment.run_ablation(grid, out, resume=True, stop_after=2, **quiet)
     assert (first / "checkpoint.npz").exists() and not (out / "ablation.json").exists()
 
     lines = []
-    results = mp.run_ablation(grid, out, resume=True, progress=False, plots=False,
+    results = mp.experiment.run_ablation(grid, out, resume=True, progress=False, plots=False,
                               log=lines.append)  # fmt: skip
     # Each killed run continued from its checkpoint (at step 2), not from scratch.
     for folder, steps in ((source, 3), (first, 4)):
@@ -247,7 +252,7 @@ def test_ablation_plot_draws_every_line():
         name: {"x": x, "rel_l2": 0.1 / x, "rel_l2_std": 0.01 / x, "seconds": x, "temp_mib": x}
         for name in ("MAML", "Reptile")
     }
-    fig = mp.plot_ablation(series, "inner_steps", 100, random=0.5)
+    fig = mp.experiment.plot_ablation(series, "inner_steps", 100, random=0.5)
     axes = fig.get_axes()
     assert len(axes) == 3
     assert [len(ax.get_lines()) for ax in axes] == [3, 2, 2]

@@ -66,7 +66,7 @@ def _without_timing(path):
 def test_reproduce_writes_everything(tiny_run, capsys):
     out = tiny_run
     assert json.loads((out / "config.json").read_text()) == {
-        **mp.ExperimentConfig().to_dict(),
+        **mp.experiment.ExperimentConfig().to_dict(),
         **TINY,
     }
     for method in METHODS:
@@ -238,11 +238,11 @@ def test_out_is_a_new_folder_or_a_run_and_resume_needs_a_run(tmp_path, config_fi
     assert os.listdir(stray) == ["todo.txt"] and os.listdir(empty) == []
     assert not missing.exists()
     # The library refuses the same folders.
-    config = mp.ExperimentConfig.from_dict(TINY)
+    config = mp.experiment.ExperimentConfig.from_dict(TINY)
     with pytest.raises(FileExistsError, match=f"{stray} is not empty"):
-        mp.train_runs(config, stray, progress=False, log=lambda _: None)
+        mp.experiment.train_runs(config, stray, progress=False, log=lambda _: None)
     with pytest.raises(FileNotFoundError, match=f"cannot resume {missing}: no such folder"):
-        mp.reproduce(config, missing, resume=True, progress=False, log=lambda _: None)
+        mp.experiment.reproduce(config, missing, resume=True, progress=False, log=lambda _: None)
 
 
 def test_bad_config_files(tmp_path, capsys):
@@ -262,15 +262,17 @@ def test_bad_config_files(tmp_path, capsys):
 
 
 def test_config_round_trip_and_errors():
-    config = mp.ExperimentConfig.from_dict({"meta_steps": 7, "seeds": [3]})
+    config = mp.experiment.ExperimentConfig.from_dict({"meta_steps": 7, "seeds": [3]})
     assert config.seeds == (3,)
-    assert mp.ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    with pytest.raises(mp.ConfigError, match="inner_steps=-2"):
-        mp.ExperimentConfig(inner_steps=-2)
-    with pytest.raises(mp.ConfigError, match="expected an integer"):
-        mp.ExperimentConfig.from_dict({"meta_steps": 1.5})
-    with pytest.raises(mp.ConfigError, match="expected an integer"):
-        mp.ExperimentConfig.from_dict({"width": True})
+    assert (
+        mp.experiment.ExperimentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    )
+    with pytest.raises(mp.experiment.ConfigError, match="inner_steps=-2"):
+        mp.experiment.ExperimentConfig(inner_steps=-2)
+    with pytest.raises(mp.experiment.ConfigError, match="expected an integer"):
+        mp.experiment.ExperimentConfig.from_dict({"meta_steps": 1.5})
+    with pytest.raises(mp.experiment.ConfigError, match="expected an integer"):
+        mp.experiment.ExperimentConfig.from_dict({"width": True})
 
 
 def test_families_are_listed(capsys):
@@ -296,7 +298,7 @@ def test_all_methods_are_one_flag_away():
     """`--methods all` runs every method; on W3 each learner has a warm start (its
     network's multi-task run) and a budget, so none trains 1000 steps from random."""
     from metapinn._cli import _config_for_run, build_parser
-    from metapinn._experiment._config import METHOD_NAMES
+    from metapinn._experiment._methods import METHOD_NAMES
 
     args = build_parser().parse_args(["reproduce", "--methods", "all"])
     config = _config_for_run(args, {})
@@ -308,7 +310,7 @@ def test_all_methods_are_one_flag_away():
         if not pretraining:
             home = "cond-multitask" if method.startswith("cond-") else "multitask"
             assert s["init"] == home and s["meta_steps"] <= 100, (method, s)
-    assert mp.workload("W1", methods=["all"]).methods == METHOD_NAMES
+    assert mp.experiment.workload("W1", methods=["all"]).methods == METHOD_NAMES
 
 
 def test_help_gives_every_option_a_default(capsys):

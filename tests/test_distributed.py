@@ -234,11 +234,11 @@ def test_matmul_precision_is_pinned_off_cpu(monkeypatch):
 
     import metapinn as mp
 
-    assert mp.pin_matmul_precision() == "cpu"
+    assert mp.experiment.pin_matmul_precision() == "cpu"
     assert jax.config.jax_default_matmul_precision is None
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     try:
-        assert mp.pin_matmul_precision() == "gpu"
+        assert mp.experiment.pin_matmul_precision() == "gpu"
         assert jax.config.jax_default_matmul_precision == "highest"
     finally:
         jax.config.update("jax_default_matmul_precision", None)

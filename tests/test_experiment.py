@@ -13,13 +13,10 @@ import pytest
 import metapinn as mp
 from metapinn._cli import main
 from metapinn._experiment import format_summary, workload
-from metapinn._experiment._problem import (
-    adapt_spec,
-    initialisation,
-    make_method,
-    nearest_training_tasks,
-)
-from metapinn._experiment._training import load_final, training_order
+from metapinn._experiment._folder import RunFolder
+from metapinn._experiment._methods import adapt_spec
+from metapinn._experiment._problem import initialisation, nearest_training_tasks
+from metapinn._experiment._training import training_order
 
 from .helpers import tree_allclose
 
@@ -64,8 +61,8 @@ pytestmark = pytest.mark.usefixtures("reference_cache")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "w3"
-    config = mp.ExperimentConfig.from_dict(TINY_W3)
-    results = mp.reproduce(config, out, progress=False, log=lambda _: None)
+    config = mp.experiment.ExperimentConfig.from_dict(TINY_W3)
+    results = mp.experiment.reproduce(config, out, progress=False, log=lambda _: None)
     return config, out, results
 
 
@@ -105,12 +102,30 @@ def test_every_initialisation_is_evaluated(tiny_run):
 
 
 @pytest.mark.e2e
+def test_evaluate_returns_arrays_and_writes_nothing(tiny_run):
+    config, out, results = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    evaluation = mp.experiment.evaluate(config, out, log=lambda _: None)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert evaluation.rows == tuple(results["inits"])
+    rel = evaluation.measures["rel_l2"]
+    assert rel.shape == (8, 2, 2, 3) and evaluation.valid.all()
+    # The same numbers as the written results (a recomputation, to float32 rounding).
+    np.testing.assert_allclose(rel, np.asarray(results["per_run"]["rel_l2"]), rtol=1e-5)
+    summary = evaluation.summary()
+    assert set(summary) == set(results)
+    for init, curve in results["curves"].items():
+        mine = [c["rel_l2"]["mean"] for c in summary["curves"][init]]
+        np.testing.assert_allclose(mine, [c["rel_l2"]["mean"] for c in curve], rtol=1e-5)
+
+
+@pytest.mark.e2e
 def test_warm_start_begins_at_the_source_and_anil_adapts_the_last_layer(tiny_run):
     config, out, _ = tiny_run
     assert training_order(config).index("multitask") < training_order(config).index("reptile")
     params, _, _ = initialisation(config, 0)
-    source = load_final(config, out, "multitask", 0, params)
-    trained = load_final(config, out, "reptile", 0, params)
+    source = RunFolder(out).load_trained(config, "multitask", 0, params)
+    trained = RunFolder(out).load_trained(config, "reptile", 0, params)
     # Reptile trained for 3 outer Adam steps at 1e-3 from multi-task's result: every
     # entry within about 3e-3 of it (an Adam step can exceed its rate a little when the
     # gradient's size varies), and far from the random initialisation.
@@ -122,7 +137,7 @@ def test_warm_start_begins_at_the_source_and_anil_adapts_the_last_layer(tiny_run
     ):
         assert float(np.max(np.abs(a - b))) <= 3.3e-3
         assert not np.allclose(b, r)
-    learner = make_method(config, "reptile", params)
+    learner = config.method("reptile").meta_learner(params)
     spec = jax.tree_util.tree_leaves(learner.adapt_spec)
     assert spec == [False] * (len(spec) - 1) + [True]
     # Reptile's meta-gradient θ - φ_K is zero on frozen leaves: they did not move.
@@ -136,13 +151,13 @@ def test_warm_start_from_another_run_folder(tiny_run, tmp_path):
     single = config.replace(
         methods=["fomaml"], seeds=[0], overrides=[f"fomaml.init={out}:multitask"], meta_steps=2
     )
-    mp.train_runs(single, tmp_path, progress=False, log=lambda _: None)
+    mp.experiment.train_runs(single, tmp_path, progress=False, log=lambda _: None)
     params, _, _ = initialisation(config, 0)
-    source = load_final(config, out, "multitask", 0, params)
+    source = RunFolder(out).load_trained(config, "multitask", 0, params)
     first = json.loads((tmp_path / "train/fomaml/seed0/metrics.jsonl").read_text().splitlines()[0])
     assert first["step"] == 0
     # A 2-step run from the source stays within about 2 Adam steps of it.
-    trained = load_final(single, tmp_path, "fomaml", 0, params)
+    trained = RunFolder(tmp_path).load_trained(single, "fomaml", 0, params)
     assert tree_allclose(trained, source, rtol=0, atol=2.2e-3)
     # ... and 5 multi-task Adam steps (about 5e-3 on some entry) from the random one.
     assert not tree_allclose(trained, params, rtol=0, atol=3.5e-3)
@@ -157,17 +172,17 @@ def test_a_decayed_run_cannot_be_resumed_longer(tiny_run, tmp_path):
     shutil.copytree(out, copy)
     longer = config.replace(overrides=[*config.overrides, "cond-multitask.meta_steps=9"])
     stored = (copy / "config.json").read_text()
-    with pytest.raises(mp.ConfigError, match="outer_schedule_steps"):
-        mp.train_runs(longer, copy, resume=True, progress=False, log=lambda _: None)
+    with pytest.raises(mp.experiment.ConfigError, match="outer_schedule_steps"):
+        mp.experiment.train_runs(longer, copy, resume=True, progress=False, log=lambda _: None)
     assert (copy / "config.json").read_text() == stored  # refused before writing
-    cond, _, _ = initialisation(config, 0, "cond-multitask")
+    cond, _, _ = initialisation(config, 0, conditioned=True)
     constant = config.replace(
         overrides=[*config.overrides, "cond-multitask.outer_schedule=constant"]
     )
-    with pytest.raises(mp.ConfigError, match="outer_schedule"):
-        load_final(constant, out, "cond-multitask", 0, cond)
+    with pytest.raises(mp.experiment.ConfigError, match="outer_schedule"):
+        RunFolder(out).load_trained(constant, "cond-multitask", 0, cond)
     # Its trained initialisation loads with the optimiser that wrote it.
-    trained = load_final(config, out, "cond-multitask", 0, cond)
+    trained = RunFolder(out).load_trained(config, "cond-multitask", 0, cond)
     assert not tree_allclose(trained, cond)
 
 
@@ -180,10 +195,10 @@ def test_a_resumed_run_may_add_seeds_but_not_change_the_network(tiny_run, tmp_pa
     shutil.copytree(out, copy)
     checkpoint = copy / "train/reptile/seed0/checkpoint.npz"
     before = checkpoint.read_bytes()
-    with pytest.raises(mp.ConfigError, match=r"width \(stored 8, given 9\)"):
-        mp.train_runs(config.replace(width=9), copy, resume=True, progress=False)
+    with pytest.raises(mp.experiment.ConfigError, match=r"width \(stored 8, given 9\)"):
+        mp.experiment.train_runs(config.replace(width=9), copy, resume=True, progress=False)
     logged = []
-    mp.train_runs(config.replace(seeds=[0, 1, 2]), copy, resume=True, progress=False,
+    mp.experiment.train_runs(config.replace(seeds=[0, 1, 2]), copy, resume=True, progress=False,
                   log=logged.append)  # fmt: skip
     assert checkpoint.read_bytes() == before  # finished runs are only loaded
     assert logged and all("seed 2" in line for line in logged)
@@ -198,24 +213,24 @@ def test_warm_start_from_the_folder_of_a_decayed_run(tiny_run, tmp_path):
         methods=["cond-fomaml"], seeds=[0], meta_steps=1,
         overrides=[f"cond-fomaml.init={source_folder}"],
     )  # fmt: skip
-    mp.train_runs(single, tmp_path, progress=False, log=lambda _: None)
-    cond, _, _ = initialisation(config, 0, "cond-multitask")
-    source = load_final(config, out, "cond-multitask", 0, cond)
-    trained = load_final(single, tmp_path, "cond-fomaml", 0, cond)
+    mp.experiment.train_runs(single, tmp_path, progress=False, log=lambda _: None)
+    cond, _, _ = initialisation(config, 0, conditioned=True)
+    source = RunFolder(out).load_trained(config, "cond-multitask", 0, cond)
+    trained = RunFolder(tmp_path).load_trained(single, "cond-fomaml", 0, cond)
     assert tree_allclose(trained, source, rtol=0, atol=1.1e-3)  # one Adam step from it
     assert not tree_allclose(trained, cond, rtol=0, atol=2e-3)  # 5 steps from random
 
 
 def test_warm_starts_train_after_their_source_and_anil_adapts_the_last_layer():
     """(Trained, in the end-to-end tests above.)"""
-    config = mp.ExperimentConfig.from_dict(TINY_W3)
+    config = mp.experiment.ExperimentConfig.from_dict(TINY_W3)
     order = training_order(config)
     assert order.index("multitask") < order.index("reptile")
     assert order.index("cond-multitask") < order.index("cond-reptile")
     params, _, _ = initialisation(config, 0)
-    spec = jax.tree_util.tree_leaves(make_method(config, "reptile", params).adapt_spec)
+    spec = jax.tree_util.tree_leaves(config.method("reptile").meta_learner(params).adapt_spec)
     assert spec == [False] * (len(spec) - 1) + [True]
-    assert make_method(config, "multitask", params).adapt_spec is None
+    assert config.method("multitask").meta_learner(params).adapt_spec is None
 
 
 def test_a_run_folder_is_checked_before_anything_is_written(tmp_path):
@@ -223,9 +238,11 @@ def test_a_run_folder_is_checked_before_anything_is_written(tmp_path):
     seeds and methods or change the evaluation. (Resumed for real, in the end-to-end
     tests above.)"""
     from metapinn._checkpoint import write_json
-    from metapinn._experiment._training import check_run_folder
 
-    config = mp.ExperimentConfig.from_dict(TINY_W3)
+    def check_run_folder(config, path, resume):
+        RunFolder(path).check(config, resume)
+
+    config = mp.experiment.ExperimentConfig.from_dict(TINY_W3)
     check_run_folder(config, tmp_path / "new", resume=False)
     check_run_folder(config, tmp_path, resume=False)  # empty
     # A run killed while it wrote its config.json leaves the temporary file behind.
@@ -235,7 +252,7 @@ def test_a_run_folder_is_checked_before_anything_is_written(tmp_path):
     write_json(tmp_path / "config.json", config.to_dict())
     with pytest.raises(FileExistsError, match="already holds a run: continue it with --resume"):
         check_run_folder(config, tmp_path, resume=False)
-    with pytest.raises(mp.ConfigError, match=r"width \(stored 8, given 9\)"):
+    with pytest.raises(mp.experiment.ConfigError, match=r"width \(stored 8, given 9\)"):
         check_run_folder(config.replace(width=9), tmp_path, resume=True)
     more = config.replace(seeds=[0, 1, 2], methods=[*config.methods, "maml"], budget=5)
     check_run_folder(more, tmp_path, resume=True)
@@ -249,11 +266,11 @@ def test_train_defaults_to_w1_and_its_flags_beat_a_workloads_method_settings(tmp
         args = build_parser().parse_args(["train", *argv])
         return _config_for_run(args, {"methods": (args.method or "maml",), "seeds": (0,)})
 
-    assert config_of() == mp.ExperimentConfig(methods=("maml",), seeds=(0,))
+    assert config_of() == mp.experiment.ExperimentConfig(methods=("maml",), seeds=(0,))
     w3 = config_of("--workload", "W3", "--method", "reptile", "--init", f"{tmp_path}:multitask")
     assert w3.method_settings("reptile")["init"] == f"{tmp_path}:multitask"
     assert w3.method_settings("reptile")["meta_steps"] == 60  # the preset's other settings stay
-    with pytest.raises(mp.ConfigError, match="'multitask' is not one of the methods"):
+    with pytest.raises(mp.experiment.ConfigError, match="'multitask' is not one of the methods"):
         config_of("--workload", "W3", "--method", "reptile")
 
 
@@ -270,7 +287,7 @@ def _first_steps(opt, n: int = 6) -> list[float]:
 
 
 def test_warmup_schedule_rises_linearly():
-    from metapinn._experiment._problem import warmup_adam
+    from metapinn._experiment._methods import warmup_adam
 
     steps = _first_steps(warmup_adam(0.01, 4))
     # Adam's first normalised steps are ±1 times the rate: 0.0025, 0.005, ..., 0.01.
@@ -279,19 +296,19 @@ def test_warmup_schedule_rises_linearly():
 
 
 def test_cosine_outer_schedule_decays_to_a_hundredth():
-    from metapinn._experiment._problem import cosine_adam, outer_optimizer, run_settings
+    from metapinn._experiment._methods import cosine_adam
 
     steps = _first_steps(cosine_adam(0.01, 4))
     k = np.minimum(np.arange(6), 4)
     expected = 0.01 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * k / 4)))
     np.testing.assert_allclose(steps, expected, rtol=1e-5)
-    config = mp.ExperimentConfig.from_dict(TINY_W3)
-    assert outer_optimizer(config, "cond-multitask") is cosine_adam(config.outer_lr, 5)
+    config = mp.experiment.ExperimentConfig.from_dict(TINY_W3)
+    assert config.method("cond-multitask").outer_optimizer() is cosine_adam(config.outer_lr, 5)
     # The decay is over the run's length: a checkpoint records it, so that resuming
     # with more meta-steps is refused rather than silently changing the schedule.
-    settings = run_settings(config, "cond-multitask", 0)
+    settings = config.method("cond-multitask").run_settings(config, 0)
     assert (settings["outer_schedule"], settings["outer_schedule_steps"]) == ("cosine", 5)
-    assert "outer_schedule" not in run_settings(config, "multitask", 0)
+    assert "outer_schedule" not in config.method("multitask").run_settings(config, 0)
 
 
 def test_named_workloads():
@@ -303,12 +320,12 @@ def test_named_workloads():
         250,
         125,
     )
-    assert w3.resample and w3.train_params == mp.ExperimentConfig().train_params
+    assert w3.resample and w3.train_params == mp.experiment.ExperimentConfig().train_params
     pinn = mp.MLPPINN(w3.width, w3.depth, key=jax.random.key(0))
     n = sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(pinn, eqx.is_inexact_array)))
     assert n == 12_737
-    assert workload("W1") == mp.ExperimentConfig()
-    with pytest.raises(mp.ConfigError, match="unknown workload 'W9'"):
+    assert workload("W1") == mp.experiment.ExperimentConfig()
+    with pytest.raises(mp.experiment.ConfigError, match="unknown workload 'W9'"):
         workload("W9")
 
 
@@ -334,22 +351,22 @@ def test_named_workloads():
 )
 def test_bad_method_settings_are_named(changes, message):
     base = {**TINY_W3, "methods": ["multitask", "reptile", "cond-reptile"], "overrides": []}
-    with pytest.raises(mp.ConfigError, match=message.replace("(", r"\(")):
-        mp.ExperimentConfig.from_dict({**base, **changes})
+    with pytest.raises(mp.experiment.ConfigError, match=message.replace("(", r"\(")):
+        mp.experiment.ExperimentConfig.from_dict({**base, **changes})
 
 
 def test_bad_init_folder_is_named(tmp_path):
-    config = mp.ExperimentConfig.from_dict(
+    config = mp.experiment.ExperimentConfig.from_dict(
         {**TINY_W3, "methods": ["fomaml"], "overrides": [f"fomaml.init={tmp_path}"]}
     )
-    with pytest.raises(mp.ConfigError, match="neither a method of this run"):
-        mp.train_runs(config, tmp_path / "run", progress=False, log=lambda _: None)
+    with pytest.raises(mp.experiment.ConfigError, match="neither a method of this run"):
+        mp.experiment.train_runs(config, tmp_path / "run", progress=False, log=lambda _: None)
 
 
 def test_adapt_spec_names():
-    params, _, _ = initialisation(mp.ExperimentConfig.from_dict(TINY_W3), 0)
+    params, _, _ = initialisation(mp.experiment.ExperimentConfig.from_dict(TINY_W3), 0)
     assert adapt_spec(params, "all") is None
-    with pytest.raises(mp.ConfigError, match="adapt='middle'"):
+    with pytest.raises(ValueError, match="adapt='middle'"):
         adapt_spec(params, "middle")
 
 
@@ -359,10 +376,12 @@ def test_the_default_workload_is_w3_and_w1_is_one_flag_away():
     def config_of(*argv):
         return _config_for_run(build_parser().parse_args(["reproduce", *argv]), {})
 
-    assert mp.DEFAULT_WORKLOAD == "W3"
+    assert mp.experiment.DEFAULT_WORKLOAD == "W3"
     assert config_of() == workload("W3")
-    assert config_of("--workload", "W1") == mp.ExperimentConfig()
-    assert config_of("--workload", "W1", "--seeds", "4") == mp.ExperimentConfig(seeds=(4,))
+    assert config_of("--workload", "W1") == mp.experiment.ExperimentConfig()
+    assert config_of("--workload", "W1", "--seeds", "4") == mp.experiment.ExperimentConfig(
+        seeds=(4,)
+    )
 
 
 def test_workload_flag_and_its_conflicts(tmp_path, capsys):
@@ -380,7 +399,7 @@ def test_workload_flag_and_its_conflicts(tmp_path, capsys):
 def test_a_diverged_warm_start_source_stops_only_its_dependents(tmp_path):
     """Multi-task training meets nu = 3e38 and overflows; Reptile, warm-started from
     it, is reported as not trained; the conditioned PINN still trains."""
-    config = mp.ExperimentConfig.from_dict(
+    config = mp.experiment.ExperimentConfig.from_dict(
         {
             **TINY_W3,
             "train_params": [0.02, 0.03, 3e38],
@@ -389,7 +408,9 @@ def test_a_diverged_warm_start_source_stops_only_its_dependents(tmp_path):
             "overrides": ["reptile.init=multitask"],
         }
     )
-    results = mp.reproduce(config, tmp_path, progress=False, log=lambda _: None, plots=False)
+    results = mp.experiment.reproduce(
+        config, tmp_path, progress=False, log=lambda _: None, plots=False
+    )
     diverged = {d["method"]: d for d in results["diverged"]}
     assert set(diverged) >= {"multitask", "reptile"}
     assert diverged["reptile"]["source"] == "multitask"
@@ -402,12 +423,12 @@ def test_a_diverged_warm_start_source_stops_only_its_dependents(tmp_path):
 def test_loss_weights_reach_every_methods_loss():
     from metapinn._experiment._problem import build_problem
 
-    config = mp.ExperimentConfig.from_dict({**TINY_W3, "loss_weights": [1, 100, 2]})
+    config = mp.experiment.ExperimentConfig.from_dict({**TINY_W3, "loss_weights": [1, 100, 2]})
     assert config.loss_weights == (1.0, 100.0, 2.0)
     problem = build_problem(config)
-    assert problem.loss("multitask").weights == (1.0, 100.0, 2.0)
-    assert problem.loss("cond-reptile").loss.weights == (1.0, 100.0, 2.0)
-    assert build_problem(config.replace(loss_weights=(1, 1, 1))).loss("maml").weights is None
+    assert problem.loss().weights == (1.0, 100.0, 2.0)
+    assert problem.loss(conditioned=True).loss.weights == (1.0, 100.0, 2.0)
+    assert build_problem(config.replace(loss_weights=(1, 1, 1))).loss().weights is None
     from metapinn._experiment._report import _weights_text
 
     assert _weights_text(config.to_dict()).endswith("terms by 1, 100, 2.")

@@ -204,7 +204,7 @@ def test_random_ic_cole_hopf_solves_burgers(getkey):
     """The quadrature's derivatives (by jax.grad) satisfy the PDE at random points."""
     a = mp.random_initial_conditions(getkey(), 1)[0]
     nu = 0.01
-    nodes = mp.default_num_nodes(nu, 1.0, a.tolist())
+    nodes = mp.cole_hopf_num_nodes(nu, 1.0, a.tolist())
 
     def u(x, t):
         return mp.cole_hopf_solution(x, t, nu, coefficients=np.asarray(a), num_nodes=nodes)

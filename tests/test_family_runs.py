@@ -39,7 +39,7 @@ def test_reproduce_quick_runs_every_family(family, tmp_path, capsys):
     assert title.endswith("-quick (quick run: a smoke test, not meaningful numbers)")
     results = json.loads((out / "results.json").read_text())
     fam = mp.FAMILIES[family]
-    config = mp.ExperimentConfig.from_dict(results["config"])
+    config = mp.experiment.ExperimentConfig.from_dict(results["config"])
     assert results["family"] == config.family == family
     # The family's standard tasks, labelled by its own parameter.
     if fam.scalar:
@@ -69,8 +69,8 @@ def test_reference_fields_are_the_familys_own(family):
     """The evaluation's truth is each held-out task's own reference, in the order of
     the held-out tasks, on the family's standard grid: its first time row is the
     task's initial condition, and a later row is that task's reference solution."""
-    config = mp.workload("W1", family=family)
-    x, t, points, u = mp.reference_fields(config)
+    config = mp.experiment.workload("W1", family=family)
+    x, t, points, u = mp.experiment.reference_fields(config)
     fam = mp.FAMILIES[family]
     pde = fam.pde()
     assert (x[0], x[-1], t[0], t[-1]) == (pde.x_min, pde.x_max, pde.t_min, pde.t_max)
@@ -93,7 +93,9 @@ def test_nearest_training_task_breaks_ties_to_the_lower_index():
     heat = mp.FAMILIES["heat"]
     # 0.4 is the geometric midpoint of 0.2 and 0.8: a tie, to the first.
     assert heat.nearest(np.array([0.2, 0.8]), np.array([0.4, 0.5, 0.3])) == (0, 1, 0)
-    config = mp.workload("W1", train_params=(0.2, 0.8), test_params=(0.4,), tasks_per_step=1)
+    config = mp.experiment.workload(
+        "W1", train_params=(0.2, 0.8), test_params=(0.4,), tasks_per_step=1
+    )
     assert nearest_training_tasks(config) == (0,)
     # A drawn function's nearest task is the nearest in L2 of its coefficients.
     f6 = mp.FAMILIES["burgers-random-ic"]
@@ -102,34 +104,34 @@ def test_nearest_training_task_breaks_ties_to_the_lower_index():
 
 
 def test_family_settings_are_checked():
-    with pytest.raises(mp.ConfigError, match="family='poisson'"):
-        mp.ExperimentConfig(family="poisson")
-    with pytest.raises(mp.ConfigError, match="every kappa must be finite and > 0"):
-        mp.ExperimentConfig(family="heat", train_params=(0.1, -1.0), tasks_per_step=1)
-    with pytest.raises(mp.ConfigError, match="burgers-random-ic's tasks are drawn"):
-        mp.ExperimentConfig(family="burgers-random-ic", test_params=(0.1,))
-    with pytest.raises(mp.ConfigError, match="n_train_tasks=5 is invalid: heat's tasks"):
-        mp.ExperimentConfig(family="heat", n_train_tasks=5)
-    with pytest.raises(mp.ConfigError, match="workload W2 is defined on"):
-        mp.workload("W2", family="wave")
-    with pytest.raises(mp.ConfigError, match="tasks_per_step=6 is invalid"):
-        mp.ExperimentConfig(family="heat", train_params=(0.1, 0.2))
+    with pytest.raises(mp.experiment.ConfigError, match="family='poisson'"):
+        mp.experiment.ExperimentConfig(family="poisson")
+    with pytest.raises(mp.experiment.ConfigError, match="every kappa must be finite and > 0"):
+        mp.experiment.ExperimentConfig(family="heat", train_params=(0.1, -1.0), tasks_per_step=1)
+    with pytest.raises(mp.experiment.ConfigError, match="burgers-random-ic's tasks are drawn"):
+        mp.experiment.ExperimentConfig(family="burgers-random-ic", test_params=(0.1,))
+    with pytest.raises(mp.experiment.ConfigError, match="n_train_tasks=5 is invalid: heat's tasks"):
+        mp.experiment.ExperimentConfig(family="heat", n_train_tasks=5)
+    with pytest.raises(mp.experiment.ConfigError, match="workload W2 is defined on"):
+        mp.experiment.workload("W2", family="wave")
+    with pytest.raises(mp.experiment.ConfigError, match="tasks_per_step=6 is invalid"):
+        mp.experiment.ExperimentConfig(family="heat", train_params=(0.1, 0.2))
     # A change of family takes the new family's standard tasks unless it names them.
-    heat = mp.workload("W3").replace(family="heat")
+    heat = mp.experiment.workload("W3").replace(family="heat")
     assert heat.train_params == mp.FAMILIES["heat"].train_values
-    assert mp.workload("W3", family="heat").name == "W3-heat"
+    assert mp.experiment.workload("W3", family="heat").name == "W3-heat"
     # Configs written before the families (train_nus, test_nus) still load as Burgers.
-    old = mp.ExperimentConfig.from_dict({"train_nus": [0.01, 0.02], "test_nus": [0.015],
+    old = mp.experiment.ExperimentConfig.from_dict({"train_nus": [0.01, 0.02], "test_nus": [0.015],
                                          "tasks_per_step": 2})  # fmt: skip
     assert (old.family, old.train_params, old.test_params) == ("burgers", (0.01, 0.02), (0.015,))
-    with pytest.raises(mp.ConfigError, match="name the same setting"):
-        mp.ExperimentConfig.from_dict({"train_nus": [0.01], "train_params": [0.01]})
+    with pytest.raises(mp.experiment.ConfigError, match="name the same setting"):
+        mp.experiment.ExperimentConfig.from_dict({"train_nus": [0.01], "train_params": [0.01]})
 
 
 def test_w2_reports_its_out_of_range_viscosities_separately():
     from metapinn._experiment._report import in_range
 
-    w2 = mp.workload("W2")
+    w2 = mp.experiment.workload("W2")
     assert (min(w2.train_params), max(w2.train_params)) == pytest.approx((0.001, 0.1))
     assert in_range(w2).tolist() == [True] * 6 + [False, False]
     ratios = np.diff(np.log(w2.train_params))
@@ -140,7 +142,7 @@ def test_w2_reports_its_out_of_range_viscosities_separately():
 def test_drawn_tasks_do_not_depend_on_x64():
     """F6's tasks are drawn in float32, so a run's tasks (and its reference cache keys)
     are the same with and without jax_enable_x64 (this process has it on)."""
-    config = mp.workload("W3", family="burgers-random-ic")
+    config = mp.experiment.workload("W3", family="burgers-random-ic")
     train, test = experiment_tasks(config, "float32")
     assert train.coefficients.shape == (48, 8) and test.coefficients.shape == (4, 8)
     assert not np.allclose(train.coefficients[:4], test.coefficients)
@@ -150,7 +152,8 @@ def test_drawn_tasks_do_not_depend_on_x64():
     script = (
         "import json, numpy as np, metapinn as mp\n"
         "from metapinn._experiment._problem import experiment_tasks\n"
-        "_, test = experiment_tasks(mp.workload('W3', family='burgers-random-ic'), 'float32')\n"
+        "config = mp.experiment.workload('W3', family='burgers-random-ic')\n"
+        "_, test = experiment_tasks(config, 'float32')\n"
         "print(json.dumps(np.asarray(test.coefficients).tolist()))"
     )
     env = {**os.environ, "JAX_ENABLE_X64": "0", "JAX_PLATFORMS": "cpu"}
@@ -205,7 +208,7 @@ def _task_key_of(kappa, pde, x, t):
 def test_every_summary_averages_the_in_range_tasks():
     from metapinn._experiment._report import in_range, plain_adam_summary
 
-    config = mp.ExperimentConfig(train_params=(0.02, 0.04), test_params=(0.03, 0.05),
+    config = mp.experiment.ExperimentConfig(train_params=(0.02, 0.04), test_params=(0.03, 0.05),
                                  tasks_per_step=1)  # fmt: skip
     assert in_range(config).tolist() == [True, False]
     rel = np.array([[[0.1, 9.0], [0.3, 9.0]]])  # (init, seed, task): 9 is out of range
@@ -213,5 +216,7 @@ def test_every_summary_averages_the_in_range_tasks():
     assert summary["rel_l2"]["random"]["mean"] == pytest.approx(0.2)
     # With no held-out value in the training range, every task counts (nothing to
     # set the extrapolation apart from), rather than an empty average.
-    lone = mp.ExperimentConfig(train_params=(0.01,), test_params=(0.02, 0.03), tasks_per_step=1)
+    lone = mp.experiment.ExperimentConfig(
+        train_params=(0.01,), test_params=(0.02, 0.03), tasks_per_step=1
+    )
     assert in_range(lone).tolist() == [True, True]

@@ -15,12 +15,12 @@ import pytest
 import metapinn._pde._burgers._cached as cached
 import metapinn._pde._burgers._reference as reference
 from metapinn._grid import grid_points, standard_grid
-from metapinn._pde._burgers._cached import cached_reference_solution
-from metapinn._pde._burgers._exact import cole_hopf_solution, default_num_nodes
+from metapinn._pde._burgers._cached import cached_burgers_reference
+from metapinn._pde._burgers._exact import cole_hopf_num_nodes, cole_hopf_solution
 from metapinn._pde._burgers._reference import (
     SpectralBurgersSolver,
-    default_grid_size,
-    reference_solution,
+    burgers_grid_size,
+    burgers_reference_solution,
 )
 
 
@@ -54,7 +54,7 @@ def test_cole_hopf_quadrature_converged_in_node_count():
     nu = 0.002
     x = jnp.linspace(-1.0, 1.0, 41)
     t = jnp.array([0.01, 0.2, 0.5, 1.0])
-    n = default_num_nodes(nu, 1.0)
+    n = cole_hopf_num_nodes(nu, 1.0)
     u = cole_hopf_solution(x[None, :], t[:, None], nu, num_nodes=n)
     finer = cole_hopf_solution(x[None, :], t[:, None], nu, num_nodes=2 * n + 1)
     np.testing.assert_allclose(u, finer, rtol=0, atol=1e-13)
@@ -68,7 +68,7 @@ def test_cole_hopf_satisfies_burgers():
     """The residual u_t + u u_x - nu u_xx, by AD through the quadrature, vanishes: this
     checks the constants of the transformation."""
     nu = 0.02
-    n = default_num_nodes(nu, 1.0)
+    n = cole_hopf_num_nodes(nu, 1.0)
 
     def u(x, t):
         return cole_hopf_solution(x, t, nu, num_nodes=n)
@@ -104,7 +104,7 @@ def test_cole_hopf_basdevant_maximum_slope():
     """Basdevant et al. (1986), Computers & Fluids 14:23-41: for nu = 0.01/pi the
     largest |u_x(0, t)| is 152.00516, reached at t = 1.6037/pi."""
     nu = 0.01 / math.pi
-    n = default_num_nodes(nu, 1.0)
+    n = cole_hopf_num_nodes(nu, 1.0)
     slope = jax.jit(
         jax.vmap(jax.grad(lambda x, t: cole_hopf_solution(x, t, nu, num_nodes=n)), (None, 0))
     )
@@ -166,17 +166,17 @@ def test_standard_grid_and_grid_points():
 
 def test_default_grid_size():
     for nu in [0.1, 0.05, 0.02, 0.01, 0.01 / math.pi, 0.005, 0.002, 0.001]:
-        m = default_grid_size(nu)
+        m = burgers_grid_size(nu)
         assert m % 2 == 0 and m >= max(32, 3.75 / nu)
         rest = m
         for p in (2, 3):
             while rest % p == 0:
                 rest //= p
         assert rest == 1, m
-    assert default_grid_size(0.005) == 768
-    assert default_grid_size(10.0) == 32
+    assert burgers_grid_size(0.005) == 768
+    assert burgers_grid_size(10.0) == 32
     with pytest.raises(ValueError, match="-0.1"):
-        default_grid_size(-0.1)
+        burgers_grid_size(-0.1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def test_default_grid_size():
 )
 def test_reference_matches_cole_hopf(nu):
     x, t = standard_grid()
-    u = reference_solution(nu, x, t)
+    u = burgers_reference_solution(nu, x, t)
     assert u.shape == (101, 256) and u.dtype == jnp.float64
     assert _relative_l2(u, _cole_hopf_grid(nu, x, t)) <= 1e-6
     np.testing.assert_allclose(u[0], -jnp.sin(jnp.pi * x), rtol=0, atol=1e-14)
@@ -205,7 +205,9 @@ def test_reference_matches_cole_hopf(nu):
 
 def test_reference_defaults_to_standard_grid():
     x, t = standard_grid()
-    np.testing.assert_array_equal(reference_solution(0.1), reference_solution(0.1, x, t))
+    np.testing.assert_array_equal(
+        burgers_reference_solution(0.1), burgers_reference_solution(0.1, x, t)
+    )
 
 
 @pytest.mark.slow
@@ -214,9 +216,9 @@ def test_reference_converges_under_refinement():
     accuracy claimed at the default size."""
     x = jnp.linspace(-1.0, 1.0, 33)
     t = jnp.linspace(0.0, 1.0, 5)
-    coarse = reference_solution(0.02, x, t, grid_size=96)
-    default = reference_solution(0.02, x, t)
-    fine = reference_solution(0.02, x, t, grid_size=384)
+    coarse = burgers_reference_solution(0.02, x, t, grid_size=96)
+    default = burgers_reference_solution(0.02, x, t)
+    fine = burgers_reference_solution(0.02, x, t, grid_size=384)
     assert _relative_l2(default, fine) < 1e-6
     assert _relative_l2(coarse, fine) > 10 * _relative_l2(default, fine)
 
@@ -224,35 +226,35 @@ def test_reference_converges_under_refinement():
 def test_reference_batch_matches_single_solves():
     x, t = standard_grid()
     nus = jnp.array([0.1, 0.08])
-    assert default_grid_size(0.1) == default_grid_size(0.08)  # one vmapped group
-    u = reference_solution(nus, x, t)
+    assert burgers_grid_size(0.1) == burgers_grid_size(0.08)  # one vmapped group
+    u = burgers_reference_solution(nus, x, t)
     assert u.shape == (2, 101, 256)
-    np.testing.assert_allclose(u[0], reference_solution(0.1, x, t), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(u[0], burgers_reference_solution(0.1, x, t), rtol=0, atol=1e-12)
     assert _relative_l2(u[1], _cole_hopf_grid(0.08, x, t)) <= 1e-6
 
 
 def test_reference_under_jit_and_vmap():
     x, t = standard_grid()
-    eager = reference_solution(0.1, x, t, grid_size=48)
-    solve = jax.jit(lambda nu: reference_solution(nu, x, t, grid_size=48))
+    eager = burgers_reference_solution(0.1, x, t, grid_size=48)
+    solve = jax.jit(lambda nu: burgers_reference_solution(nu, x, t, grid_size=48))
     np.testing.assert_allclose(solve(0.1), eager, rtol=0, atol=1e-14)
     with pytest.raises((ValueError, RuntimeError), match="nu must be finite and > 0"):
         solve(-0.1)
     with pytest.raises(ValueError, match="grid_size must be given"):
-        jax.jit(lambda nu: reference_solution(nu, x, t))(0.1)
+        jax.jit(lambda nu: burgers_reference_solution(nu, x, t))(0.1)
 
 
 @pytest.mark.slow
 def test_reference_under_user_vmap():
     x, t = standard_grid()
-    batched = jax.vmap(lambda nu: reference_solution(nu, x, t, grid_size=48))
+    batched = jax.vmap(lambda nu: burgers_reference_solution(nu, x, t, grid_size=48))
     u = batched(jnp.array([0.1, 0.08]))
-    np.testing.assert_allclose(u[0], reference_solution(0.1, x, t), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(u[0], burgers_reference_solution(0.1, x, t), rtol=0, atol=1e-12)
     np.testing.assert_allclose(
-        u[1], reference_solution(0.08, x, t, grid_size=48), rtol=0, atol=1e-12
+        u[1], burgers_reference_solution(0.08, x, t, grid_size=48), rtol=0, atol=1e-12
     )
     # A batch of traced viscosities inside jit: one vmapped solve with throw=False.
-    solve = jax.jit(lambda nus: reference_solution(nus, x, t, grid_size=48))
+    solve = jax.jit(lambda nus: burgers_reference_solution(nus, x, t, grid_size=48))
     np.testing.assert_allclose(solve(jnp.array([0.1, 0.08])), u, rtol=0, atol=1e-12)
     with pytest.raises((ValueError, RuntimeError), match="nu must be finite and > 0"):
         solve(jnp.array([0.1, -0.08]))
@@ -260,11 +262,13 @@ def test_reference_under_user_vmap():
 
 def test_solver_module_reports_steps():
     x, t = standard_grid()
-    # The jitted solve that reference_solution uses, so the compilation is shared.
+    # The jitted solve that burgers_reference_solution uses, so the compilation is shared.
     sol = reference._solve_one(SpectralBurgersSolver(48), jnp.asarray(0.1, dtype=jnp.float64), x, t)
     assert sol.u.shape == (101, 256)
     assert 0 < int(sol.num_accepted_steps) <= int(sol.num_steps) < 100_000
-    np.testing.assert_allclose(sol.u, reference_solution(0.1, x, t, grid_size=48), atol=1e-14)
+    np.testing.assert_allclose(
+        sol.u, burgers_reference_solution(0.1, x, t, grid_size=48), atol=1e-14
+    )
 
 
 @pytest.mark.slow
@@ -272,39 +276,39 @@ def test_reference_single_solve_failure_is_an_error():
     x = jnp.linspace(-1.0, 1.0, 17)
     t = jnp.linspace(0.0, 0.5, 6)
     with pytest.raises(RuntimeError, match=r"nu=0\.1 \(grid_size=48"):
-        reference_solution(0.1, x, t, max_steps=3)
+        burgers_reference_solution(0.1, x, t, max_steps=3)
 
 
 def test_reference_batch_failure_names_the_viscosity():
     x = jnp.linspace(-1.0, 1.0, 17)
     t = jnp.linspace(0.0, 0.5, 6)
     with pytest.raises(RuntimeError, match=r"nu=0\.05 .*maximum number of solver steps"):
-        reference_solution(jnp.array([0.05, 0.06]), x, t, grid_size=96, max_steps=3)
+        burgers_reference_solution(jnp.array([0.05, 0.06]), x, t, grid_size=96, max_steps=3)
 
 
 def test_reference_bad_input():
     x, t = standard_grid()
     for nu, text in [(0.0, "0.0"), (-0.01, "-0.01"), (float("nan"), "nan"), (math.inf, "inf")]:
         with pytest.raises(ValueError, match=f"nu must be finite and > 0, got nu = {text}"):
-            reference_solution(nu, x, t)
+            burgers_reference_solution(nu, x, t)
     with pytest.raises(ValueError, match="-2.0"):
-        reference_solution(jnp.array([0.1, -2.0]), x, t)
+        burgers_reference_solution(jnp.array([0.1, -2.0]), x, t)
     with pytest.raises(ValueError, match=r"\(1, 2\)"):
-        reference_solution(jnp.array([[0.1, 0.2]]), x, t)
+        burgers_reference_solution(jnp.array([[0.1, 0.2]]), x, t)
     with pytest.raises(ValueError, match=r"x must be a non-empty 1-D array; got shape \(0,\)"):
-        reference_solution(0.1, jnp.zeros((0,)), t)
+        burgers_reference_solution(0.1, jnp.zeros((0,)), t)
     with pytest.raises(ValueError, match=r"shape \(2, 128\)"):
-        reference_solution(0.1, x.reshape(2, 128), t)
+        burgers_reference_solution(0.1, x.reshape(2, 128), t)
     with pytest.raises(ValueError, match=r"x\[1\] = 1.5"):
-        reference_solution(0.1, jnp.array([0.0, 1.5]), t)
+        burgers_reference_solution(0.1, jnp.array([0.0, 1.5]), t)
     with pytest.raises(ValueError, match=r"strictly increasing; got x\[1\] = 0.5"):
-        reference_solution(0.1, jnp.array([0.0, 0.5, 0.5]), t)
+        burgers_reference_solution(0.1, jnp.array([0.0, 0.5, 0.5]), t)
     with pytest.raises(ValueError, match=r"strictly increasing; got t\[0\] = 0.5"):
-        reference_solution(0.1, x, jnp.array([0.5, 0.25]))
+        burgers_reference_solution(0.1, x, jnp.array([0.5, 0.25]))
     with pytest.raises(ValueError, match=r"t\[1\] = 1.5"):
-        reference_solution(0.1, x, jnp.array([0.0, 1.5]))
+        burgers_reference_solution(0.1, x, jnp.array([0.0, 1.5]))
     with pytest.raises(ValueError, match=r"t\[0\] = -0.1"):
-        reference_solution(0.1, x, jnp.array([-0.1, 0.5]))
+        burgers_reference_solution(0.1, x, jnp.array([-0.1, 0.5]))
     with pytest.raises(ValueError, match="grid_size must be even and >= 8, got 47"):
         SpectralBurgersSolver(47)
     with pytest.raises(ValueError, match="rtol"):
@@ -321,31 +325,31 @@ def _npz_files(directory) -> list[str]:
 
 def test_cache_hit_returns_identical_arrays(tmp_path, monkeypatch):
     x, t = standard_grid()
-    first = cached_reference_solution(0.1, x, t, cache_dir=tmp_path)
+    first = cached_burgers_reference(0.1, x, t, cache_dir=tmp_path)
     assert isinstance(first, np.ndarray) and first.dtype == np.float64
-    np.testing.assert_array_equal(first, np.asarray(reference_solution(0.1, x, t)))
+    np.testing.assert_array_equal(first, np.asarray(burgers_reference_solution(0.1, x, t)))
     (name,) = _npz_files(tmp_path)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
 
     def no_solving(*args, **kwargs):
         raise AssertionError("a cache hit must not solve")
 
-    monkeypatch.setattr(cached, "reference_solution", no_solving)
-    again = cached_reference_solution(0.1, x, t, cache_dir=tmp_path)
+    monkeypatch.setattr(cached, "burgers_reference_solution", no_solving)
+    again = cached_burgers_reference(0.1, x, t, cache_dir=tmp_path)
     np.testing.assert_array_equal(again, first)
     # The default grid is the standard grid, with the same key.
-    np.testing.assert_array_equal(cached_reference_solution(0.1, cache_dir=tmp_path), first)
+    np.testing.assert_array_equal(cached_burgers_reference(0.1, cache_dir=tmp_path), first)
     # The environment variable sets the default folder.
     monkeypatch.setenv("METAPINN_CACHE", str(tmp_path))
-    np.testing.assert_array_equal(cached_reference_solution(0.1, x, t), first)
+    np.testing.assert_array_equal(cached_burgers_reference(0.1, x, t), first)
     assert _npz_files(tmp_path) == [name]
 
 
 def test_cache_changed_setting_misses(tmp_path):
     x, t = standard_grid()
-    cached_reference_solution(0.1, x, t, cache_dir=tmp_path)
+    cached_burgers_reference(0.1, x, t, cache_dir=tmp_path)
     # Other times (same shape, so no recompilation) are a different entry.
-    later = cached_reference_solution(0.1, x, t * 0.5, cache_dir=tmp_path)
+    later = cached_burgers_reference(0.1, x, t * 0.5, cache_dir=tmp_path)
     assert len(_npz_files(tmp_path)) == 2
     np.testing.assert_allclose(later, _cole_hopf_grid(0.1, x, t * 0.5), atol=1e-6)
     # Every setting that changes the numbers changes the key.
@@ -362,19 +366,19 @@ def test_cache_changed_setting_misses(tmp_path):
 def test_cache_batch_and_corrupt_file(tmp_path):
     x, t = standard_grid()
     nus = np.array([0.1, 0.08])
-    u = cached_reference_solution(nus, x, t, cache_dir=tmp_path)
+    u = cached_burgers_reference(nus, x, t, cache_dir=tmp_path)
     assert u.shape == (2, 101, 256)
     assert len(_npz_files(tmp_path)) == 2
-    np.testing.assert_array_equal(u[0], cached_reference_solution(0.1, x, t, cache_dir=tmp_path))
+    np.testing.assert_array_equal(u[0], cached_burgers_reference(0.1, x, t, cache_dir=tmp_path))
     # A torn or foreign file is recomputed, not trusted.
     for name in _npz_files(tmp_path):
         (tmp_path / name).write_bytes(b"not an npz file")
-    np.testing.assert_array_equal(cached_reference_solution(nus, x, t, cache_dir=tmp_path), u)
+    np.testing.assert_array_equal(cached_burgers_reference(nus, x, t, cache_dir=tmp_path), u)
 
 
 def test_cache_bad_input(tmp_path):
     with pytest.raises(ValueError, match="-1.0"):
-        cached_reference_solution(-1.0, cache_dir=tmp_path)
+        cached_burgers_reference(-1.0, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="concrete nu"):
-        jax.jit(lambda nu: jnp.asarray(cached_reference_solution(nu, cache_dir=tmp_path)))(0.1)
+        jax.jit(lambda nu: jnp.asarray(cached_burgers_reference(nu, cache_dir=tmp_path)))(0.1)
     assert _npz_files(tmp_path) == []

@@ -49,7 +49,7 @@ INITS = ("random", "maml", "multitask")
 
 
 def _config(**changes):
-    return mp.ExperimentConfig.from_dict({**SETTINGS, **changes})
+    return mp.experiment.ExperimentConfig.from_dict({**SETTINGS, **changes})
 
 
 def _per_run(curves: dict[str, list[list[float]]], n_tasks: int = 2) -> dict[str, np.ndarray]:

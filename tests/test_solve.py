@@ -104,7 +104,7 @@ def test_an_init_of_another_family_or_method_is_named(tiny_run, tmp_path, capsys
     for init, match in [
         (f"{tiny_run}:multitask", "trained on the family 'burgers', not 'heat'"),
         (f"{tiny_run}:maml", "no method 'maml'"),
-        (f"{tmp_path}:multitask", "not a run folder"),
+        (f"{tmp_path}:multitask", "is not a metapinn run folder"),
     ]:
         family = "heat" if "family" in match else "burgers"
         with pytest.raises(SystemExit) as exit_info:

@@ -56,11 +56,11 @@ def test_a_bad_family_name_is_named(user_module, name, match):
 
 
 def test_a_config_takes_a_user_family_and_names_the_run_after_it(user_module):
-    config = mp.workload("W1", family="my_families.py:MY_HEAT")
+    config = mp.experiment.workload("W1", family="my_families.py:MY_HEAT")
     assert config.name == "W1-my-heat"
     assert config.train_params == (0.02, 0.03, 0.05, 0.08, 0.12, 0.2)
-    with pytest.raises(mp.ConfigError, match="no attribute 'NOPE'"):
-        mp.workload("W1", family="my_families.py:NOPE")
+    with pytest.raises(mp.experiment.ConfigError, match="no attribute 'NOPE'"):
+        mp.experiment.workload("W1", family="my_families.py:NOPE")
 
 
 def test_families_lists_a_user_family(user_module, capsys):

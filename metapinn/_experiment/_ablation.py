@@ -4,7 +4,7 @@ main job's pipeline.
 A grid is a base configuration (a named workload on a family, with changes) and axes,
 each a setting with a list of values. Every combination of values is a *cell*: one
 method with those settings, in a run folder of its own (`cells/<name>/`), meta-trained
-and evaluated by [`metapinn.reproduce`][] on the base's seeds, collocation points and
+and evaluated by [`metapinn.experiment.reproduce`][] on the base's seeds, collocation points and
 held-out tasks, so that every cell is measured by the same protocol (docs/design.md §5).
 
 A method that starts from another method's result (W3's meta-learners start from
@@ -30,44 +30,34 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import jax
+from typing import Any, cast
 
 from .._checkpoint import write_json
 from ._config import (
-    DIVERGED,
-    EVALUATION_KEYS,
-    LABELS,
-    METHOD_NAMES,
-    OVERRIDE_KEYS,
     ConfigError,
     ExperimentConfig,
     _coerce,
     _parse_override,
+    fields_with_role,
 )
+from ._folder import RunFolder, mismatches
+from ._methods import METHOD_NAMES, label
 from ._workloads import DEFAULT_WORKLOAD, WORKLOADS, quick as _quick, workload
 
 
 METHOD_KEY = "method"
 """The axis that names each cell's method (one of `METHOD_NAMES`)."""
-RUN_WIDE_KEYS = {
-    "width": int,
-    "depth": int,
-    "dtype": str,
-    "n_interior": int,
-    "n_initial": int,
-    "n_boundary": int,
-    "tasks_per_step": int,
-    "tasks_at_once": int,
-    "resample": bool,
+_TYPES: dict[str, type] = {f.name: cast(type, f.type) for f in dataclasses.fields(ExperimentConfig)}
+GRID_KEYS: dict[str, type] = {
+    METHOD_KEY: str,
+    **{k: _TYPES[k] for k in fields_with_role("method")},
+    **{k: _TYPES[k] for k in fields_with_role("gridded")},
 }
-"""Settings of the whole run a grid may vary (they change the cell's sources too)."""
-GRID_KEYS: dict[str, type] = {METHOD_KEY: str, **OVERRIDE_KEYS, **RUN_WIDE_KEYS}
-"""Every setting a grid may vary: the method, the per-method settings of `OVERRIDE_KEYS`
-(set for the cell's method alone: its order is its method, `maml` or `fomaml`; learned
-inner rates are `metasgd` and `mamlpp`; a warm start is `init`), and `RUN_WIDE_KEYS`.
-The seeds, points, tasks and evaluation are the base's, the same in every cell."""
+"""Every setting a grid may vary: the method, the method settings (set for the cell's
+method alone: its order is its method, `maml` or `fomaml`; learned inner rates are
+`metasgd` and `mamlpp`; a warm start is `init`), and the run-wide settings with the
+role `gridded` (they change the cell's sources too). The seeds, points, tasks and
+evaluation are the base's, the same in every cell."""
 GRID_FILE_KEYS = ("workload", "family", "settings", "vary")
 """The keys of a grid file: the named workload (default W3) and family (default
 Burgers) of the base, `settings` (changes to it, any configuration key), and `vary`
@@ -103,14 +93,14 @@ class AblationGrid:
 
     **Arguments:**
 
-    - `base`: the [`metapinn.ExperimentConfig`][] every cell starts from (its methods
+    - `base`: the [`metapinn.experiment.ExperimentConfig`][] every cell starts from (its methods
       serve only as the sources a cell's `init` may name).
     - `axes`: `((key, values), ...)`, each key one of `GRID_KEYS`, in the order they
       vary (the last fastest); `method` must be one of them, or its one value given.
 
-    **Raises:** [`metapinn.GridError`][] for an unknown or repeated key, values that
+    **Raises:** [`metapinn.experiment.GridError`][] for an unknown or repeated key, values that
     are not a non-empty list or list a value twice, a value of the wrong type, or no
-    `method` axis; [`metapinn.AblationGrid.cells`][] raises it for a cell whose settings
+    `method` axis; [`metapinn.experiment.AblationGrid.cells`][] raises it for a cell whose settings
     are incompatible.
     """
 
@@ -172,8 +162,12 @@ class AblationGrid:
         try:
             if method not in METHOD_NAMES:
                 raise GridError(f"unknown method {method!r}; choose from {', '.join(METHOD_NAMES)}")
-            run_wide = {k: v for k, v in values.items() if k in RUN_WIDE_KEYS}
-            own = [f"{method}.{k}={_text(v)}" for k, v in values.items() if k in OVERRIDE_KEYS]
+            run_wide = {k: v for k, v in values.items() if k in fields_with_role("gridded")}
+            own = [
+                f"{method}.{k}={_text(v)}"
+                for k, v in values.items()
+                if k in fields_with_role("method")
+            ]
             mine = [o for o in self.base.overrides if _parse_override(o)[0] == method] + own
             chain = _sources(self.base, mine, method)
             if chain:
@@ -236,7 +230,11 @@ def _sources(base: ExperimentConfig, overrides: Sequence[str], method: str) -> l
 
 def _digest(config: ExperimentConfig) -> str:
     """A short digest of the settings a source's training depends on."""
-    data = {k: v for k, v in config.to_dict().items() if k not in ("name", *EVALUATION_KEYS)}
+    data = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in ("name", *fields_with_role("evaluation"))
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -302,9 +300,9 @@ def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
     **Arguments:** `path`, the grid file.
 
     **Returns:** its data, a dict with some of `GRID_FILE_KEYS` (`settings` and `vary`
-    are dicts), for [`metapinn.make_grid`][]; the values are not checked here.
+    are dicts), for [`metapinn.experiment.make_grid`][]; the values are not checked here.
 
-    **Raises:** [`metapinn.GridError`][] naming the file and the problem: a missing
+    **Raises:** [`metapinn.experiment.GridError`][] naming the file and the problem: a missing
     file, one that does not parse, not an object, an unknown key, or `settings` or
     `vary` that is not a table. Other read errors (e.g. a `PermissionError`) propagate
     as they are.
@@ -353,12 +351,13 @@ def make_grid(
     vary: Sequence[tuple[str, Sequence[Any]]] = (),
     quick: bool = False,
 ) -> AblationGrid:
-    """A grid from a grid file's `data` (see [`metapinn.read_grid_file`][]) and arguments that
-    override it: the workload and family of the base, `settings` (configuration
-    changes, applied after the file's) and `vary` (axes that replace the file's axes
-    of the same key, or are added after them). A setting of `OVERRIDE_KEYS` given
-    here applies to every method: it replaces the workload's values for single
-    methods. `quick` shrinks the base to a smoke run (see [`metapinn.quick`][]).
+    """A grid from a grid file's `data` (see
+    [`metapinn.experiment.read_grid_file`][]) and arguments that override it: the
+    workload and family of the base, `settings` (configuration changes, applied after
+    the file's) and `vary` (axes that replace the file's axes of the same key, or are
+    added after them). A method setting given here applies to every method: it
+    replaces the workload's values for single methods. `quick` shrinks the base to a
+    smoke run (see [`metapinn.experiment.quick`][]).
 
     **Arguments:**
 
@@ -372,11 +371,12 @@ def make_grid(
     - `vary`: axes `((key, values), ...)`, each key one of `GRID_KEYS`.
     - `quick`: shrink the base to a smoke run (default `False`).
 
-    **Returns:** an [`metapinn.AblationGrid`][].
+    **Returns:** an [`metapinn.experiment.AblationGrid`][].
 
-    **Raises:** [`metapinn.GridError`][] (a [`metapinn.ConfigError`][]) for any bad
-    value: an unknown workload, `methods` among the settings, a bad base, a key given
-    twice in `vary`, or what [`metapinn.AblationGrid`][] rejects.
+    **Raises:** [`metapinn.experiment.GridError`][] (a
+    [`metapinn.experiment.ConfigError`][]) for any bad value: an unknown workload,
+    `methods` among the settings, a bad base, a key given twice in `vary`, or what
+    [`metapinn.experiment.AblationGrid`][] rejects.
     """
     data = dict(data or {})
     name = workload_name or data.get("workload") or DEFAULT_WORKLOAD
@@ -413,7 +413,7 @@ def _changed(base: ExperimentConfig, changes: dict[str, Any]) -> ExperimentConfi
     if not changes:
         return base
     changes = dict(changes)
-    if set(changes) & set(OVERRIDE_KEYS) and "overrides" not in changes:
+    if set(changes) & set(fields_with_role("method")) and "overrides" not in changes:
         changes["overrides"] = [o for o in base.overrides if _parse_override(o)[1] not in changes]
     return base.replace(**changes)
 
@@ -447,10 +447,10 @@ def run_ablation(
 
     **Arguments:** the grid; the folder; `resume`, continue a grid folder (finished
     cells are read, not rerun); `progress`, `stop_after` and `log` as for
-    [`metapinn.train_runs`][] (`stop_after` counts the meta-steps of the first run that
+    [`metapinn.experiment.train_runs`][] (`stop_after` counts the meta-steps of the first run that
     trains); `plots`, draw every cell's plots and the grid's; `command`, the command
     line recorded with the results; `previous_checkpoint`, with `resume`, a run whose
-    checkpoint is damaged continues from the one before (see [`metapinn.train_runs`][]);
+    checkpoint is damaged continues from the one before (see [`metapinn.experiment.train_runs`][]);
     `train=False` tabulates the cells finished so far and trains nothing (the others
     are left out of the table, and named in the log); `mesh`, split each meta-step's
     task batch over these devices (in a multi-process job, a mesh over every process's
@@ -462,16 +462,21 @@ def run_ablation(
     **Raises:** `GridError` for a bad cell (before anything is trained), or for a
     grid folder resumed or tabulated with another base; `FileExistsError` if `out_dir`
     holds a grid and `resume` is false; `FileNotFoundError` with `train=False` if it
-    holds none; otherwise what [`metapinn.train_runs`][] and [`metapinn.reproduce`][]
-    raise.
+    holds none; otherwise what [`metapinn.experiment.train_runs`][] and
+    [`metapinn.experiment.reproduce`][] raise.
     """
-    from .._run import _sync
-    from ._ablation_report import cell_row, write_ablation
-    from ._pipeline import reproduce
-    from ._training import train_runs
-
     out_dir = pathlib.Path(out_dir)
-    writes = jax.process_index() == 0
+    _checked_cells(grid, out_dir, resume, train)  # before the lock makes the folder
+    with RunFolder(out_dir).writing():  # the grid's folder, locked as a run's is
+        return _run_cells(
+            grid, out_dir, resume=resume, progress=progress, stop_after=stop_after, log=log,
+            plots=plots, command=command, previous_checkpoint=previous_checkpoint,
+            train=train, mesh=mesh,
+        )  # fmt: skip
+
+
+def _checked_cells(grid: AblationGrid, out_dir: pathlib.Path, resume: bool, train: bool):
+    """The grid's cells, once the cells and the folder are checked (see `run_ablation`)."""
     cells = grid.cells(out_dir)
     if not train and not (out_dir / "grid.json").exists():
         raise FileNotFoundError(f"{out_dir} holds no grid to tabulate (no grid.json)")
@@ -482,6 +487,30 @@ def run_ablation(
             f"{out_dir} already holds a grid: continue it with --resume (finished cells are "
             "reused), or choose another output folder"
         )
+    return cells
+
+
+def _run_cells(
+    grid: AblationGrid,
+    out_dir: pathlib.Path,
+    *,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    log: Callable[[str], None],
+    plots: bool,
+    command: str | None,
+    previous_checkpoint: bool,
+    train: bool,
+    mesh: Any,
+) -> dict[str, Any] | None:
+    from .._run import _sync
+    from ._ablation_report import cell_row, write_ablation
+    from ._pipeline import reproduce
+    from ._training import train_runs
+
+    writes = RunFolder.is_writer()
+    cells = _checked_cells(grid, out_dir, resume, train)  # again, now that it is locked
     # Every process has checked the folder before process 0 writes to it.
     _sync("ablation checked")
     if writes:
@@ -503,15 +532,15 @@ def run_ablation(
         if not train:
             log(f"{head}: not finished, left out of the table")
             continue
-        log(f"{head}: {LABELS[cell.method]}")
-        resume_cell = (cell.folder / "config.json").exists()  # before anything writes
+        log(f"{head}: {label(cell.method)}")
+        resume_cell = RunFolder(cell.folder).holds_run()  # before anything writes
         if cell.source is not None and cell.source_dir is not None:
-            again = (cell.source_dir / "config.json").exists()
+            again = RunFolder(cell.source_dir).holds_run()
             train_runs(cell.source, cell.source_dir, resume=again, progress=progress,
                        stop_after=stop_after, log=log, keep_going=True,
                        previous_checkpoint=previous_checkpoint, mesh=mesh)  # fmt: skip
             _sync(f"ablation source {i}")  # process 0 has written its divergence marks
-            failed = sorted(str(p.parent) for p in cell.source_dir.glob(f"train/*/*/{DIVERGED}"))
+            failed = [str(p) for p in RunFolder(cell.source_dir).diverged_runs()]
             if failed:
                 log(f"{head}: not run, its warm-start source diverged ({', '.join(failed)})")
                 continue
@@ -546,20 +575,17 @@ def _check_stored_base(grid: AblationGrid, path: pathlib.Path) -> None:
     narrower or a wider grid reuses the cells they share); evaluation settings may
     differ (the cells are evaluated again)."""
     stored = json.loads(path.read_text())["base"]
-    given = grid.base.to_dict()
-    bad = sorted(k for k in set(stored) | set(given)
-                 if k not in EVALUATION_KEYS and stored.get(k) != given.get(k))  # fmt: skip
+    bad = mismatches(stored, grid.base.to_dict(), ignore=fields_with_role("evaluation"))
     if bad:
         raise GridError(
-            f"cannot continue the grid in {path.parent} with another base: "
-            + ", ".join(f"{k} (stored {stored.get(k)!r}, given {given.get(k)!r})" for k in bad)
+            f"cannot continue the grid in {path.parent} with another base: " + ", ".join(bad)
         )
 
 
 def _finished_row(cell: Cell) -> dict[str, Any] | None:
     """The stored row of a cell finished with its configuration, or `None`."""
     path = cell.folder / CELL_FILE
-    if not (path.exists() and (cell.folder / "results.json").exists()):
+    if not (path.exists() and RunFolder(cell.folder).results_file.exists()):
         return None
     stored = json.loads(path.read_text())
     return stored["row"] if stored.get("config") == cell.config.to_dict() else None

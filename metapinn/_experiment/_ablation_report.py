@@ -4,7 +4,6 @@ Markdown and CSV, and the plots against the grid's numeric axis."""
 
 import csv
 import io
-import json
 import pathlib
 import statistics
 from typing import Any
@@ -12,23 +11,18 @@ from typing import Any
 import numpy as np
 
 from .._checkpoint import atomic_write, write_json, write_text
-from .._run import METRICS
 from ._ablation import METHOD_KEY, AblationGrid, Cell
-from ._config import LABELS
+from ._folder import RunFolder
+from ._methods import label as method_label
 from ._report import _fmt, _md_table
-from ._training import meta_step_memory, run_dir
+from ._training import meta_step_memory
 
 
 def _per_step_seconds(cell: Cell) -> list[float]:
     """The wall time of each meta-step of the cell's method over its seeds, from its
     metrics files (see `step_seconds`)."""
-    out = []
-    for seed in cell.config.seeds:
-        path = run_dir(cell.folder, cell.method, seed) / METRICS
-        if path.exists():
-            clock = [json.loads(line)["seconds"] for line in path.read_text().splitlines()]
-            out += step_seconds(clock)
-    return out
+    folder = RunFolder(cell.folder)
+    return [t for seed in cell.config.seeds for t in step_seconds(folder.clock(cell.method, seed))]
 
 
 def step_seconds(clock: list[float]) -> list[float]:
@@ -64,7 +58,7 @@ def cell_row_of(
     steps to each target; the median meta-step time; XLA's memory of its meta-step;
     and random init's rel-L2 at the budget, from the same evaluation.
 
-    **Arguments:** the cell; its results (as [`metapinn.reproduce`][] returns them);
+    **Arguments:** the cell; its results (as [`metapinn.experiment.reproduce`][] returns them);
     `times`, the wall time of each of its meta-steps; `memory`, XLA's memory analysis
     of its meta-step (`None` where the backend gives none)."""
     config = cell.config
@@ -79,7 +73,7 @@ def cell_row_of(
     return {
         "cell": cell.name,
         **cell.values,
-        "label": LABELS[method],
+        "label": method_label(method),
         "seeds": results["seeds_used"][method],
         "rel_l2": {str(k): rel(method, k) for k in sorted({steps[0], budget, steps[-1]})},
         "random_rel_l2": {str(k): rel("random", k) for k in sorted({budget, steps[-1]})},
@@ -112,7 +106,7 @@ def ablation_table(results: dict[str, Any]) -> str:
               "meta-step (s)", "XLA temp (MiB)", "seeds"]  # fmt: skip
     body = []
     for r in rows:
-        line = [LABELS[r[k]] if k == METHOD_KEY else str(r[k]) for k in keys]
+        line = [method_label(r[k]) if k == METHOD_KEY else str(r[k]) for k in keys]
         line += [("**" + _fmt(r["rel_l2"][k]) + "**") if k == budget else _fmt(r["rel_l2"][k])
                  for k in ks]  # fmt: skip
         line += ["—" if r["steps_to_eps"][e] is None else str(r["steps_to_eps"][e]) for e in eps]
@@ -229,8 +223,10 @@ def write_ablation(
         lines: dict[str, list[dict[str, Any]]] = {}
         others = [k for k, v in grid.axes if k != x_key and len(v) > 1]
         for r in rows:
-            label = ", ".join(LABELS[r[k]] if k == METHOD_KEY else f"{k}={r[k]}" for k in others)
-            lines.setdefault(label or LABELS[r[METHOD_KEY]], []).append(r)
+            name = ", ".join(
+                method_label(r[k]) if k == METHOD_KEY else f"{k}={r[k]}" for k in others
+            )
+            lines.setdefault(name or method_label(r[METHOD_KEY]), []).append(r)
         series = {
             label: {
                 "x": np.array([r[x_key] for r in group], dtype=np.float64),

@@ -13,101 +13,69 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._loss import check_weights
-from .._meta._methods import METHODS
-from .._pde._registry import FAMILIES, family as get_family
-
-
-LEARNER_LABELS = {
-    "maml": "MAML",
-    "fomaml": "First-order MAML",
-    "reptile": "Reptile",
-    "multitask": "Multi-task",
-    "metasgd": "Meta-SGD",
-    "mamlpp": "MAML++",
-    "imaml": "iMAML",
-}
-CONDITIONED = "cond-"
-"""Prefix of a method on the parameter-conditioned network: `cond-multitask` is the
-conditioned PINN trained on the training tasks, `cond-reptile` a meta-learned
-initialisation of it, and so on for every learner."""
-TRANSFER = "transfer"
-"""A single-task PINN trained on the training task nearest each held-out one."""
-LABELS = {
-    "random": "Random init",
-    **LEARNER_LABELS,
-    **{CONDITIONED + k: f"Conditioned + {v}" for k, v in LEARNER_LABELS.items()},
-    CONDITIONED + "multitask": "Conditioned PINN",
-    TRANSFER: "Transfer (nearest task)",
-}
-"""Every method an experiment can run, with its label in tables and plots (and the
-extra rows of the learned inner rules)."""
-RULE = "+rule"
-"""Suffix of the extra evaluation row of a method with a learned inner rule (Meta-SGD,
-MAML++): its initialisation adapted with that rule instead of the common schedule."""
-LABELS.update(
-    {
-        m + RULE: f"{LABELS[m]}, its learned rule"
-        for m in list(LABELS)
-        if m.removeprefix(CONDITIONED) in ("metasgd", "mamlpp")
-    }
+from .._pde._registry import FAMILIES, Family, family as get_family
+from ._compat import RENAMED_KEYS, CompatError, upgrade_config_data
+from ._methods import (
+    ADAPT_SPECS,
+    INNER_OPTIMIZERS,
+    INNER_REMATS,
+    METHOD_NAMES,
+    OUTER_SCHEDULES,
+    RANDOM,
+    Method,
+    parse_method,
 )
-METHOD_NAMES = tuple(k for k in LABELS if k != "random" and not k.endswith(RULE))
-"""Every method a run can train."""
+
+
 ALL_METHODS = "all"
 """`methods = ["all"]` (`--methods all`) runs every method of `METHOD_NAMES`."""
-ADAPT_SPECS = ("all", "last-layer")
-"""Which parameters an inner loop adapts: all, or only the output layer (ANIL)."""
-INNER_REMATS = ("none", "sqrt", "binomial")
-"""How an inner loop is checkpointed for the meta-gradient (`metapinn.remat_scan`):
-not at all, in segments of about sqrt(K) steps, by the binomial schedule; or a
-positive integer, segments of that many steps. It changes the memory and the time of
-a meta-step, not its values (beyond rounding)."""
-OUTER_SCHEDULES = ("constant", "cosine")
-"""The outer learning rate over a method's meta-steps: constant, or a cosine decay from
-`outer_lr` to `outer_lr / 100` at its last step."""
-OVERRIDE_KEYS = {
-    "inner_steps": int,
-    "inner_optimizer": str,
-    "inner_lr": float,
-    "outer_lr": float,
-    "outer_schedule": str,
-    "meta_steps": int,
-    "adapt": str,
-    "init": str,
-    "inner_remat": str,
+
+ROLES = {
+    "training": "a run-wide setting every training run depends on (stored in and checked "
+    "against its checkpoints)",
+    "method": "a method's own setting: run-wide, and per method by `overrides`",
+    "evaluation": "changes only the evaluation, not the meta-training",
+    "tasks": "picks the family's tasks (dropped when the family changes)",
+    "resumable": "may change when a run folder is resumed (each run checks its own "
+    "settings against its checkpoint)",
+    "gridded": "a run-wide setting an ablation grid may vary",
 }
-"""Settings one method may set for itself: `overrides = ["reptile.inner_steps=20"]`."""
-RESIDUAL_STRIDE = 2
-"""The RMS residual is taken on every `RESIDUAL_STRIDE`-th point of the reference grid
-in x and in t (128 x 51 of the 256 x 101 points): it needs second derivatives."""
-DIVERGED = "diverged.json"
-"""Written into a run's folder when its meta-training stopped on a non-finite loss."""
-EVALUATION_KEYS = (
-    "test_params",
-    "n_test_tasks",
-    "eval_steps",
-    "eval_lr",
-    "eval_warmup",
-    "budget",
-    "eps",
-)
-"""Settings that only change the evaluation, not the meta-training."""
+"""What a field of [`metapinn.experiment.ExperimentConfig`][] may be for; each field carries its
+roles (`dataclasses.fields(ExperimentConfig)[i].metadata["roles"]`), so that no list
+of keys restates them."""
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and the value."""
 
 
-def _field(default, help: str):
-    return dataclasses.field(default=default, metadata={"help": help})
+def _field(default, help: str, *roles: str):
+    assert set(roles) <= set(ROLES), roles
+    return dataclasses.field(default=default, metadata={"help": help, "roles": frozenset(roles)})
+
+
+def field_help(name: str) -> str:
+    """The one-line help of the field `name` (the `metapinn` command's `--help`)."""
+    (f,) = [f for f in dataclasses.fields(ExperimentConfig) if f.name == name]
+    return f.metadata["help"].format(method=", ".join(fields_with_role("method")))
+
+
+def fields_with_role(role: str) -> tuple[str, ...]:
+    """The names of the fields of [`metapinn.experiment.ExperimentConfig`][] that carry `role`
+    (one of `ROLES`), in field order."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {sorted(ROLES)}")
+    return tuple(
+        f.name for f in dataclasses.fields(ExperimentConfig) if role in f.metadata["roles"]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Every setting of a meta-learning experiment; the defaults are workload W1.
 
-    Construct it with keywords, from a dict ([`metapinn.ExperimentConfig.from_dict`][])
-    or from a JSON file ([`metapinn.load_config`][]). Values are checked on
+    Construct it with keywords, from a dict ([`metapinn.experiment.ExperimentConfig.from_dict`][])
+    or from a JSON file ([`metapinn.experiment.load_config`][]). Values are checked on
     construction. Each field's `help` metadata (the `metapinn` command's `--help`)
     says the same in a line.
 
@@ -151,17 +119,30 @@ class ExperimentConfig:
     - `eps`: the relative-L2 targets of the "steps to eps" table (default
       `(0.8, 0.6, 0.5, 0.4)`).
 
-    **Raises:** [`metapinn.ConfigError`][] naming the first bad value.
+    **Raises:** [`metapinn.experiment.ConfigError`][] naming the first bad value.
     """
 
     name: str = _field("W1", "label of the run (used in the default output folder name)")
-    width: int = _field(32, "neurons per hidden layer")
-    depth: int = _field(2, "number of hidden layers")
-    dtype: str = _field("float32", "float dtype for training and adaptation: float32 or float64")
-    n_interior: int = _field(200, "interior collocation points (PDE residual)")
-    n_initial: int = _field(50, "collocation points on t = 0 (initial condition)")
-    n_boundary: int = _field(20, "collocation points on each boundary x = x_min, x = x_max")
-    points_seed: int = _field(0, "seed of the collocation points, drawn once for all methods")
+    width: int = _field(32, "neurons per hidden layer", "training", "gridded")
+    depth: int = _field(2, "number of hidden layers", "training", "gridded")
+    dtype: str = _field(
+        "float32",
+        "float dtype for training and adaptation: float32 or float64",
+        "training",
+        "gridded",
+    )
+    n_interior: int = _field(
+        200, "interior collocation points (PDE residual)", "training", "gridded"
+    )
+    n_initial: int = _field(
+        50, "collocation points on t = 0 (initial condition)", "training", "gridded"
+    )
+    n_boundary: int = _field(
+        20, "collocation points on each boundary x = x_min, x = x_max", "training", "gridded"
+    )
+    points_seed: int = _field(
+        0, "seed of the collocation points, drawn once for all methods", "training"
+    )
     loss_weights: tuple[float, ...] = _field(
         (1.0, 1.0, 1.0),
         "weights of the residual, initial and boundary terms of every method's PINN loss",
@@ -171,77 +152,122 @@ class ExperimentConfig:
         "the PDE family (docs/design.md §2): "
         + ", ".join(FAMILIES)
         + ", or MODULE:ATTR for a metapinn.Family of your own (metapinn families)",
+        "training",
     )
     train_params: tuple[float, ...] = _field(
         (),
         "training values of the family's parameter (Burgers: the viscosities nu); empty: "
         "the family's standard ones (a family of drawn functions has none)",
+        "training",
+        "tasks",
     )
     test_params: tuple[float, ...] = _field(
-        (), "held-out values of the family's parameter for evaluation; empty: the standard ones"
+        (),
+        "held-out values of the family's parameter for evaluation; empty: the standard ones",
+        "evaluation",
+        "tasks",
+        "resumable",
     )
     n_train_tasks: int = _field(
-        0, "a family of drawn functions (burgers-random-ic): training tasks; 0: its standard"
+        0,
+        "a family of drawn functions (burgers-random-ic): training tasks; 0: its standard",
+        "training",
+        "tasks",
     )
     n_test_tasks: int = _field(
-        0, "a family of drawn functions: held-out tasks; 0: its standard number"
+        0,
+        "a family of drawn functions: held-out tasks; 0: its standard number",
+        "evaluation",
+        "tasks",
+        "resumable",
     )
-    tasks_seed: int = _field(0, "a family of drawn functions: the seed its tasks are drawn from")
+    tasks_seed: int = _field(
+        0, "a family of drawn functions: the seed its tasks are drawn from", "training"
+    )
     methods: tuple[str, ...] = _field(
         ("maml", "fomaml", "reptile", "multitask"),
         "methods to train: " + ", ".join(METHOD_NAMES) + "; or all (every one of them)",
+        "resumable",
     )
-    inner_steps: int = _field(5, "inner-loop steps K (not used by multitask)")
-    inner_optimizer: str = _field("sgd", "inner-loop optimiser: sgd or adam")
-    inner_lr: float = _field(0.01, "inner-loop learning rate")
+    inner_steps: int = _field(5, "inner-loop steps K (not used by multitask)", "method")
+    inner_optimizer: str = _field("sgd", "inner-loop optimiser: sgd or adam", "method")
+    inner_lr: float = _field(0.01, "inner-loop learning rate", "method")
     inner_remat: str = _field(
         "none",
         "checkpointing of the inner loop for the meta-gradient: none, sqrt (segments of "
         "about sqrt(K) steps), binomial, or a segment length N; less memory for long "
         "inner loops, the same values",
+        "method",
+        "resumable",
     )
-    outer_lr: float = _field(1e-3, "outer (meta) Adam learning rate")
+    outer_lr: float = _field(1e-3, "outer (meta) Adam learning rate", "method")
     outer_schedule: str = _field(
         "constant",
         "the outer rate over the meta-steps: constant, or cosine (decaying from outer_lr "
         "to outer_lr / 100 at the last meta-step)",
+        "method",
     )
-    meta_steps: int = _field(500, "outer steps per method and seed")
-    tasks_per_step: int = _field(6, "training tasks per outer step")
+    meta_steps: int = _field(500, "outer steps per method and seed", "method", "resumable")
+    tasks_per_step: int = _field(6, "training tasks per outer step", "training", "gridded")
     tasks_at_once: int = _field(
         0,
         "how a meta-step of a learner with an inner loop maps over its tasks: 0, all "
         "vmapped together; N, in groups of N one after another (faster for large networks)",
+        "resumable",
+        "gridded",
     )
-    seeds: tuple[int, ...] = _field((0, 1, 2), "seeds of the random initialisation")
-    checkpoint_every: int = _field(100, "write a checkpoint every this many outer steps")
+    seeds: tuple[int, ...] = _field((0, 1, 2), "seeds of the random initialisation", "resumable")
+    checkpoint_every: int = _field(
+        100, "write a checkpoint every this many outer steps", "training", "resumable"
+    )
     resample: bool = _field(
         False,
         "re-sample the collocation points every meta-step (support and query drawn "
         "independently, shared by the step's tasks); off: one fixed draw from points_seed. "
         "Adaptation always uses the fixed draw",
+        "training",
+        "gridded",
     )
-    adapt: str = _field("all", "which parameters the inner loop adapts: all or last-layer")
+    adapt: str = _field(
+        "all", "which parameters the inner loop adapts: all or last-layer", "method"
+    )
     init: str = _field(
         "random",
         "where meta-training starts: random, another method of the run (its trained "
         "initialisation), or a run folder holding a trained one",
+        "method",
     )
     overrides: tuple[str, ...] = _field(
         (),
-        "per-method settings METHOD.KEY=VALUE, KEY one of " + ", ".join(OVERRIDE_KEYS),
+        "per-method settings METHOD.KEY=VALUE, KEY one of {method}",
+        "resumable",
     )
     eval_steps: tuple[int, ...] = _field(
         (0, 10, 20, 50, 100, 200, 500, 1000),
         "adaptation step counts k at which the few-shot curve is read",
+        "evaluation",
+        "resumable",
     )
-    eval_lr: float = _field(1e-3, "Adam learning rate of the few-shot adaptation")
+    eval_lr: float = _field(
+        1e-3, "Adam learning rate of the few-shot adaptation", "evaluation", "resumable"
+    )
     eval_warmup: int = _field(
-        0, "steps of linear learning-rate warm-up of the few-shot Adam (0: constant eval_lr)"
+        0,
+        "steps of linear learning-rate warm-up of the few-shot Adam (0: constant eval_lr)",
+        "evaluation",
+        "resumable",
     )
-    budget: int = _field(100, "the few-shot budget k of the results table (one of eval_steps)")
+    budget: int = _field(
+        100,
+        "the few-shot budget k of the results table (one of eval_steps)",
+        "evaluation",
+        "resumable",
+    )
     eps: tuple[float, ...] = _field(
-        (0.8, 0.6, 0.5, 0.4), "relative-L2 targets for the 'steps to eps' table"
+        (0.8, 0.6, 0.5, 0.4),
+        "relative-L2 targets for the 'steps to eps' table",
+        "evaluation",
+        "resumable",
     )
 
     def __post_init__(self):
@@ -306,7 +332,7 @@ class ExperimentConfig:
         if not self.methods:
             _fail("methods", self.methods, f"choose one or more of {known}")
         for m in self.methods:
-            if m not in METHOD_NAMES or _learner_name(m) not in METHODS:
+            if m not in METHOD_NAMES:
                 _fail("methods", m, f"unknown method; choose from {known}")
         if len(set(self.methods)) != len(self.methods):
             _fail("methods", self.methods, "a method is listed twice")
@@ -316,11 +342,11 @@ class ExperimentConfig:
             method, key, _ = _parse_override(item)
             if method not in METHOD_NAMES:
                 _fail("overrides", item, f"unknown method {method!r}; choose from {known}")
-            no_loop = _learner_name(method) == "multitask"
+            kind, _, transfer = parse_method(method)
             loop_keys = ("inner_steps", "inner_optimizer", "inner_lr", "adapt", "inner_remat")
-            if no_loop and key in loop_keys:
+            if not kind.inner_loop and key in loop_keys:
                 _fail("overrides", item, f"{method} has no inner loop")
-            if method == TRANSFER and key == "init":
+            if transfer and key == "init":
                 _fail("overrides", item, "transfer trains from the random initialisation")
             named.append(method)
         for method in dict.fromkeys([*self.methods, *named]):
@@ -385,25 +411,45 @@ class ExperimentConfig:
     def method_settings(self, method: str) -> dict[str, Any]:
         """The settings of `method`: the run-wide ones with its `overrides` applied.
 
-        **Returns:** a dict with the keys of `OVERRIDE_KEYS`."""
-        settings = {k: getattr(self, k) for k in OVERRIDE_KEYS}
+        **Returns:** a dict with the keys of the fields with the role `"method"`."""
+        settings = {k: getattr(self, k) for k in fields_with_role("method")}
         for item in self.overrides:
             m, key, value = _parse_override(item)
             if m == method:
                 settings[key] = value
-        if _learner_name(method) == "multitask" or method == TRANSFER:
+        if not parse_method(method)[0].inner_loop:
             settings["inner_steps"] = 0
         return settings
 
+    def method(self, name: str) -> Method:
+        """The method `name` of this experiment as an object: its learner, its network
+        and its own settings (the run-wide ones with its `overrides` applied).
+
+        **Raises:** [`metapinn.experiment.ConfigError`][] naming an unknown method."""
+        if name not in METHOD_NAMES:
+            _fail("methods", name, f"unknown method; choose from {sorted(METHOD_NAMES)}")
+        return Method(name, **self.method_settings(name))
+
+    @property
+    def resolved_family(self) -> Family:
+        """The [`metapinn.Family`][] that `family` names."""
+        return get_family(self.family)
+
+    @staticmethod
+    def fields_with_role(role: str) -> tuple[str, ...]:
+        """The names of the fields that carry `role` (see `ROLES`)."""
+        return fields_with_role(role)
+
     def _check_method(self, method: str) -> None:
         s = self.method_settings(method)
+        kind, conditioned, transfer = parse_method(method)
         where = f"{method}'s " if any(o.startswith(method + ".") for o in self.overrides) else ""
         for key in ("inner_steps", "meta_steps"):
             if s[key] < 0:
                 _fail(where + key, s[key], "must be an integer >= 0")
-        if s["inner_optimizer"] not in ("sgd", "adam"):
+        if s["inner_optimizer"] not in INNER_OPTIMIZERS:
             _fail(where + "inner_optimizer", s["inner_optimizer"], "choose sgd or adam")
-        if _learner_name(method) in ("metasgd", "mamlpp") and s["inner_optimizer"] != "sgd":
+        if kind.learns_rule and s["inner_optimizer"] != "sgd":
             _fail(
                 where + "inner_optimizer",
                 s["inner_optimizer"],
@@ -423,15 +469,14 @@ class ExperimentConfig:
             )
         if s["adapt"] not in ADAPT_SPECS:
             _fail(where + "adapt", s["adapt"], f"choose one of {ADAPT_SPECS}")
-        learner = _learner_name(method)
-        if learner == "imaml" and s["adapt"] != "all":
-            _fail(where + "adapt", s["adapt"], "iMAML adapts every parameter (adapt=all)")
-        if learner in ("mamlpp", "imaml") and s["inner_steps"] < 1:
+        if kind.adapts_all and s["adapt"] != "all":
+            _fail(where + "adapt", s["adapt"], f"{kind.label} adapts every parameter (adapt=all)")
+        if kind.needs_loop and s["inner_steps"] < 1:
             _fail(where + "inner_steps", s["inner_steps"], f"{method} needs an inner loop (>= 1)")
         init = s["init"]
         if method not in self.methods:
             return  # its settings are checked; what it starts from matters in a run with it
-        if init != "random" and init in LABELS:
+        if init != RANDOM and init in METHOD_NAMES:
             if init == method:
                 _fail(where + "init", init, "a method cannot start from itself")
             if init not in self.methods:
@@ -441,9 +486,9 @@ class ExperimentConfig:
                     f"{init!r} is not one of the methods {self.methods}: train both in one "
                     f"run, or start from a finished run's with init=RUN_FOLDER:{init}",
                 )
-            if init.startswith(CONDITIONED) != method.startswith(CONDITIONED):
+            if parse_method(init)[1] != conditioned:
                 _fail(where + "init", init, f"{method} and {init} train different networks")
-            if init == TRANSFER or method == TRANSFER:
+            if parse_method(init)[2] or transfer:
                 _fail(where + "init", init, "transfer trains one network per held-out task")
             if init in self.methods and self.method_settings(init)["init"] == method:
                 _fail(where + "init", init, f"{method} and {init} start from each other")
@@ -456,19 +501,18 @@ class ExperimentConfig:
 
         **Arguments:** `data`, a dict from field names to values.
 
-        **Returns:** an [`metapinn.ExperimentConfig`][].
+        **Returns:** an [`metapinn.experiment.ExperimentConfig`][].
 
-        **Raises:** [`metapinn.ConfigError`][] if `data` is not a dict, for unknown keys,
+        **Raises:** [`metapinn.experiment.ConfigError`][] if `data` is not a dict, for unknown keys,
         an old key given with its new name, or bad values.
         """
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
         types = {f.name: f.type for f in dataclasses.fields(cls)}
-        for old, new in _RENAMED.items():  # the keys of Burgers-only configs
-            if old in data:
-                if new in data:
-                    raise ConfigError(f"config keys {old!r} and {new!r} name the same setting")
-                data = {(new if k == old else k): v for k, v in data.items()}
+        try:
+            data = upgrade_config_data(data)  # the keys of earlier versions
+        except CompatError as e:
+            raise ConfigError(str(e)) from None
         unknown = sorted(set(data) - set(types))
         if unknown:
             raise ConfigError(
@@ -487,16 +531,11 @@ class ExperimentConfig:
         """A copy with some values changed (and checked). A change of `family` drops
         the tasks (back to the new family's standard ones) unless `changes` gives
         them."""
-        changes = {_RENAMED.get(k, k): v for k, v in changes.items()}
+        changes = {RENAMED_KEYS.get(k, k): v for k, v in changes.items()}
         data = self.to_dict()
         if changes.get("family", self.family) != self.family:
-            data = {k: v for k, v in data.items() if k not in _TASK_KEYS}
+            data = {k: v for k, v in data.items() if k not in fields_with_role("tasks")}
         return self.from_dict({**data, **changes})
-
-
-_RENAMED = {"train_nus": "train_params", "test_nus": "test_params"}
-"""Config keys of earlier versions, read as their new names (`config.json` files of
-runs made before the families)."""
 
 
 def _fail(key: str, value: Any, why: str) -> typing.NoReturn:
@@ -534,22 +573,17 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
     raise TypeError(f"unsupported config field type {kind!r}")  # pragma: no cover
 
 
-def _learner_name(method: str) -> str:
-    """The learner a method trains with (`cond-reptile` -> `reptile`)."""
-    if method == TRANSFER:
-        return "multitask"
-    return method.removeprefix(CONDITIONED)
-
-
 def _parse_override(item: str) -> tuple[str, str, Any]:
     """`"reptile.inner_steps=20"` -> `("reptile", "inner_steps", 20)`, checked."""
     head, sep, value = item.partition("=")
     method, dot, key = head.strip().rpartition(".")
     if not (sep and dot and method and key):
         _fail("overrides", item, "write METHOD.KEY=VALUE, e.g. reptile.inner_steps=20")
-    if key not in OVERRIDE_KEYS:
-        _fail("overrides", item, f"unknown key {key!r}; choose from {list(OVERRIDE_KEYS)}")
-    kind = OVERRIDE_KEYS[key]
+    types = {f.name: typing.cast(type, f.type) for f in dataclasses.fields(ExperimentConfig)}
+    if key not in fields_with_role("method"):
+        known = list(fields_with_role("method"))
+        _fail("overrides", item, f"unknown key {key!r}; choose from {known}")
+    kind = types[key]
     value = value.strip()
     try:
         parsed = kind(value) if kind is not int else int(value)
@@ -559,14 +593,14 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
-    """Read an [`metapinn.ExperimentConfig`][] from a JSON file (missing keys take
-    their defaults; see [`metapinn.ExperimentConfig.from_dict`][]).
+    """Read an [`metapinn.experiment.ExperimentConfig`][] from a JSON file (missing keys take
+    their defaults; see [`metapinn.experiment.ExperimentConfig.from_dict`][]).
 
     **Arguments:** `path`, the JSON file: one object, field names to values.
 
-    **Returns:** an [`metapinn.ExperimentConfig`][].
+    **Returns:** an [`metapinn.experiment.ExperimentConfig`][].
 
-    **Raises:** [`metapinn.ConfigError`][] naming the file and the problem: a missing
+    **Raises:** [`metapinn.experiment.ConfigError`][] naming the file and the problem: a missing
     file, invalid JSON, or what `from_dict` rejects. Other read errors (e.g. a
     `PermissionError`) propagate as they are.
     """
@@ -581,8 +615,3 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         return ExperimentConfig.from_dict(data)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-
-_TASK_KEYS = ("train_params", "test_params", "n_train_tasks", "n_test_tasks")
-"""The settings that pick a family's tasks: dropped (back to the family's standard
-ones) when the family changes."""

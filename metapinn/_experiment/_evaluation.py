@@ -11,9 +11,8 @@ same code on the plain network.
 """
 
 import concurrent.futures
-import json
+import dataclasses
 import os
-import pathlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,25 +26,25 @@ from .._checkpoint import atomic_write, write_json, write_text
 from .._evaluate import adapt_recording, few_shot, field_metrics, pinn_field
 from .._grid import grid_points
 from .._meta._learned_rates import MAMLPlusPlus, MetaSGD
-from .._pde._registry import family as get_family
 from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_task
-from .._run import METRICS, load_meta_params
-from ._config import DIVERGED, LABELS, RESIDUAL_STRIDE, RULE, TRANSFER, ExperimentConfig
+from .._run import load_meta_params
+from ._config import ExperimentConfig
+from ._folder import RunFolder
+from ._methods import RANDOM, adam, is_conditioned, label
 from ._problem import (
-    adam,
     build_problem,
     eval_optimizer,
     experiment_tasks,
-    has_learned_rule,
     initialisation,
-    is_conditioned,
-    make_method,
     nearest_training_tasks,
-    outer_optimizer,
     task_labels,
 )
 from ._report import in_range, plain_adam_summary, summarise, to_markdown
-from ._training import load_final, run_dir, run_dirs, transfer_tasks
+
+
+RESIDUAL_STRIDE = 2
+"""The RMS residual is taken on every `RESIDUAL_STRIDE`-th point of the reference grid
+in x and in t (128 x 51 of the 256 x 101 points): it needs second derivatives."""
 
 
 def reference_fields(
@@ -56,7 +55,7 @@ def reference_fields(
     [`metapinn.Family.reference`][]). Computing one needs `jax_enable_x64` (the
     `metapinn` command turns it on at start-up).
 
-    **Arguments:** `config`, an [`metapinn.ExperimentConfig`][]; its `family` and its
+    **Arguments:** `config`, an [`metapinn.experiment.ExperimentConfig`][]; its `family` and its
     held-out tasks (`test_params`, or `n_test_tasks` drawn from `tasks_seed`) are used.
 
     **Returns:** `(x, t, points, u)`, float64 NumPy arrays, with
@@ -66,7 +65,7 @@ def reference_fields(
     **Raises:** `RuntimeError` if float64 is not enabled and a reference is not in the
     cache (or a solve fails); what the family's reference solver raises otherwise.
     """
-    fam = get_family(config.family)
+    fam = config.resolved_family
     pde = fam.pde()
     x = np.linspace(pde.x_min, pde.x_max, 256)  # the standard grid (docs/design.md §5), in float64
     t = np.linspace(pde.t_min, pde.t_max, 101)
@@ -78,58 +77,38 @@ def reference_fields(
     return x, t, points, np.asarray(u, dtype=np.float64)
 
 
-def _read_training_curve(folder: pathlib.Path, steps: int) -> np.ndarray:
-    """Mean query loss per step, NaN-padded to `steps` (a diverged run stops early; one
-    whose warm-start source diverged never started)."""
-    path = folder / METRICS
-    rows = (
-        [json.loads(line) for line in path.read_text().splitlines() if line]
-        if path.exists()
-        else []
-    )
-    curve = np.full(steps, np.nan)
-    curve[: len(rows)] = [np.mean(r["query_loss"]) for r in rows[:steps]]
-    return curve
-
-
 def _stack(trees: list) -> Any:
     return jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
 
 
-def _diverged_marker(config, out_dir, method, seed) -> pathlib.Path | None:
-    """The `diverged.json` of `method`'s run for `seed` (any of a transfer baseline's
-    runs), or `None`."""
-    folders = run_dirs(config, out_dir, method, seed).values()
-    return next((f / DIVERGED for f in folders if (f / DIVERGED).exists()), None)
-
-
-def _initialisations(config: ExperimentConfig, out_dir: pathlib.Path, inits: tuple[str, ...]):
+def _initialisations(config: ExperimentConfig, folder: RunFolder, inits: tuple[str, ...]):
     """Every initialisation, per seed, and the diverged runs: `{init: [params per
     seed]}` (a transfer entry has a leading axis over the held-out tasks)."""
     found: dict[str, list] = {i: [] for i in inits}
     diverged = []
     for seed in config.seeds:
         random, _, _ = initialisation(config, seed)
-        conditioned, _, _ = initialisation(config, seed, "cond-multitask")
+        conditioned, _, _ = initialisation(config, seed, conditioned=True)
         for init in inits:
-            like = conditioned if is_conditioned(init) else random
-            marker = None if init == "random" else _diverged_marker(config, out_dir, init, seed)
-            if init == "random":
+            spec = None if init == RANDOM else config.method(init)
+            like = conditioned if spec is not None and spec.conditioned else random
+            record = None if spec is None else folder.diverged(config, init, seed)
+            if spec is None:
                 params = random
-            elif marker is not None:
+            elif record is not None:
                 # No initialisation came out of this run; the random one stands in for
                 # it in the vmapped evaluation, and its numbers are dropped.
-                diverged.append({"method": init, "seed": seed, **json.loads(marker.read_text())})
+                diverged.append({"method": init, "seed": seed, **record})
                 params = like
-            elif init == TRANSFER:
+            elif spec.transfer:
                 trained = {
-                    i: load_final(config, out_dir, TRANSFER, seed, random, i)
-                    for i in transfer_tasks(config)
+                    i: folder.load_trained(config, init, seed, random, i)
+                    for i in spec.run_tasks(config)
                 }
                 params = _stack([trained[i] for i in nearest_training_tasks(config)])
             else:
-                params = load_final(config, out_dir, init, seed, like)
-            if init == TRANSFER and marker is not None:
+                params = folder.load_trained(config, init, seed, like)
+            if spec is not None and spec.transfer and record is not None:
                 params = _stack([params] * config.n_test)
             found[init].append(params)
     return found, diverged
@@ -158,17 +137,21 @@ def _adapt_all(config, problem, inits, found, statics, steps, optimizer):
     `steps`, axes `(I, S, N, len(steps), ...)` (conditioned networks bound to their
     task), and the PINN losses `(I, S, N, len(steps))`."""
     static, cond_static = statics
+
+    def transfer(i: str) -> bool:
+        return i != RANDOM and config.method(i).transfer
+
     groups = {
-        "plain": [i for i in inits if not is_conditioned(i) and i != TRANSFER],
+        "plain": [i for i in inits if not is_conditioned(i) and not transfer(i)],
         "conditioned": [i for i in inits if is_conditioned(i)],
-        "transfer": [i for i in inits if i == TRANSFER],
+        "transfer": [i for i in inits if transfer(i)],
     }
     n_s, n_n = len(config.seeds), config.n_test
     params_of, losses_of = {}, {}
     for group, names in groups.items():
         if not names:
             continue
-        loss_fn = problem.loss("cond-multitask" if group == "conditioned" else "random")
+        loss_fn = problem.loss(conditioned=group == "conditioned")
         own_static = cond_static if group == "conditioned" else static
         trace = _adapt_group(
             config, problem, names, found, own_static, loss_fn, steps, optimizer,
@@ -216,7 +199,7 @@ def _measure(config, problem, static, all_params, grid, u_ref):
     }
 
 
-def _adapt_with_learned_rules(config, problem, out_dir, rules, found, diverged, statics):
+def _adapt_with_learned_rules(config, problem, folder, rules, found, diverged, statics):
     """Each learned-rule method's initialisation adapted with its own learned inner
     rule (`learned_optimizer` of its trained meta-parameters) instead of the common
     schedule, one scan per seed.
@@ -226,20 +209,20 @@ def _adapt_with_learned_rules(config, problem, out_dir, rules, found, diverged, 
     failed = {(d["method"], d["seed"]) for d in diverged}
     params_out, losses_out = [], []
     for method in rules:
-        conditioned = is_conditioned(method)
-        static = statics[1] if conditioned else statics[0]
-        loss_fn = problem.loss(method)
+        spec = config.method(method)
+        static = statics[1] if spec.conditioned else statics[0]
+        loss_fn = problem.loss(spec.conditioned)
         per_seed_params, per_seed_losses = [], []
         for s, seed in enumerate(config.seeds):
             like = found[method][s]
-            learner = make_method(config, method, like)
+            learner = spec.meta_learner(like)
             if (method, seed) in failed:
                 optimizer = adam(PLAIN_ADAM_LR)  # a stand-in: its numbers are dropped
             else:
                 meta, _ = load_meta_params(
-                    run_dir(out_dir, method, seed), learner, like, outer_optimizer(config, method)
+                    folder.run_dir(method, seed), learner, like, spec.outer_optimizer()
                 )
-                assert isinstance(learner, MetaSGD | MAMLPlusPlus), method  # has_learned_rule
+                assert isinstance(learner, MetaSGD | MAMLPlusPlus), method  # learns_rule
                 optimizer = learner.learned_optimizer(meta)
             trace = few_shot(
                 jax.tree_util.tree_map(lambda x: x[None], like),
@@ -251,7 +234,7 @@ def _adapt_with_learned_rules(config, problem, out_dir, rules, found, diverged, 
                 optimizer=optimizer,
             )
             params = trace.params
-            if conditioned:
+            if spec.conditioned:
                 params = _bound(params, static, loss_fn, problem.test_tasks, config.n_test)
             per_seed_params.append(jax.tree_util.tree_map(lambda a: a[0], params))
             per_seed_losses.append(np.asarray(trace.losses)[0])
@@ -297,50 +280,88 @@ def seconds_per_adaptation_step(config: ExperimentConfig, problem, static, loss_
     return best / steps
 
 
-def evaluate_runs(
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What the few-shot evaluation of a run measured: arrays, nothing written.
+
+    **Fields:**
+
+    - `config`: the experiment.
+    - `rows`: the evaluated initialisations: `"random"`, the methods, then each
+      learned rule's row (`METHOD+rule`).
+    - `measures`: `{"loss", "rms_residual", "rel_l2", "max_abs"}`, each
+      `(row, seed, held-out task, k)` at the `eval_steps` k; NaN where not `valid`.
+    - `valid`: `(row, seed)`, false where a meta-training diverged.
+    - `diverged`: the diverged runs' records.
+    - `plain_adam_rel_l2`: `(row, seed, held-out task)` rel-L2 after `budget` steps of
+      plain Adam at 1e-3 for the rows other than the learned rules, where the run's
+      schedule differs from it; else `None`.
+    - `timing`: evaluation seconds, meta-training seconds per method (from the
+      metrics), seconds per adaptation step.
+    - `params`, `static`: the adapted plain-network parameters, axes `(row, seed,
+      held-out task, k, ...)`, and the network's static part (for the plots).
+    - `reference`: `(x, t, grid, u)` of [`metapinn.experiment.reference_fields`][].
+    """
+
+    config: ExperimentConfig
+    rows: tuple[str, ...]
+    measures: dict[str, np.ndarray]
+    valid: np.ndarray
+    diverged: list[dict[str, Any]]
+    plain_adam_rel_l2: np.ndarray | None
+    timing: dict[str, Any]
+    params: Any
+    static: Any
+    reference: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    def summary(self) -> dict[str, Any]:
+        """The results as plain data (as written to `results.json`)."""
+        config = self.config
+        results = summarise(
+            config, self.rows, self.measures, valid=self.valid, diverged=self.diverged
+        )
+        if self.plain_adam_rel_l2 is not None:
+            n = self.plain_adam_rel_l2.shape[0]
+            results["plain_adam"] = plain_adam_summary(
+                config, self.rows[:n], self.plain_adam_rel_l2, self.valid[:n], PLAIN_ADAM_LR
+            )
+        results["timing"] = self.timing
+        return results
+
+
+def evaluate(
     config: ExperimentConfig,
     out_dir: str | os.PathLike,
     *,
     log: Callable[[str], None] = print,
-    plots: bool = True,
     reference: concurrent.futures.Future | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Few-shot evaluation of the trained initialisations in `out_dir` and of the
-    random ones, against the reference; writes `results.json`, `results.md` and
-    `plots/` there.
+    random ones, against the reference; writes nothing.
 
     Every initialisation gets the same adaptation: the config's schedule (Adam at
     `eval_lr`, after `eval_warmup` warm-up steps) on the same collocation points,
-    read at `eval_steps`, on every held-out task.
+    read at `eval_steps`, on every held-out task. A meta-training run that diverged
+    (see [`metapinn.experiment.train_runs`][]) has no initialisation: its seed is left out of
+    that method's statistics and flagged.
 
-    A meta-training run that diverged (see [`metapinn.train_runs`][]) has no
-    initialisation: its seed is left out of that method's statistics and flagged.
+    **Arguments:** as [`metapinn.experiment.evaluate_runs`][].
 
-    **Arguments:**
+    **Returns:** an [`metapinn.experiment.Evaluation`][].
 
-    - `config`: the [`metapinn.ExperimentConfig`][] the runs were trained with.
-    - `out_dir`: the run folder, as [`metapinn.train_runs`][] left it.
-    - `log`: where one-line messages go (keyword only; default `print`).
-    - `plots`: also draw the plots into `out_dir/plots` (keyword only; default
-      `True`).
-    - `reference`: a `concurrent.futures.Future` of [`metapinn.reference_fields`][]
-      for `config` (see [`metapinn.reproduce`][]); default `None`, computed here.
-
-    **Returns:** the results, a dict of plain data as written to `results.json`.
-
-    **Raises:** `FileNotFoundError` if a run is missing; [`metapinn.ConfigError`][] if
-    one is unfinished or was trained with other settings;
-    [`metapinn.CorruptCheckpointError`][] for a checkpoint that cannot be read; what
-    [`metapinn.reference_fields`][] raises (also through `reference`);
-    [`metapinn.RunFolderError`][] if a result file cannot be written.
+    **Raises:** as [`metapinn.experiment.evaluate_runs`][], less the write errors.
     """
-    out_dir = pathlib.Path(out_dir)
+    folder = RunFolder(out_dir)
+    for method in config.methods:  # a damaged metrics file is found before any work
+        for seed in config.seeds:
+            for run_dir in folder.run_dirs(config, method, seed).values():
+                folder.metrics(run_dir)
     t0 = time.perf_counter()
     problem = build_problem(config)
-    inits = ("random",) + tuple(config.methods)
-    found, diverged = _initialisations(config, out_dir, inits)
+    inits = (RANDOM,) + tuple(config.methods)
+    found, diverged = _initialisations(config, folder, inits)
     _, static, _ = initialisation(config, config.seeds[0])
-    _, cond_static, _ = initialisation(config, config.seeds[0], "cond-multitask")
+    _, cond_static, _ = initialisation(config, config.seeds[0], conditioned=True)
     statics = (static, cond_static)
     log(
         f"adapting {len(inits)} initialisations x {len(config.seeds)} seeds on "
@@ -355,20 +376,24 @@ def evaluate_runs(
         x, t, grid, u_ref = reference.result()
     grid = np.asarray(grid).reshape(len(t), len(x), 2)
     trained_inits = inits
-    rules = [m for m in config.methods if has_learned_rule(m)]
+    rules = [m for m in config.methods if config.method(m).learns_rule]
     rule_failed = []
     if rules:
         # Extra rows, never instead: each learned inner rule adapting its own init.
         log(f"adapting with the learned inner rules of {', '.join(rules)}")
         rule_params, rule_losses = _adapt_with_learned_rules(
-            config, problem, out_dir, rules, found, diverged, statics
+            config, problem, folder, rules, found, diverged, statics
         )
         all_params = jax.tree_util.tree_map(
             lambda a, b: jnp.concatenate([a, b]), all_params, rule_params
         )
         losses = np.concatenate([losses, rule_losses])
-        inits = inits + tuple(m + RULE for m in rules)
-        rule_failed = [(d["method"] + RULE, d["seed"]) for d in diverged if d["method"] in rules]
+        inits = inits + tuple(config.method(m).rule_row for m in rules)
+        rule_failed = [
+            (config.method(d["method"]).rule_row, d["seed"])
+            for d in diverged
+            if d["method"] in rules
+        ]
     per_run = {"loss": losses, **_measure(config, problem, static, all_params, grid, u_ref)}
     n_i, n_s = len(inits), len(config.seeds)
     valid = np.ones((n_i, n_s), dtype=bool)
@@ -382,45 +407,91 @@ def evaluate_runs(
             log(f"warning: some {name} values are not finite (an adaptation diverged)")
     eval_seconds = time.perf_counter() - t0
     step_seconds = seconds_per_adaptation_step(
-        config, problem, static, problem.loss("random"), found["random"][0]
+        config, problem, static, problem.loss(), found[RANDOM][0]
     )
-    results = summarise(config, inits, per_run, valid=valid, diverged=diverged)
+    plain = None
     if (config.eval_lr, max(config.eval_warmup, 1)) != (PLAIN_ADAM_LR, 1):
         # Every initialisation (a learned rule's row is its method's initialisation).
         plain_params, _ = _adapt_all(
             config, problem, trained_inits, found, statics, (config.budget,), adam(PLAIN_ADAM_LR)
         )
-        rel = _measure(config, problem, static, plain_params, grid, u_ref)["rel_l2"]
-        own_valid = valid[: len(trained_inits)]
-        rel[~own_valid] = np.nan
-        results["plain_adam"] = plain_adam_summary(
-            config, trained_inits, rel[..., 0], own_valid, PLAIN_ADAM_LR
-        )
-    results["timing"] = {
+        plain = _measure(config, problem, static, plain_params, grid, u_ref)["rel_l2"][..., 0]
+        plain[~valid[: len(trained_inits)]] = np.nan
+    timing = {
         "evaluation_seconds": round(eval_seconds, 2),
-        "training_seconds": _training_seconds(config, out_dir),
+        "training_seconds": folder.training_seconds(config),
         "adaptation_step_seconds": step_seconds,
     }
-    write_json(out_dir / "results.json", results)
-    write_text(out_dir / "results.md", to_markdown(results))
-    if plots:
-        _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, grid, u_ref)
+    return Evaluation(
+        config=config, rows=inits, measures=per_run, valid=valid, diverged=diverged,
+        plain_adam_rel_l2=plain, timing=timing, params=all_params, static=static,
+        reference=(x, t, grid, u_ref),
+    )  # fmt: skip
+
+
+def evaluate_runs(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike,
+    *,
+    log: Callable[[str], None] = print,
+    plots: bool = True,
+    reference: concurrent.futures.Future | None = None,
+) -> dict[str, Any]:
+    """Few-shot evaluation of the trained initialisations in `out_dir` and of the
+    random ones, against the reference ([`metapinn.experiment.evaluate`][]); writes
+    `results.json`, `results.md` and `plots/` there.
+
+    **Arguments:**
+
+    - `config`: the [`metapinn.experiment.ExperimentConfig`][] the runs were trained with.
+    - `out_dir`: the run folder, as [`metapinn.experiment.train_runs`][] left it.
+    - `log`: where one-line messages go (keyword only; default `print`).
+    - `plots`: also draw the plots into `out_dir/plots` (keyword only; default
+      `True`).
+    - `reference`: a `concurrent.futures.Future` of [`metapinn.experiment.reference_fields`][]
+      for `config` (see [`metapinn.experiment.reproduce`][]); default `None`, computed here.
+
+    **Returns:** the results, a dict of plain data as written to `results.json`.
+
+    **Raises:** `FileNotFoundError` if a run is missing; [`metapinn.experiment.ConfigError`][] if
+    one is unfinished or was trained with other settings;
+    [`metapinn.CorruptCheckpointError`][] for a checkpoint that cannot be read;
+    [`metapinn.DamagedMetricsError`][] for a damaged metrics file (before any work);
+    what [`metapinn.experiment.reference_fields`][] raises (also through `reference`);
+    [`metapinn.RunFolderError`][] if a result file cannot be written;
+    [`metapinn.RunFolderBusy`][] if another process is writing the folder.
+    """
+    folder = RunFolder(out_dir)
+    with folder.writing():
+        evaluation = evaluate(config, folder.path, log=log, reference=reference)
+        results = evaluation.summary()
+        write_json(folder.results_file, results)
+        write_text(folder.report_file, to_markdown(results))
+        if plots:
+            _plots(evaluation, folder)
     return results
 
 
-def _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, grid, u_ref):
-    plot_dir = out_dir / "plots"
+def _plots(evaluation: Evaluation, folder: RunFolder) -> None:
+    config, inits, per_run, valid = (
+        evaluation.config,
+        evaluation.rows,
+        evaluation.measures,
+        evaluation.valid,
+    )
+    all_params, static = evaluation.params, evaluation.static
+    x, t, grid, u_ref = evaluation.reference
+    plot_dir = folder.plots_dir
     plot_dir.mkdir(exist_ok=True)
     curves = {}
     for m in config.methods:
-        if m == TRANSFER:
+        spec = config.method(m)
+        if spec.transfer:
             continue
-        steps = config.method_settings(m)["meta_steps"]
-        folders = [run_dir(out_dir, m, s) for s in config.seeds]
-        curves[m] = np.stack([_read_training_curve(f, steps) for f in folders])
-    labels = [LABELS[i] for i in inits]
+        curves[m] = np.stack([folder.training_curve(m, s, spec.meta_steps) for s in config.seeds])
+    labels = [label(i) for i in inits]
     if curves:
-        _save(plot_meta_training(curves, {m: LABELS[m] for m in curves}), plot_dir, "meta_training")
+        _save(plot_meta_training(curves, {m: label(m) for m in curves}), plot_dir, "meta_training")
     inside = in_range(config)  # the curves average the tasks the tables average
     in_range_runs = {name: values[:, :, inside] for name, values in per_run.items()}
     _save(plot_few_shot(config.eval_steps, in_range_runs, labels), plot_dir, "few_shot")
@@ -439,12 +510,10 @@ def _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, gri
         if not valid[i, 0]:
             continue
         p = jax.tree_util.tree_map(lambda a, i=i: a[i, 0, 0, kb], all_params)
-        fields[f"{LABELS[init]} + {config.budget} steps"] = pinn_field(p, static, points)
+        fields[f"{label(init)} + {config.budget} steps"] = pinn_field(p, static, points)
     if config.eval_steps[-1] != config.budget:
         p = jax.tree_util.tree_map(lambda a: a[0, 0, 0, -1], all_params)
-        fields[f"{LABELS['random']} + {config.eval_steps[-1]} steps"] = pinn_field(
-            p, static, points
-        )
+        fields[f"{label(RANDOM)} + {config.eval_steps[-1]} steps"] = pinn_field(p, static, points)
     fields = {k: np.asarray(v, dtype=np.float64).reshape(len(t), len(x)) for k, v in fields.items()}
     _save(
         plot_fields(x, t, u_ref[0], fields, task_labels(config)[0], seed=config.seeds[0]),
@@ -453,28 +522,5 @@ def _plots(config, out_dir, inits, per_run, valid, all_params, static, x, t, gri
     )
 
 
-def _save(fig, folder: pathlib.Path, name: str) -> None:
+def _save(fig, folder, name: str) -> None:
     atomic_write(folder / f"{name}.png", lambda f: fig.savefig(f, format="png", dpi=110), True)
-
-
-def _training_seconds(config: ExperimentConfig, out_dir: pathlib.Path) -> dict[str, float]:
-    """Meta-training wall time per method, summed over its seeds (and a transfer
-    baseline's tasks), from the metrics files (their `seconds` column restarts from
-    zero when a run is resumed)."""
-    totals = {}
-    for m in config.methods:
-        total = 0.0
-        for s in config.seeds:
-            for folder in run_dirs(config, out_dir, m, s).values():
-                if not (folder / METRICS).exists():
-                    continue  # never trained (its warm-start source diverged)
-                lines = (folder / METRICS).read_text().splitlines()
-                previous = 0.0
-                for line in lines:
-                    seconds = json.loads(line)["seconds"]
-                    if seconds < previous:  # a resumed segment starts
-                        total += previous
-                    previous = seconds
-                total += previous
-        totals[m] = round(total, 2)
-    return totals

@@ -27,7 +27,8 @@ import jax
 from .._run import _sync
 from ._config import ExperimentConfig
 from ._evaluation import evaluate_runs, reference_fields
-from ._training import check_run_folder, train_runs
+from ._folder import RunFolder
+from ._training import train_runs
 from ._workloads import DEFAULT_WORKLOAD, workload
 
 
@@ -56,16 +57,16 @@ def reproduce(
 
     **Arguments:**
 
-    - `config`: an [`metapinn.ExperimentConfig`][]; `None` is the default workload
+    - `config`: an [`metapinn.experiment.ExperimentConfig`][]; `None` is the default workload
       (`DEFAULT_WORKLOAD`, W3).
     - `out_dir`: the run folder; `None` makes `runs/<name>-<date-time>`.
     - `resume`: continue an interrupted run in `out_dir` (which must hold one).
-    - `progress`, `stop_after`, `log`: as for [`metapinn.train_runs`][].
+    - `progress`, `stop_after`, `log`: as for [`metapinn.experiment.train_runs`][].
     - `plots`: draw the plots into `out_dir/plots`.
     - `previous_checkpoint`: with `resume`, a run whose checkpoint is damaged
-      continues from the one kept before it (see [`metapinn.train_runs`][]).
+      continues from the one kept before it (see [`metapinn.experiment.train_runs`][]).
     - `mesh`: split each meta-step's task batch over these devices (see
-      [`metapinn.train_runs`][]); in a multi-process job every process trains,
+      [`metapinn.experiment.train_runs`][]); in a multi-process job every process trains,
       process 0 alone evaluates and writes, and the others wait for it before they
       return (on a barrier without a time limit: JAX's exit barrier gives up after 5
       minutes).
@@ -73,44 +74,46 @@ def reproduce(
     **Returns:** the results, as written to `results.json` (`None` on the other
     processes of a multi-process job).
 
-    **Raises:** what [`metapinn.train_runs`][] (with `keep_going=True`, so not
-    [`metapinn.NonFiniteLossError`][]) and [`metapinn.evaluate_runs`][] raise: e.g.
+    **Raises:** what [`metapinn.experiment.train_runs`][] (with `keep_going=True`, so not
+    [`metapinn.NonFiniteLossError`][]) and [`metapinn.experiment.evaluate_runs`][] raise: e.g.
     `FileExistsError` for a used `out_dir` without `resume` (a run's, or other
     files), `FileNotFoundError` to resume an `out_dir` that holds no run,
-    [`metapinn.ConfigError`][] for a resume with other settings,
+    [`metapinn.experiment.ConfigError`][] for a resume with other settings,
     [`metapinn.RunInterrupted`][] on SIGTERM, SIGINT or `stop_after`, and
-    `RuntimeError` if a reference must be computed without float64.
+    `RuntimeError` if a reference must be computed without float64, and
+    [`metapinn.RunFolderBusy`][] if another process is writing `out_dir`.
     """
     config = workload(DEFAULT_WORKLOAD) if config is None else config
     out_dir = default_out_dir(config) if out_dir is None else pathlib.Path(out_dir)
     log(f"run folder: {out_dir}")
-    evaluates = jax.process_index() == 0
-    # Before the reference thread starts: a refused folder is an error at once, not
-    # once that thread has finished.
-    check_run_folder(config, out_dir, resume, previous_checkpoint)
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metapinn-reference")
-    try:
-        reference = pool.submit(reference_fields, config) if evaluates else None
-        train_runs(
-            config,
-            out_dir,
-            resume=resume,
-            progress=progress,
-            stop_after=stop_after,
-            log=log,
-            keep_going=True,
-            previous_checkpoint=previous_checkpoint,
-            mesh=mesh,
-        )
-        if not evaluates:
-            _sync(f"metapinn: {out_dir} evaluated")  # wait for process 0 before leaving
-            return None
+    folder = RunFolder(out_dir)
+    # Before the lock makes the folder and the reference thread starts: a refused
+    # folder is an error at once, not once that thread has finished.
+    folder.check(config, resume, previous_checkpoint)
+    with folder.writing():
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metapinn-reference")
         try:
-            return evaluate_runs(config, out_dir, log=log, plots=plots, reference=reference)
+            reference = pool.submit(reference_fields, config) if folder.is_writer() else None
+            train_runs(
+                config,
+                out_dir,
+                resume=resume,
+                progress=progress,
+                stop_after=stop_after,
+                log=log,
+                keep_going=True,
+                previous_checkpoint=previous_checkpoint,
+                mesh=mesh,
+            )
+            if not folder.is_writer():
+                _sync(f"metapinn: {out_dir} evaluated")  # wait for process 0 before leaving
+                return None
+            try:
+                return evaluate_runs(config, out_dir, log=log, plots=plots, reference=reference)
+            finally:
+                _sync(f"metapinn: {out_dir} evaluated")  # the others may leave the job now
         finally:
-            _sync(f"metapinn: {out_dir} evaluated")  # the others may leave the job now
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def default_out_dir(config: ExperimentConfig, kind: str = "") -> pathlib.Path:

@@ -7,15 +7,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from ._config import (
-    CONDITIONED,
-    LABELS,
-    OVERRIDE_KEYS,
-    RULE,
-    TRANSFER,
-    ExperimentConfig,
-    _learner_name,
-)
+from ._config import ExperimentConfig, fields_with_role
+from ._methods import CONDITIONED_PREFIX, RANDOM, RULE_SUFFIX, TRANSFER, label
 from ._problem import task_labels
 
 
@@ -120,10 +113,10 @@ def summarise(
     kb = steps.index(config.budget)
     table = []
     for i, init in list(enumerate(inits))[1:] + [(0, "random")]:
-        table.append({"init": init, "method": LABELS[init], "steps": config.budget,
+        table.append({"init": init, "method": label(init), "steps": config.budget,
                       "seeds": n_seeds[init], **entry(i, kb)})  # fmt: skip
     if steps[-1] != config.budget:
-        table.append({"init": "random", "method": LABELS["random"], "steps": steps[-1],
+        table.append({"init": "random", "method": label(RANDOM), "steps": steps[-1],
                       "seeds": n_seeds["random"], **entry(0, len(steps) - 1)})  # fmt: skip
 
     mean_curve = stats["rel_l2"][0]  # (I, K): over valid seeds and in-range tasks
@@ -154,7 +147,7 @@ def summarise(
     return {
         "config": config.to_dict(),
         "inits": list(inits),
-        "labels": {i: LABELS[i] for i in inits},
+        "labels": {i: label(i) for i in inits},
         "steps": list(steps),
         "family": config.family,
         "test_params": list(config.test_params),
@@ -312,7 +305,7 @@ def _verdict(
         a, sa, b, sb = (float(v) for v in (mean[i, kb], std[i, kb], mean[j, kj], std[j, kj]))
         return compare_errors(a, sa, b, sb, what)
 
-    baselines = ("random", "multitask", CONDITIONED + "multitask", TRANSFER)
+    baselines = ("random", "multitask", CONDITIONED_PREFIX + "multitask", TRANSFER)
     if n_total == 1:
         lines.append(
             "One seed: no comparison below can be judged against a spread over seeds "
@@ -326,8 +319,8 @@ def _verdict(
             parts.append(versus(i, 0, len(steps) - 1, f"random init + {steps[-1]} steps"))
         if "multitask" in inits:
             parts.append(versus(i, inits.index("multitask"), kb, f"multi-task + {config.budget}"))
-        if CONDITIONED + "multitask" in inits:
-            j = inits.index(CONDITIONED + "multitask")
+        if CONDITIONED_PREFIX + "multitask" in inits:
+            j = inits.index(CONDITIONED_PREFIX + "multitask")
             if steps[0] == 0:
                 parts.append(versus(i, j, 0, "the conditioned PINN zero-shot"))
             parts.append(versus(i, j, kb, f"the conditioned PINN + {config.budget}"))
@@ -337,7 +330,7 @@ def _verdict(
         note = ""
         if n_seeds[init] < n_total:
             note = f" [{n_total - n_seeds[init]} of {n_total} seeds diverged in meta-training]"
-        lines.append(f"{LABELS[init]} + {config.budget} steps " + "; ".join(parts) + "." + note)
+        lines.append(f"{label(init)} + {config.budget} steps " + "; ".join(parts) + "." + note)
     return lines
 
 
@@ -411,7 +404,7 @@ def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
     k_max = results["steps"][-1]
 
     def per_seed(init: str) -> float:
-        init = init.removesuffix(RULE)  # a learned rule's row: its method's training
+        init = init.removesuffix(RULE_SUFFIX)  # a learned rule's row: its method's training
         own = train.get(init, 0.0) / n_seeds
         source = config.method_settings(init)["init"]
         return own + (per_seed(source) if source in train else 0.0)
@@ -636,16 +629,16 @@ def schedule_text(c: dict[str, Any]) -> str:
 def _method_lines(results: dict[str, Any]) -> list[str]:
     """One line per method whose settings differ from the run-wide ones."""
     config = ExperimentConfig.from_dict(results["config"])
-    base = {k: getattr(config, k) for k in OVERRIDE_KEYS}
+    base = {k: getattr(config, k) for k in fields_with_role("method")}
     lines = []
     for m in config.methods:
         own = config.method_settings(m)
         diff = {k: v for k, v in own.items() if base.get(k) != v and k != "inner_steps"}
-        if own["inner_steps"] != base["inner_steps"] and _learner_name(m) != "multitask":
+        if own["inner_steps"] != base["inner_steps"] and config.method(m).kind.inner_loop:
             diff["inner_steps"] = own["inner_steps"]
         if diff:
             text = ", ".join(f"{k} = {v}" for k, v in diff.items())
-            lines.append(f"- {LABELS[m]}: {text}.")
+            lines.append(f"- {label(m)}: {text}.")
     return ["Methods' own settings:", "", *lines, ""] if lines else []
 
 

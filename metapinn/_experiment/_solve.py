@@ -20,8 +20,8 @@ from .._meta._gauss_newton import GaussNewton
 from .._pde._registry import family as get_family
 from .._timed import record_steps, timed_adaptation
 from ._config import ConfigError, ExperimentConfig
+from ._folder import RunFolder
 from ._problem import build_problem, eval_optimizer, experiment_tasks, initialisation
-from ._training import load_final
 from ._workloads import workload
 
 
@@ -41,7 +41,7 @@ def solve_adapter(optimizer: str, steps: int, config: ExperimentConfig, scratch:
     run's common adaptation schedule; from scratch, warm-up and cosine decay from
     `SCRATCH_ADAM_LR`. L-BFGS and Gauss–Newton are the library's defaults.
 
-    **Raises:** [`metapinn.ConfigError`][] for an unknown name."""
+    **Raises:** [`metapinn.experiment.ConfigError`][] for an unknown name."""
     if optimizer == "adam":
         if not scratch:
             return Optax(eval_optimizer(config))
@@ -101,17 +101,6 @@ def _init_source(init: str) -> tuple[pathlib.Path, str]:
     return pathlib.Path(folder), method
 
 
-def _stored_config(folder: pathlib.Path) -> ExperimentConfig:
-    stored = folder / "config.json"
-    if not stored.is_file():
-        raise ConfigError(f"--init: {folder} is not a run folder (no config.json)")
-    try:
-        data = json.loads(stored.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"--init: {stored} cannot be read as a run's settings: {e}") from None
-    return ExperimentConfig.from_dict(data)
-
-
 def solve(
     family: str,
     task: str,
@@ -148,7 +137,7 @@ def solve(
     `steps`, `seconds`, `rel_l2` (final), `compile_seconds`, `init`, and the curve
     (`curve.steps`, `curve.seconds`, `curve.rel_l2`, `curve.loss`).
 
-    **Raises:** [`metapinn.ConfigError`][] naming the bad value: an unknown family or
+    **Raises:** [`metapinn.experiment.ConfigError`][] naming the bad value: an unknown family or
     optimizer, a task outside the family's valid range, steps < 0, a bad or mismatched
     init.
     """
@@ -163,12 +152,17 @@ def solve(
     steps = DEFAULT_STEPS[optimizer] if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"--steps must be an integer >= 0, got {steps!r}")
+    conditioned = False
     if init is None:
-        config, method = workload(SCRATCH_WORKLOAD, family), "random"
+        config = workload(SCRATCH_WORKLOAD, family)
         params, static, _ = initialisation(config, seed)
     else:
-        folder, method = _init_source(init)
-        config = _stored_config(folder)
+        path, method = _init_source(init)
+        run = RunFolder(path)
+        try:
+            config = run.read_config()
+        except ConfigError as e:
+            raise ConfigError(f"--init: {e}") from None
         if config.family != family:
             raise ConfigError(
                 f"--init {init!r} was trained on the family {config.family!r}, not {family!r}"
@@ -180,13 +174,14 @@ def solve(
             )
         if seed not in config.seeds:
             raise ConfigError(f"--seed {seed}: the run has seeds {list(config.seeds)}")
-        like, static, _ = initialisation(config, seed, method)
-        params = load_final(config, folder, method, seed, like)
+        conditioned = config.method(method).conditioned
+        like, static, _ = initialisation(config, seed, conditioned)
+        params = run.load_trained(config, method, seed, like)
     one, label, value = _one_task(fam, config, task)
     problem = build_problem(config)
     # A conditioned network adapts all its parameters through its own loss and is
     # measured bound to the task: what the few-shot evaluation does.
-    loss = problem.loss(method)
+    loss = problem.loss(conditioned)
     adapter: AbstractAdapter = solve_adapter(optimizer, steps, config, init is None)
     x = np.linspace(problem.pde.x_min, problem.pde.x_max, 256)
     t = np.linspace(problem.pde.t_min, problem.pde.t_max, 101)

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from .._pde._registry import family as get_family
-from ._config import _TASK_KEYS, ConfigError, ExperimentConfig, _fail, _parse_override
+from ._config import ConfigError, ExperimentConfig, _fail, _parse_override, fields_with_role
 
 
 W3 = {
@@ -84,7 +84,7 @@ FAMILY_WORKLOADS: dict[str, tuple[str, ...]] = {"W2": ("burgers",)}
 """The workloads that fix their family (W2 is a range of Burgers viscosities); the
 others run on any family, with its standard tasks."""
 DEFAULT_WORKLOAD = "W3"
-"""The workload of `metapinn reproduce` (and `metapinn.reproduce()`) without settings."""
+"""The workload of `metapinn reproduce` (and `metapinn.experiment.reproduce()`) without settings."""
 
 
 def workload(name: str, family: str | None = None, **changes: Any) -> "ExperimentConfig":
@@ -94,17 +94,17 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
 
     **Arguments:**
 
-    - `name`: a key of [`metapinn.WORKLOADS`][]: `"W1"`, `"W2"` or `"W3"`.
+    - `name`: a key of [`metapinn.experiment.WORKLOADS`][]: `"W1"`, `"W2"` or `"W3"`.
     - `family`: a key of [`metapinn.FAMILIES`][], or `MODULE:ATTR` for a family of
       your own (see [`metapinn.family`][]); default `None`, the workload's own
       (Burgers). On another family the workload's tasks are dropped for the family's
       standard ones.
-    - `**changes`: settings of [`metapinn.ExperimentConfig`][] to change, e.g.
+    - `**changes`: settings of [`metapinn.experiment.ExperimentConfig`][] to change, e.g.
       `seeds=(0,)`.
 
-    **Returns:** an [`metapinn.ExperimentConfig`][].
+    **Returns:** an [`metapinn.experiment.ExperimentConfig`][].
 
-    **Raises:** [`metapinn.ConfigError`][] for an unknown workload or family, a
+    **Raises:** [`metapinn.experiment.ConfigError`][] for an unknown workload or family, a
     workload that does not run on the family, or a bad change.
     """
     if name not in WORKLOADS:
@@ -117,7 +117,7 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
             _fail("family", family, str(e))
         if name in FAMILY_WORKLOADS and family not in FAMILY_WORKLOADS[name]:
             _fail("family", family, f"workload {name} is defined on {FAMILY_WORKLOADS[name]}")
-        data = {k: v for k, v in data.items() if k not in _TASK_KEYS}
+        data = {k: v for k, v in data.items() if k not in fields_with_role("tasks")}
         data.update(family=family, name=f"{data.get('name', name)}-{own}")
     return ExperimentConfig.from_dict({**data, **changes})
 
@@ -136,9 +136,9 @@ QUICK = {
 def quick(config: ExperimentConfig) -> ExperimentConfig:
     """`config` shrunk to a smoke run (see `QUICK`); methods' own `meta_steps` go too.
 
-    **Arguments:** `config`, an [`metapinn.ExperimentConfig`][].
+    **Arguments:** `config`, an [`metapinn.experiment.ExperimentConfig`][].
 
-    **Returns:** a new [`metapinn.ExperimentConfig`][]: `config` with the values of
+    **Returns:** a new [`metapinn.experiment.ExperimentConfig`][]: `config` with the values of
     `QUICK` (20 meta-steps, seeds 0 and 1, ...) and without its `*.meta_steps`
     overrides.
     """

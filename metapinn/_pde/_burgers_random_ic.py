@@ -196,7 +196,7 @@ class BurgersRandomIC(AbstractPDE):
         - `task`: one [`metapinn.RandomICTask`][] (coefficients `(K,)`, a scalar `nu`).
         - `x`, `t`: 1-D grids in `[-1, 1]` and `[0, 1]`.
         - `grid_size`: the solver's collocation points `M` (even, >= 8, with
-          `(M - 1) // 3 >= K`); default: [`metapinn.default_grid_size`][]`(nu)`, which
+          `(M - 1) // 3 >= K`); default: [`metapinn.burgers_grid_size`][]`(nu)`, which
           needs a concrete `nu`. For a batch of tasks, `jax.vmap` this method with
           `grid_size` given (one size for the whole batch), or call it per task.
 
@@ -210,7 +210,7 @@ class BurgersRandomIC(AbstractPDE):
         `num_modes` coefficients; via `eqx.error_if` for bad values or a failed solve).
         """
         from ._burgers._exact import _concrete
-        from ._burgers._reference import SpectralBurgersSolver, default_grid_size
+        from ._burgers._reference import SpectralBurgersSolver, burgers_grid_size
 
         if grid_size is None:
             nu = _concrete(task.nu)
@@ -218,7 +218,7 @@ class BurgersRandomIC(AbstractPDE):
                 raise ValueError(
                     "BurgersRandomIC.reference_solution needs grid_size when the task's nu "
                     "is traced (under jit, vmap or grad), e.g. grid_size="
-                    "default_grid_size(nu) for the smallest nu of a batch"
+                    "burgers_grid_size(nu) for the smallest nu of a batch"
                 )
             if nu.ndim != 0:
                 raise ValueError(
@@ -226,6 +226,6 @@ class BurgersRandomIC(AbstractPDE):
                     f"{nu.shape}. For a batch, call it per task, or jax.vmap it with "
                     "grid_size given"
                 )
-            grid_size = default_grid_size(nu.item())
+            grid_size = burgers_grid_size(nu.item())
         solver = SpectralBurgersSolver(grid_size)
         return solver.solve(task.nu, x, t, coefficients=task.coefficients).u

@@ -1,6 +1,6 @@
 """A disk cache of the families' reference solutions, one `.npz` file per task.
 
-Burgers keeps its own cache ([`metapinn.cached_reference_solution`][], keyed by the
+Burgers keeps its own cache ([`metapinn.cached_burgers_reference`][], keyed by the
 viscosity and its solver's settings); every other family's reference is cached here,
 keyed by the family, its PDE's settings, the task's values and the grid.
 """
@@ -107,7 +107,7 @@ def cached_family_reference(
     - `tasks`: a batch of its tasks (every leaf with the same leading axis `B`), with
       concrete values; the reference is computed from them in float64.
     - `x`, `t`: the 1-D grid (concrete).
-    - `cache_dir`: as for [`metapinn.cached_reference_solution`][].
+    - `cache_dir`: as for [`metapinn.cached_burgers_reference`][].
 
     **Returns:** a float64 NumPy array of shape `(B, len(t), len(x))`.
 

@@ -242,9 +242,9 @@ class Family:
 
 def _burgers_reference(tasks: BurgersTask, x: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Burgers' references from its own cache (keyed by the viscosity)."""
-    from ._burgers._cached import cached_reference_solution
+    from ._burgers._cached import cached_burgers_reference
 
-    return cached_reference_solution(np.asarray(tasks.nu, dtype=np.float64), x, t)
+    return cached_burgers_reference(np.asarray(tasks.nu, dtype=np.float64), x, t)
 
 
 def _coefficient_features() -> ScaledFeature:

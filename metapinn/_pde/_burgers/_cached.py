@@ -1,4 +1,4 @@
-"""The disk cache of the Burgers references ([`metapinn.cached_reference_solution`][]):
+"""The disk cache of the Burgers references ([`metapinn.cached_burgers_reference`][]):
 one `.npz` file per viscosity, keyed by every setting that changes its numbers."""
 
 import hashlib
@@ -18,8 +18,8 @@ from ._reference import (
     CODE_VERSION,
     _check_grid_values,
     _check_viscosities,
-    default_grid_size,
-    reference_solution,
+    burgers_grid_size,
+    burgers_reference_solution,
 )
 
 
@@ -58,7 +58,7 @@ def _cache_path(directory: pathlib.Path, key: str) -> pathlib.Path:
     return directory / f"burgers-reference-{name}.npz"
 
 
-def cached_reference_solution(
+def cached_burgers_reference(
     nu: Real[ArrayLike, "..."] | float,
     x: Real[ArrayLike, "..."] | None = None,
     t: Real[ArrayLike, "..."] | None = None,
@@ -70,7 +70,7 @@ def cached_reference_solution(
     max_steps: int = 100_000,
     t_final: float = 1.0,
 ) -> np.ndarray:
-    """[`metapinn.reference_solution`][] with a cache on disk, one `.npz` file per
+    """[`metapinn.burgers_reference_solution`][] with a cache on disk, one `.npz` file per
     viscosity, so repeated runs do not recompute.
 
     A file's name is a hash of every setting that changes the numbers: `nu`, the `x`
@@ -83,7 +83,7 @@ def cached_reference_solution(
     **Arguments:**
 
     - `nu`, `x`, `t`, `grid_size`, `rtol`, `atol`, `max_steps`, `t_final`: as for
-      [`metapinn.reference_solution`][]; `nu` must be concrete (not traced). Leave
+      [`metapinn.burgers_reference_solution`][]; `nu` must be concrete (not traced). Leave
       `x` and `t` out for the standard grid: that hits the same cache entries with
       or without `jax_enable_x64` (a float32 copy of the grid would not).
     - `cache_dir`: the folder for the files; default: the environment variable
@@ -94,7 +94,7 @@ def cached_reference_solution(
     `(B, len(t), len(x))` for a 1-D `nu`. (A NumPy array, so that cached solutions
     can be loaded in a process without `jax_enable_x64`.)
 
-    **Raises:** as [`metapinn.reference_solution`][], and `ValueError` for a traced
+    **Raises:** as [`metapinn.burgers_reference_solution`][], and `ValueError` for a traced
     `nu`, `x` or `t`.
     """
     directory = _default_cache_dir() if cache_dir is None else pathlib.Path(cache_dir)
@@ -102,7 +102,7 @@ def cached_reference_solution(
     for name, value, default in (("nu", nu, None), ("x", x, _STANDARD_X), ("t", t, _STANDARD_T)):
         value = default if value is None else _concrete(value)
         if value is None:
-            raise ValueError(f"cached_reference_solution needs a concrete {name}, not a tracer")
+            raise ValueError(f"cached_burgers_reference needs a concrete {name}, not a tracer")
         values[name] = np.asarray(value, dtype=np.float64)
     nus, x_values, t_values = values["nu"], values["x"], values["t"]
     if nus.ndim > 1:
@@ -116,7 +116,7 @@ def cached_reference_solution(
 
     flat = nus.reshape(-1)
     shape = (t_values.shape[0], x_values.shape[0])
-    sizes = [default_grid_size(v) if grid_size is None else grid_size for v in flat]
+    sizes = [burgers_grid_size(v) if grid_size is None else grid_size for v in flat]
     keys = [
         _cache_key(v, x_values, t_values, grid_size=s, rtol=rtol, atol=atol, t_final=t_final)
         for v, s in zip(flat, sizes, strict=True)
@@ -129,7 +129,7 @@ def cached_reference_solution(
         for size in sorted({sizes[i] for i in missing}):
             index = [i for i in missing if sizes[i] == size]
             computed = np.asarray(
-                reference_solution(
+                burgers_reference_solution(
                     flat[index],
                     x_values,
                     t_values,

@@ -93,12 +93,12 @@ class Burgers(AbstractPDE):
         return cole_hopf_on_grid(x, t, task.nu)
 
     def reference_solution(self, task: BurgersTask, x: Array, t: Array) -> Float[Array, "nt nx"]:
-        """The spectral reference ([`metapinn.reference_solution`][]) on `x × t`: float64,
+        """The spectral reference ([`metapinn.burgers_reference_solution`][]) on `x × t`: float64,
         of shape `(len(t), len(x))`, or `(B, len(t), len(x))` for a batch of `B` tasks.
 
-        **Raises:** what [`metapinn.reference_solution`][] raises: `RuntimeError` if
+        **Raises:** what [`metapinn.burgers_reference_solution`][] raises: `RuntimeError` if
         float64 is not enabled or a solve fails; `ValueError` for invalid input.
         """
-        from ._reference import reference_solution
+        from ._reference import burgers_reference_solution
 
-        return reference_solution(task.nu, x, t)
+        return burgers_reference_solution(task.nu, x, t)

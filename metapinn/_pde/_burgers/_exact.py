@@ -38,7 +38,7 @@ def _concrete(value) -> np.ndarray | None:
         return None
 
 
-def default_num_nodes(nu: float, t_max: float, coefficients=None) -> int:
+def cole_hopf_num_nodes(nu: float, t_max: float, coefficients=None) -> int:
     r"""The number of quadrature nodes that [`metapinn.cole_hopf_solution`][] uses by
     default: enough for the trapezoidal rule to be converged to rounding error for
     viscosity `nu` up to time `t_max`, from the initial condition `-sin(pi x)` or, with
@@ -141,7 +141,7 @@ def cole_hopf_solution(
     - `x`, `t`: positions and times; any two shapes that broadcast together.
     - `nu`: the viscosity, a scalar (> 0). For several viscosities, use `jax.vmap`.
     - `num_nodes`: quadrature nodes per point. By default
-      `default_num_nodes(nu, max(t), coefficients)`, which needs concrete `nu`, `t`
+      `cole_hopf_num_nodes(nu, max(t), coefficients)`, which needs concrete `nu`, `t`
       and `coefficients`; pass it explicitly when calling under `jax.jit`.
     - `coefficients`: the sine coefficients $a_k$ of another initial condition
       $u_0 = \sum_k a_k \sin(k\pi x)$ (concrete, 1-D, finite; default `(-1,)`, the
@@ -186,10 +186,10 @@ def cole_hopf_solution(
         if nu_value is None or t_values is None:
             raise ValueError(
                 "cole_hopf_solution needs num_nodes when nu or t is traced (under jit, "
-                "vmap or grad); e.g. num_nodes=default_num_nodes(nu, t_max)"
+                "vmap or grad); e.g. num_nodes=cole_hopf_num_nodes(nu, t_max)"
             )
         t_max = float(np.max(t_values)) if t_values.size > 0 else 0.0
-        num_nodes = default_num_nodes(float(nu_value), t_max, a)
+        num_nodes = cole_hopf_num_nodes(float(nu_value), t_max, a)
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 3:
         raise ValueError(f"num_nodes must be an integer >= 3, got {num_nodes!r}")
 

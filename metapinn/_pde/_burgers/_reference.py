@@ -43,12 +43,12 @@ def _require_x64() -> None:
         raise RuntimeError(
             "the Burgers reference solver runs in float64: enable it at start-up with "
             'jax.config.update("jax_enable_x64", True) (or JAX_ENABLE_X64=1). Without '
-            "it, cached_reference_solution can still load solutions computed earlier."
+            "it, cached_burgers_reference can still load solutions computed earlier."
         )
 
 
-def default_grid_size(nu: float) -> int:
-    """The number of collocation points `M` that [`metapinn.reference_solution`][]
+def burgers_grid_size(nu: float) -> int:
+    """The number of collocation points `M` that [`metapinn.burgers_reference_solution`][]
     uses for viscosity `nu` when none is given: the smallest even `2^a 3^b` (an
     FFT-friendly size) with `M >= max(32, 3.75 / nu)`. This keeps the relative L2 error
     against the exact solution below about 5e-7 (spectral accuracy; see the
@@ -75,7 +75,7 @@ def default_grid_size(nu: float) -> int:
     return best
 
 
-class ReferenceSolution(eqx.Module):
+class BurgersReferenceSolution(eqx.Module):
     """What [`metapinn.SpectralBurgersSolver.solve`][] returns. Under `jax.vmap` each
     field gains the batch axis.
 
@@ -109,7 +109,7 @@ class SpectralBurgersSolver(eqx.Module):
     squared, and transformed back. Because $3K < M$, the quadratic product is free of
     aliasing on the retained modes (the 2/3 rule), and the Galerkin truncation
     converges spectrally: $M \approx 3.75/\nu$ gives about $10^{-7}$ relative error
-    (see [`metapinn.default_grid_size`][]).
+    (see [`metapinn.burgers_grid_size`][]).
 
     **Time integration.** diffrax's `Tsit5` with a `PIDController` (used as a PI
     controller, `pcoeff=0.4, icoeff=0.3`) on the real coefficient vector $b$, saving
@@ -154,7 +154,7 @@ class SpectralBurgersSolver(eqx.Module):
 
         - `grid_size`: `M`, the number of collocation points in `[-1, 1)`; even and
           at least 8 (FFT-friendly sizes such as `2^a 3^b` are fastest). See
-          [`metapinn.default_grid_size`][] for a choice by viscosity.
+          [`metapinn.burgers_grid_size`][] for a choice by viscosity.
         - `rtol`, `atol`: tolerances of the adaptive step-size controller, applied to
           the sine coefficients (which are O(1) at most).
         - `max_steps`: the most steps the integrator may take.
@@ -206,7 +206,7 @@ class SpectralBurgersSolver(eqx.Module):
         *,
         throw: bool = True,
         coefficients: Real[ArrayLike, " K0"] | None = None,
-    ) -> ReferenceSolution:
+    ) -> BurgersReferenceSolution:
         r"""Solve for one viscosity. Traceable: works under `jax.jit` and `jax.vmap`
         (batch over `nu` with `throw=False` and inspect `result`).
 
@@ -222,7 +222,7 @@ class SpectralBurgersSolver(eqx.Module):
           $u_0 = \sum_{k \le K_0} a_k \sin(k\pi x)$ (odd and 2-periodic, so the
           method holds unchanged), with `K_0 <= num_modes`; default: `-sin(pi x)`.
 
-        **Returns:** a [`metapinn.ReferenceSolution`][] with `u` of shape
+        **Returns:** a [`metapinn.BurgersReferenceSolution`][] with `u` of shape
         `(len(t), len(x))`.
 
         **Raises:** `ValueError` at trace time for wrong shapes; `RuntimeError` if
@@ -236,7 +236,7 @@ class SpectralBurgersSolver(eqx.Module):
         if nu.ndim != 0:
             raise ValueError(
                 f"solve takes one viscosity; got nu of shape {nu.shape}. For a batch, "
-                "use jax.vmap (or reference_solution, which accepts a 1-D nu)."
+                "use jax.vmap (or burgers_reference_solution, which accepts a 1-D nu)."
             )
         _check_grid_shapes(x, t)
         nu = eqx.error_if(nu, ~(jnp.isfinite(nu) & (nu > 0)), "nu must be finite and > 0")
@@ -292,7 +292,7 @@ class SpectralBurgersSolver(eqx.Module):
         )
         assert sol.ys is not None and sol.stats is not None
         sines = jnp.sin(wavenumbers[:, None] * x[None, :])
-        return ReferenceSolution(
+        return BurgersReferenceSolution(
             u=sol.ys @ sines,
             num_steps=sol.stats["num_steps"],
             num_accepted_steps=sol.stats["num_accepted_steps"],
@@ -337,12 +337,12 @@ def _check_viscosities(values: np.ndarray) -> None:
 
 
 @eqx.filter_jit
-def _solve_one(solver: SpectralBurgersSolver, nu, x, t) -> ReferenceSolution:
+def _solve_one(solver: SpectralBurgersSolver, nu, x, t) -> BurgersReferenceSolution:
     return solver.solve(nu, x, t, throw=True)
 
 
 @eqx.filter_jit
-def _solve_batch(solver: SpectralBurgersSolver, nu, x, t) -> ReferenceSolution:
+def _solve_batch(solver: SpectralBurgersSolver, nu, x, t) -> BurgersReferenceSolution:
     return jax.vmap(lambda n: solver.solve(n, x, t, throw=False))(nu)
 
 
@@ -360,7 +360,7 @@ def _solve_concrete(
         ) from error
 
 
-def _failures(nus: np.ndarray, sol: ReferenceSolution, grid_size: int) -> list[str]:
+def _failures(nus: np.ndarray, sol: BurgersReferenceSolution, grid_size: int) -> list[str]:
     ok = np.asarray(sol.result == dfx.RESULTS.successful)
     messages = []
     for i in np.flatnonzero(~ok):
@@ -369,7 +369,7 @@ def _failures(nus: np.ndarray, sol: ReferenceSolution, grid_size: int) -> list[s
     return messages
 
 
-def reference_solution(
+def burgers_reference_solution(
     nu: Real[ArrayLike, "..."] | float,
     x: Real[ArrayLike, "..."] | None = None,
     t: Real[ArrayLike, "..."] | None = None,
@@ -394,17 +394,17 @@ def reference_solution(
     with a traced `nu`, but then `grid_size` must be given, value checks use
     `eqx.error_if`, and a failed solve in a batch raises without naming the `nu`.
 
-    For repeated use, [`metapinn.cached_reference_solution`][] stores results on disk.
+    For repeated use, [`metapinn.cached_burgers_reference`][] stores results on disk.
 
     **Arguments:**
 
     - `nu`: the viscosity, a scalar or a 1-D batch (each > 0).
     - `x`: strictly increasing positions in `[-1, 1]`; default: the 256 points of
-      [`metapinn.standard_grid`][].
+      [`metapinn.AbstractPDE.standard_grid`][].
     - `t`: strictly increasing times in `[0, t_final]`; default: the 101 times of
       the standard grid.
     - `grid_size`: collocation points `M`; default: per viscosity,
-      [`metapinn.default_grid_size`][]`(nu)`.
+      [`metapinn.burgers_grid_size`][]`(nu)`.
     - `rtol`, `atol`, `max_steps`, `t_final`: see [`metapinn.SpectralBurgersSolver`][].
 
     **Returns:** `u`, float64, of shape `(len(t), len(x))`, or `(B, len(t), len(x))`
@@ -434,7 +434,7 @@ def reference_solution(
         if grid_size is None:
             raise ValueError(
                 "grid_size must be given when nu is traced (under jit, vmap or grad); "
-                "e.g. grid_size=default_grid_size(min_nu)"
+                "e.g. grid_size=burgers_grid_size(min_nu)"
             )
         solver = solver_of(grid_size)
         if nu.ndim == 0:
@@ -445,10 +445,10 @@ def reference_solution(
 
     _check_viscosities(nu_values)
     if nu.ndim == 0:
-        size = default_grid_size(nu_values.item()) if grid_size is None else grid_size
+        size = burgers_grid_size(nu_values.item()) if grid_size is None else grid_size
         return _solve_concrete(solver_of(size), nu_values.item(), x, t)
 
-    sizes = [default_grid_size(v) if grid_size is None else grid_size for v in nu_values]
+    sizes = [burgers_grid_size(v) if grid_size is None else grid_size for v in nu_values]
     u: list[Array | None] = [None] * len(sizes)
     failures = []
     for size in sorted(set(sizes)):
