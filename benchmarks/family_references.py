@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import metapinn as mp  # noqa: E402
-from metapinn._experiment._problem import experiment_tasks, task_labels  # noqa: E402
+from metapinn._experiment._problem import experiment_tasks  # noqa: E402
 
 
 WORKLOADS = {"burgers": "W2"}
@@ -49,7 +49,7 @@ def measure(name: str) -> dict:
     x, t = (jnp.asarray(v, jnp.float64) for v in pde.standard_grid())
     _, tests = experiment_tasks(config, "float64")
     rows = []
-    for i, label in enumerate(task_labels(config)):
+    for i, label in enumerate(config.held_out_labels()):
         task = jax.tree_util.tree_map(lambda a, i=i: a[i], tests)
         start = time.perf_counter()
         reference = np.asarray(pde.reference_solution(task, x, t))

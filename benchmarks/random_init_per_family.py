@@ -30,7 +30,6 @@ from metapinn._experiment._problem import (  # noqa: E402
     build_problem,
     eval_optimizer,
     initialisation,
-    task_labels,
 )
 
 
@@ -53,7 +52,7 @@ def measure(family: str, workload: str, steps: tuple[int, ...]) -> dict:
     return {
         "family": family,
         "workload": config.name,
-        "tasks": task_labels(config),
+        "tasks": config.held_out_labels(),
         "steps": list(steps),
         "rel_l2": rel.tolist(),
         "mean_rel_l2": rel.mean(axis=0).tolist(),

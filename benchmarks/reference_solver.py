@@ -32,8 +32,8 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+import metapinn as mp  # noqa: E402
 import metapinn._pde._burgers._reference as reference  # noqa: E402
-from metapinn._grid import standard_grid  # noqa: E402
 from metapinn._metrics import relative_l2_error  # noqa: E402
 from metapinn._pde._burgers._exact import cole_hopf_solution  # noqa: E402
 from metapinn._pde._burgers._reference import (  # noqa: E402
@@ -52,7 +52,7 @@ def _solve(solver, nu, x, t):
 
 def measure(nu: float, repeats: int) -> dict:
     """Error, compile time, run times and step count of one reference solve."""
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     solver = SpectralBurgersSolver(burgers_grid_size(nu))
     nu_array = jnp.asarray(nu, dtype=jnp.float64)
     start = time.perf_counter()
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     for nu in args.nu:
         rows.append(measure(nu, args.repeats))
         print(f"done nu={nu:.6g}", flush=True)
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     solver = SpectralBurgersSolver(32)
     results = {
         "benchmark": "reference_solver",

@@ -33,7 +33,7 @@ import optax  # noqa: E402
 
 import metapinn as mp  # noqa: E402
 from metapinn._experiment._evaluation import reference_fields  # noqa: E402
-from metapinn._experiment._problem import experiment_tasks, task_labels  # noqa: E402
+from metapinn._experiment._problem import experiment_tasks  # noqa: E402
 
 
 SLABS = 32
@@ -107,7 +107,7 @@ def main() -> None:
     _, _, grid, u_ref = reference_fields(config)
     pde = mp.family(args.family).pde()
     _, tests = experiment_tasks(config, "float32")
-    labels = task_labels(config)
+    labels = config.held_out_labels()
     if args.causal is None:
         loss = mp.PINNLoss(pde, weights=tuple(args.weights))
     else:

@@ -7,7 +7,7 @@ from ._checkpoint import (
     CorruptCheckpointError as CorruptCheckpointError,
     RunFolderError as RunFolderError,
     load_checkpoint as load_checkpoint,
-    previous_checkpoint as previous_checkpoint,
+    previous_checkpoint_path as previous_checkpoint_path,
     save_checkpoint as save_checkpoint,
 )
 from ._conditioned import (
@@ -16,7 +16,7 @@ from ._conditioned import (
     LogScaledFeature as LogScaledFeature,
     ScaledFeature as ScaledFeature,
 )
-from ._evaluate import (
+from ._few_shot import (
     FewShotTrace as FewShotTrace,
     FieldMetrics as FieldMetrics,
     adapt_recording as adapt_recording,
@@ -64,6 +64,20 @@ from ._meta._methods import (
     Reptile as Reptile,
     make_learner as make_learner,
 )
+from ._meta_step import (
+    MetaStepInfo as MetaStepInfo,
+    meta_objective as meta_objective,
+    meta_step as meta_step,
+    task_mesh as task_mesh,
+)
+from ._meta_train import (
+    DamagedMetricsError as DamagedMetricsError,
+    MetaTrainResult as MetaTrainResult,
+    NonFiniteLossError as NonFiniteLossError,
+    RunInterrupted as RunInterrupted,
+    meta_train as meta_train,
+    read_metrics as read_metrics,
+)
 from ._metrics import (
     ErrorReport as ErrorReport,
     evaluate_pinn as evaluate_pinn,
@@ -74,7 +88,6 @@ from ._metrics import (
 from ._pde._allen_cahn import AllenCahn as AllenCahn, AllenCahnTask as AllenCahnTask
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
-from ._pde._burgers._cached import cached_burgers_reference as cached_burgers_reference
 from ._pde._burgers._exact import (
     cole_hopf_num_nodes as cole_hopf_num_nodes,
     cole_hopf_solution as cole_hopf_solution,
@@ -85,14 +98,15 @@ from ._pde._burgers._reference import (
     burgers_grid_size as burgers_grid_size,
     burgers_reference_solution as burgers_reference_solution,
 )
+from ._pde._burgers._reference_cache import cached_burgers_reference as cached_burgers_reference
 from ._pde._burgers_random_ic import (
     BurgersRandomIC as BurgersRandomIC,
     RandomICTask as RandomICTask,
     random_initial_conditions as random_initial_conditions,
 )
-from ._pde._cache import cached_family_reference as cached_family_reference
 from ._pde._convection import Convection as Convection, ConvectionTask as ConvectionTask
 from ._pde._heat import Heat as Heat, HeatTask as HeatTask
+from ._pde._reference_cache import cached_family_reference as cached_family_reference
 from ._pde._registry import FAMILIES as FAMILIES, Family as Family, family as family
 from ._pde._wave import Wave as Wave, WaveTask as WaveTask
 from ._pinn import (
@@ -104,14 +118,6 @@ from ._pinn import (
     Needs as Needs,
     check_needs as check_needs,
 )
-from ._run import (
-    DamagedMetricsError as DamagedMetricsError,
-    MetaTrainResult as MetaTrainResult,
-    NonFiniteLossError as NonFiniteLossError,
-    RunInterrupted as RunInterrupted,
-    meta_train as meta_train,
-    read_metrics as read_metrics,
-)
 from ._sampling import (
     CollocationBatch as CollocationBatch,
     sample_collocation as sample_collocation,
@@ -120,12 +126,6 @@ from ._timed import (
     TimedTrace as TimedTrace,
     record_steps as record_steps,
     timed_adaptation as timed_adaptation,
-)
-from ._train import (
-    MetaStepInfo as MetaStepInfo,
-    meta_objective as meta_objective,
-    meta_step as meta_step,
-    task_mesh as task_mesh,
 )
 
 

@@ -43,7 +43,7 @@ class CorruptCheckpointError(ValueError):
     message names it, and the previous checkpoint if there is one."""
 
 
-def previous_checkpoint(path: str | os.PathLike) -> pathlib.Path:
+def previous_checkpoint_path(path: str | os.PathLike) -> pathlib.Path:
     """Where the checkpoint before `path` is kept: `checkpoint.prev.npz` beside
     `checkpoint.npz`.
 
@@ -170,7 +170,7 @@ def save_checkpoint(
     - `tree`: a pytree of arrays (parameters, optimiser state, key data, ...).
     - `meta`: plain data (step, config, ...), stored as JSON.
     - `keep_previous`: keep the checkpoint `path` held before as
-      [`metapinn.previous_checkpoint`][]`(path)` (a hard link where the file system has
+      [`metapinn.previous_checkpoint_path`][]`(path)` (a hard link where the file system has
       them, so `path` exists at every moment); keyword only, default `True`.
 
     **Returns:** `None`.
@@ -184,7 +184,7 @@ def save_checkpoint(
     arrays = {f"leaf_{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays[_META_KEY] = np.asarray(json.dumps(meta, allow_nan=False))
     if keep_previous and path.exists():
-        previous = previous_checkpoint(path)
+        previous = previous_checkpoint_path(path)
         # A name of this writer's own (a temporary's, so a kill's leftover is known).
         link = previous.with_name(f".{previous.name}.{secrets.token_hex(6)}.tmp")
         try:
@@ -214,7 +214,7 @@ def _open_checkpoint(path: pathlib.Path) -> Iterator[Any]:
 
 
 def _corrupt(path: pathlib.Path, error: BaseException) -> CorruptCheckpointError:
-    previous = previous_checkpoint(path)
+    previous = previous_checkpoint_path(path)
     hint = (
         f"; the checkpoint before it, {previous}, can be used instead: resume with "
         "previous=True (--previous-checkpoint), which costs the steps since that one"
@@ -252,7 +252,7 @@ def load_checkpoint(
     - `like`: a pytree with the structure, shapes and dtypes of the saved one (e.g.
       freshly initialised parameters and optimiser state); its leaves are replaced.
     - `previous`: read the checkpoint kept before it instead
-      ([`metapinn.previous_checkpoint`][]), e.g. when `path` is damaged.
+      ([`metapinn.previous_checkpoint_path`][]), e.g. when `path` is damaged.
 
     **Returns:** `(tree, meta)`.
 
@@ -262,7 +262,7 @@ def load_checkpoint(
     """
     path = pathlib.Path(path)
     if previous:
-        path = previous_checkpoint(path)
+        path = previous_checkpoint_path(path)
         if not path.exists():
             raise FileNotFoundError(f"no previous checkpoint {path} to resume from")
     with _open_checkpoint(path) as data:

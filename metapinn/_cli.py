@@ -32,12 +32,12 @@ from ._experiment import (
     train_runs,
     workload,
 )
-from ._experiment._ablation import (
+from ._experiment._ablation import check_grid_folder, run_ablation
+from ._experiment._ablation_grid import (
     GRID_KEYS,
     make_grid,
     parse_vary,
     read_grid_file,
-    run_ablation,
     stored_grid,
 )
 from ._experiment._ablation_report import format_ablation
@@ -45,12 +45,12 @@ from ._experiment._compat import old_flags
 from ._experiment._config import _parse_override, field_help, fields_with_role
 from ._experiment._folder import RunFolder
 from ._experiment._methods import METHOD_NAMES
-from ._experiment._report import QUICK_SUFFIX
 from ._experiment._solve import DEFAULT_STEPS, SOLVE_OPTIMIZERS, solve
+from ._experiment._workloads import QUICK_SUFFIX
 from ._lock import RunFolderBusy
+from ._meta_step import task_mesh
+from ._meta_train import CHECKPOINT, DamagedMetricsError, NonFiniteLossError, RunInterrupted
 from ._pde._registry import family as get_family, family_table
-from ._run import CHECKPOINT, DamagedMetricsError, NonFiniteLossError, RunInterrupted
-from ._train import task_mesh
 from ._xla import configure_cpu, pin_matmul_precision
 
 
@@ -586,27 +586,13 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_grid_folder(folder: pathlib.Path | None, resume: bool, finished_only: bool) -> None:
-    """Refuse to resume a folder that holds no grid (no `grid.json`), or to start a
-    grid in a folder that holds other files; each message names the folder."""
-    if folder is None or finished_only or (folder / "grid.json").exists():
-        return  # `run_ablation` checks a grid's folder, and a folder to tabulate
-    if resume:
-        why = "it holds no grid (no grid.json)" if folder.exists() else "no such folder"
-        raise FileNotFoundError(f"cannot resume {folder}: {why}")
-    if folder.is_dir() and any(folder.iterdir()):
-        raise FileExistsError(
-            f"{folder} is not empty and holds no grid (no grid.json): choose a new or empty "
-            "output folder"
-        )
-
-
 def _cmd_ablate(args: argparse.Namespace) -> int:
     if args.config is not None:
         raise ConfigError("metapinn ablate takes its settings from GRID and flags, not --config")
     if (args.resume or args.finished_only) and args.out is None:
         raise ConfigError("--resume and --finished-only need --out DIR, the grid folder")
-    _check_grid_folder(args.out, args.resume, args.finished_only)
+    if args.out is not None:
+        check_grid_folder(args.out, args.resume, train=not args.finished_only)
     stored = args.out / "grid.json" if args.out is not None else None
     settings = _overrides(args)
     reading = args.resume or args.finished_only

@@ -1,25 +1,9 @@
-"""The evaluation grid of the accuracy protocol (docs/design.md §5) and the grid as
-collocation points, in the order in which reference solutions are flattened."""
+"""A grid `x × t` as collocation points, in the order in which reference solutions are
+flattened. (The evaluation grid itself is each family's:
+[`metapinn.AbstractPDE.standard_axes`][].)"""
 
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Real
-
-
-# The standard grid, made by NumPy in float64 so that it is the same bits (and so the
-# same cache keys) with or without `jax_enable_x64`.
-_STANDARD_X = np.linspace(-1.0, 1.0, 256)
-_STANDARD_T = np.linspace(0.0, 1.0, 101)
-
-
-def standard_grid() -> tuple[Float[Array, " 256"], Float[Array, " 101"]]:
-    """The evaluation grid of the accuracy protocol (docs/design.md §5).
-
-    **Returns:** `(x, t)`: 256 points from -1 to 1 and 101 times from 0 to 1, both
-    ends included, in the default float dtype.
-    """
-    dtype = jnp.zeros(()).dtype
-    return jnp.asarray(_STANDARD_X, dtype=dtype), jnp.asarray(_STANDARD_T, dtype=dtype)
 
 
 def grid_points(

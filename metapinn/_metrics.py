@@ -113,10 +113,10 @@ def rms_residual(pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, points: Poi
 class ErrorReport(eqx.Module):
     """The accuracy of a PINN on a grid (docs/design.md §5); see [`metapinn.evaluate_pinn`][].
 
-    **Fields:** `relative_l2`, `max_abs` and `rms_residual`, documented below.
+    **Fields:** `rel_l2`, `max_abs` and `rms_residual`, documented below.
     """
 
-    relative_l2: Scalar
+    rel_l2: Scalar
     r"""$\lVert u_\text{PINN} - u_\text{ref}\rVert_2 / \lVert u_\text{ref}\rVert_2$."""
     max_abs: Scalar
     """The largest absolute error on the grid."""
@@ -171,7 +171,7 @@ def evaluate_pinn(
     task = _cast_floats(task, points.dtype)
     residual = pde.residual(derivs, task)
     report = ErrorReport(
-        relative_l2=relative_l2_error(u_pred, u_ref),
+        rel_l2=relative_l2_error(u_pred, u_ref),
         max_abs=max_abs_error(u_pred, u_ref),
         rms_residual=jnp.sqrt(jnp.mean(residual**2)),
     )

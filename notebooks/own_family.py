@@ -190,23 +190,25 @@ u_exact = pde.exact_solution(DriftTask(jnp.asarray(1.7)), x, t)
 print("exact field:", u_exact.shape, "max |u| =", float(jnp.max(jnp.abs(u_exact))))
 
 # %% [markdown]
-# ## 3. Register it, and run the main experiment
+# ## 3. Describe it, and run the main experiment
 #
-# `metapinn.FAMILIES` maps names to a `metapinn.Family`: the PDE, its task type, the
+# A `metapinn.Family` tells the experiment what it needs: the PDE, its task type, the
 # field a task varies, the standard training and held-out values, and what the truth
-# is. Once registered, every workload, `metapinn.experiment.reproduce` and the reports take it by
-# name. The speeds: 11 values spaced geometrically over $[0.5, 4]$, the even ones for
+# is. A family is named as `MODULE:ATTR` wherever one is asked for: in a module or a
+# `.py` file of your own (`metapinn reproduce --family my_families.py:DRIFT`), or, as
+# here, in this notebook's own namespace, `__main__`. Nothing is registered globally.
+# The speeds: 11 values spaced geometrically over $[0.5, 4]$, the even ones for
 # training and four of the others held out.
 
 # %%
 speeds = [float(f"{v:.4g}") for v in np.geomspace(0.5, 4.0, 11)]
-mp.FAMILIES["drift-diffusion"] = mp.Family(
-    "drift-diffusion", "own", DriftDiffusion, DriftTask, "a", (0.5, 4.0),
-    "exact solution exp(-kappa pi^2 t) sin(pi (x - a t))",
+DRIFT = mp.Family(
+    name="drift-diffusion", design="own", pde=DriftDiffusion, task=DriftTask, parameter="a",
+    train_range=(0.5, 4.0), truth="exact solution exp(-kappa pi^2 t) sin(pi (x - a t))",
     train_values=tuple(speeds[::2]), test_values=tuple(speeds[i] for i in (1, 3, 7, 9)),
     describes="the drift speed a",
 )  # fmt: skip
-print("families:", ", ".join(mp.FAMILIES))
+print(mp.family("__main__:DRIFT").describes)
 
 # %% [markdown]
 # Workload W3's network (4 × 64 tanh), points (2000 interior, re-drawn every
@@ -218,7 +220,7 @@ print("families:", ", ".join(mp.FAMILIES))
 
 # %%
 config = mp.experiment.workload(
-    "W3", family="drift-diffusion", methods=("multitask", "reptile", "cond-multitask")
+    "W3", family="__main__:DRIFT", methods=("multitask", "reptile", "cond-multitask")
 )
 if QUICK:  # the whole pipeline at smoke size: compilation dominates
     config = mp.experiment.quick(config).replace(
@@ -249,7 +251,8 @@ display(Image(filename=str(out_dir / "plots" / "few_shot.png")))
 print("\n".join(results["verdict"]))
 
 # %% [markdown]
-# To make the family part of your own package, put the two classes and the
-# `metapinn.Family` entry in one module and import it before the run; the built-in
-# families in `metapinn/_pde/` (`_heat.py` is the shortest) are the models, with a
-# diffrax reference verified against the exact solution and a disk cache.
+# To run the family from the command line, put the two classes and `DRIFT` in one
+# module, say `my_families.py`, and name it there: `metapinn reproduce --family
+# my_families.py:DRIFT` (or `metapinn solve`, `metapinn families --family ...`). The
+# built-in families in `metapinn/_pde/` (`_heat.py` is the shortest) are the models,
+# with a diffrax reference verified against the exact solution and a disk cache.

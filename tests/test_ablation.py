@@ -9,7 +9,7 @@ import pytest
 
 import metapinn as mp
 from metapinn._cli import main
-from metapinn._experiment._ablation import parse_vary
+from metapinn._experiment._ablation_grid import parse_vary
 from metapinn._experiment._ablation_report import to_csv
 
 
@@ -123,7 +123,7 @@ def test_vary_flags_and_grid_files(tmp_path, monkeypatch):
     grid = mp.experiment.make_grid(data, family="convection", settings={"seeds": [3]}, quick=True)
     assert (grid.base.family, grid.base.name, grid.base.seeds) == (
         "convection",
-        "W1-convection",
+        "W1-convection-quick",  # a quick grid is named so, as a quick run is
         (3,),
     )
     assert grid.base.meta_steps == 20  # --quick's, after the file's settings

@@ -191,7 +191,7 @@ def test_family_reference_cache(tmp_path):
 
 def test_a_drawn_task_is_described_by_its_values():
     """The message of a diverged run names its tasks: a vector parameter too."""
-    from metapinn._run import describe_task
+    from metapinn._meta_train import describe_task
 
     tasks = mp.RandomICTask(jnp.asarray([[0.5, -0.25], [0.1, 0.2]]), jnp.asarray([0.01, 0.02]))
     assert describe_task(tasks, 1) == "coefficients=[0.1, 0.2], nu=0.02"
@@ -199,7 +199,7 @@ def test_a_drawn_task_is_described_by_its_values():
 
 
 def _task_key_of(kappa, pde, x, t):
-    from metapinn._pde._cache import _task_key
+    from metapinn._pde._reference_cache import _task_key
 
     task = mp.HeatTask(np.float64(kappa))
     return json.loads(_task_key(pde, task, x, t))["task"]

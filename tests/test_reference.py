@@ -12,16 +12,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import metapinn._pde._burgers._cached as cached
+import metapinn as mp
 import metapinn._pde._burgers._reference as reference
-from metapinn._grid import grid_points, standard_grid
-from metapinn._pde._burgers._cached import cached_burgers_reference
+import metapinn._pde._burgers._reference_cache as cached
+from metapinn._grid import grid_points
 from metapinn._pde._burgers._exact import cole_hopf_num_nodes, cole_hopf_solution
 from metapinn._pde._burgers._reference import (
     SpectralBurgersSolver,
     burgers_grid_size,
     burgers_reference_solution,
 )
+from metapinn._pde._burgers._reference_cache import cached_burgers_reference
 
 
 def _relative_l2(a, b) -> float:
@@ -38,7 +39,7 @@ def _cole_hopf_grid(nu, x, t):
 
 @pytest.mark.parametrize("nu", [0.1, 0.005])  # shares compilations with the tests below
 def test_cole_hopf_symmetry_boundary_and_initial_condition(nu):
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     u = _cole_hopf_grid(nu, x, t)
     assert u.shape == (101, 256) and u.dtype == jnp.float64
     assert np.all(np.isfinite(u))
@@ -147,7 +148,7 @@ def test_cole_hopf_bad_input():
 
 
 def test_standard_grid_and_grid_points():
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     assert x.shape == (256,) and t.shape == (101,)
     assert x.dtype == jnp.float64 and t.dtype == jnp.float64
     assert float(x[0]) == -1.0 and float(x[-1]) == 1.0
@@ -195,7 +196,7 @@ def test_default_grid_size():
     ],
 )
 def test_reference_matches_cole_hopf(nu):
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     u = burgers_reference_solution(nu, x, t)
     assert u.shape == (101, 256) and u.dtype == jnp.float64
     assert _relative_l2(u, _cole_hopf_grid(nu, x, t)) <= 1e-6
@@ -204,7 +205,7 @@ def test_reference_matches_cole_hopf(nu):
 
 
 def test_reference_defaults_to_standard_grid():
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     np.testing.assert_array_equal(
         burgers_reference_solution(0.1), burgers_reference_solution(0.1, x, t)
     )
@@ -224,7 +225,7 @@ def test_reference_converges_under_refinement():
 
 
 def test_reference_batch_matches_single_solves():
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     nus = jnp.array([0.1, 0.08])
     assert burgers_grid_size(0.1) == burgers_grid_size(0.08)  # one vmapped group
     u = burgers_reference_solution(nus, x, t)
@@ -234,7 +235,7 @@ def test_reference_batch_matches_single_solves():
 
 
 def test_reference_under_jit_and_vmap():
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     eager = burgers_reference_solution(0.1, x, t, grid_size=48)
     solve = jax.jit(lambda nu: burgers_reference_solution(nu, x, t, grid_size=48))
     np.testing.assert_allclose(solve(0.1), eager, rtol=0, atol=1e-14)
@@ -246,7 +247,7 @@ def test_reference_under_jit_and_vmap():
 
 @pytest.mark.slow
 def test_reference_under_user_vmap():
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     batched = jax.vmap(lambda nu: burgers_reference_solution(nu, x, t, grid_size=48))
     u = batched(jnp.array([0.1, 0.08]))
     np.testing.assert_allclose(u[0], burgers_reference_solution(0.1, x, t), rtol=0, atol=1e-12)
@@ -261,7 +262,7 @@ def test_reference_under_user_vmap():
 
 
 def test_solver_module_reports_steps():
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     # The jitted solve that burgers_reference_solution uses, so the compilation is shared.
     sol = reference._solve_one(SpectralBurgersSolver(48), jnp.asarray(0.1, dtype=jnp.float64), x, t)
     assert sol.u.shape == (101, 256)
@@ -287,7 +288,7 @@ def test_reference_batch_failure_names_the_viscosity():
 
 
 def test_reference_bad_input():
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     for nu, text in [(0.0, "0.0"), (-0.01, "-0.01"), (float("nan"), "nan"), (math.inf, "inf")]:
         with pytest.raises(ValueError, match=f"nu must be finite and > 0, got nu = {text}"):
             burgers_reference_solution(nu, x, t)
@@ -324,7 +325,7 @@ def _npz_files(directory) -> list[str]:
 
 
 def test_cache_hit_returns_identical_arrays(tmp_path, monkeypatch):
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     first = cached_burgers_reference(0.1, x, t, cache_dir=tmp_path)
     assert isinstance(first, np.ndarray) and first.dtype == np.float64
     np.testing.assert_array_equal(first, np.asarray(burgers_reference_solution(0.1, x, t)))
@@ -346,7 +347,7 @@ def test_cache_hit_returns_identical_arrays(tmp_path, monkeypatch):
 
 
 def test_cache_changed_setting_misses(tmp_path):
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     cached_burgers_reference(0.1, x, t, cache_dir=tmp_path)
     # Other times (same shape, so no recompilation) are a different entry.
     later = cached_burgers_reference(0.1, x, t * 0.5, cache_dir=tmp_path)
@@ -364,7 +365,7 @@ def test_cache_changed_setting_misses(tmp_path):
 
 
 def test_cache_batch_and_corrupt_file(tmp_path):
-    x, t = standard_grid()
+    x, t = mp.Burgers().standard_grid()
     nus = np.array([0.1, 0.08])
     u = cached_burgers_reference(nus, x, t, cache_dir=tmp_path)
     assert u.shape == (2, 101, 256)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import metapinn as mp
-from metapinn._experiment._ablation import Cell
+from metapinn._experiment._ablation_grid import Cell
 from metapinn._experiment._ablation_report import cell_row_of, step_seconds
 from metapinn._experiment._report import (
     _mean_std,

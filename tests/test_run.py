@@ -283,7 +283,7 @@ def test_resampled_points_resume_identically_and_change_every_step(tmp_path, get
 
 
 def test_resampled_support_and_query_are_independent_and_fresh():
-    from metapinn._run import _sample_step_points
+    from metapinn._meta_train import _sample_step_points
 
     support0, query0 = _sample_step_points(_sampler(), jr.key(1), jnp.asarray(0))
     support1, _ = _sample_step_points(_sampler(), jr.key(1), jnp.asarray(1))

@@ -54,10 +54,10 @@ def test_the_checkpoint_before_the_last_is_kept(tmp_path, getkey):
     params, *_ = small_problem(getkey())
     path = tmp_path / "checkpoint.npz"
     mp.save_checkpoint(path, params, {"step": 1})
-    assert not mp.previous_checkpoint(path).exists()
+    assert not mp.previous_checkpoint_path(path).exists()
     mp.save_checkpoint(path, params, {"step": 2})
     mp.save_checkpoint(path, params, {"step": 3})
-    assert mp.previous_checkpoint(path) == tmp_path / "checkpoint.prev.npz"
+    assert mp.previous_checkpoint_path(path) == tmp_path / "checkpoint.prev.npz"
     assert mp.load_checkpoint(path, params)[1] == {"step": 3}
     assert mp.load_checkpoint(path, params, previous=True)[1] == {"step": 2}
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "checkpoint.prev.npz"]
@@ -155,7 +155,7 @@ def test_written_files_respect_the_umask(tmp_path, getkey, umask):
         mp.save_checkpoint(tmp_path / "checkpoint.npz", params, {"step": 1})
         mp.save_checkpoint(tmp_path / "checkpoint.npz", params, {"step": 2})  # keeps step 1
         # The reference cache, which collaborators share too.
-        mp._pde._cache._save(tmp_path / "cache" / "u.npz", "key", np.zeros(3))
+        mp._pde._reference_cache._save(tmp_path / "cache" / "u.npz", "key", np.zeros(3))
     finally:
         os.umask(old)
     assert oct(os.stat(tmp_path / "cache" / "u.npz").st_mode & 0o777) == oct(0o666 & ~umask)

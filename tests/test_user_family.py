@@ -16,8 +16,9 @@ MODULE = """
 import metapinn as mp
 
 MY_HEAT = mp.Family(
-    "my-heat", "user", mp.Heat, mp.HeatTask, "kappa", (0.02, 0.2),
-    "exact sine series", train_values=(0.02, 0.03, 0.05, 0.08, 0.12, 0.2),
+    name="my-heat", design="user", pde=mp.Heat, task=mp.HeatTask, parameter="kappa",
+    train_range=(0.02, 0.2), truth="exact sine series",
+    train_values=(0.02, 0.03, 0.05, 0.08, 0.12, 0.2),
     test_values=(0.04, 0.1),
     describes="the diffusivity kappa",
 )
@@ -87,7 +88,9 @@ def test_reproduce_quick_runs_a_user_family(user_module):
             "--out", str(out), "--no-progress", "--no-plots"]  # fmt: skip
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["family"] == "my_families.py:MY_HEAT"
+    # The results name the family by its own name; the settings keep where it is.
+    assert results["family"] == "my-heat"
+    assert results["config"]["family"] == "my_families.py:MY_HEAT"
 
 
 @pytest.mark.parametrize(
@@ -108,6 +111,11 @@ def test_family_checks_its_fields(changes, match):
         mp.Family(**{**fields, **changes})
 
 
+def test_family_fields_are_given_by_keyword():
+    with pytest.raises(TypeError, match="positional"):
+        mp.Family("x", "user", mp.Heat, mp.HeatTask, "kappa", (0.02, 0.2), "exact")  # type: ignore[misc]
+
+
 FUTURE_MODULE = """
 from __future__ import annotations
 
@@ -122,7 +130,8 @@ class SlowHeatTask(eqx.Module):
 
 
 SLOW = mp.Family(
-    "slow-heat", "user", mp.Heat, SlowHeatTask, "kappa", (0.01, 0.1), "exact",
+    name="slow-heat", design="user", pde=mp.Heat, task=SlowHeatTask, parameter="kappa",
+    train_range=(0.01, 0.1), truth="exact",
     train_values=(0.01, 0.1), test_values=(0.05,),
 )
 """

@@ -4,14 +4,15 @@ methods as objects (`_methods`); what they are made of (`_problem`); the run fol
 (`_folder`); the pipeline (`_pipeline`) that meta-trains (`_training`) and evaluates
 (`_evaluation`); and the report that turns measurements into tables and text
 (`_report`); and the ablation grid over learner settings (`_ablation`), each cell a
-run of that pipeline, with its report (`_ablation_report`)."""
+run of that pipeline (`_ablation_grid` defines the cells), with its report
+(`_ablation_report`)."""
 
-from ._ablation import (
+from ._ablation import run_ablation as run_ablation
+from ._ablation_grid import (
     AblationGrid as AblationGrid,
     GridError as GridError,
     make_grid as make_grid,
     read_grid_file as read_grid_file,
-    run_ablation as run_ablation,
 )
 from ._config import (
     ROLES as ROLES,

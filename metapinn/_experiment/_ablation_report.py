@@ -11,18 +11,9 @@ from typing import Any
 import numpy as np
 
 from .._checkpoint import atomic_write, write_json, write_text
-from ._ablation import METHOD_KEY, AblationGrid, Cell
-from ._folder import RunFolder
+from ._ablation_grid import METHOD_KEY, AblationGrid, Cell
 from ._methods import label as method_label
 from ._report import _fmt, _md_table
-from ._training import meta_step_memory
-
-
-def _per_step_seconds(cell: Cell) -> list[float]:
-    """The wall time of each meta-step of the cell's method over its seeds, from its
-    metrics files (see `step_seconds`)."""
-    folder = RunFolder(cell.folder)
-    return [t for seed in cell.config.seeds for t in step_seconds(folder.clock(cell.method, seed))]
 
 
 def step_seconds(clock: list[float]) -> list[float]:
@@ -37,13 +28,6 @@ def step_seconds(clock: list[float]) -> list[float]:
             out.append(seconds - previous)
         previous = seconds
     return out
-
-
-def cell_row(cell: Cell, results: dict[str, Any]) -> dict[str, Any]:
-    """One cell's row (see `cell_row_of`), with its meta-step times read from its
-    metrics files and XLA's memory of its meta-step, compiled here."""
-    memory = meta_step_memory(cell.config, cell.method)
-    return cell_row_of(cell, results, times=_per_step_seconds(cell), memory=memory)
 
 
 def cell_row_of(

@@ -430,6 +430,14 @@ class ExperimentConfig:
             _fail("methods", name, f"unknown method; choose from {sorted(METHOD_NAMES)}")
         return Method(name, **self.method_settings(name))
 
+    def held_out_labels(self) -> list[str]:
+        """A label per held-out task: `nu=0.0091`, or `u0 #2` for a drawn function (its
+        number, so no task is drawn)."""
+        fam = self.resolved_family
+        if fam.scalar:
+            return fam.labels(np.asarray(self.test_params))
+        return fam.labels(np.zeros((self.n_test, 0)))
+
     @property
     def resolved_family(self) -> Family:
         """The [`metapinn.Family`][] that `family` names."""

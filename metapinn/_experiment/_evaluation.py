@@ -23,11 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checkpoint import atomic_write, write_json, write_text
-from .._evaluate import adapt_recording, few_shot, field_metrics, pinn_field
+from .._few_shot import adapt_recording, few_shot, field_metrics, pinn_field
 from .._grid import grid_points
 from .._meta._learned_rates import MAMLPlusPlus, MetaSGD
+from .._meta_train import load_meta_params
 from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_task
-from .._run import load_meta_params
 from ._config import ExperimentConfig
 from ._folder import RunFolder
 from ._methods import RANDOM, adam, is_conditioned, label
@@ -37,7 +37,6 @@ from ._problem import (
     experiment_tasks,
     initialisation,
     nearest_training_tasks,
-    task_labels,
 )
 from ._report import in_range, plain_adam_summary, summarise, to_markdown
 
@@ -67,8 +66,7 @@ def reference_fields(
     """
     fam = config.resolved_family
     pde = fam.pde()
-    x = np.linspace(pde.x_min, pde.x_max, 256)  # the standard grid (docs/design.md §5), in float64
-    t = np.linspace(pde.t_min, pde.t_max, 101)
+    x, t = pde.standard_axes()  # float64
     _, tasks = experiment_tasks(config, "float32")
     if fam.scalar:  # the stated values, not their float32 roundings
         tasks = jax.tree_util.tree_map(lambda _: np.asarray(config.test_params), tasks)
@@ -496,7 +494,7 @@ def _plots(evaluation: Evaluation, folder: RunFolder) -> None:
     in_range_runs = {name: values[:, :, inside] for name, values in per_run.items()}
     _save(plot_few_shot(config.eval_steps, in_range_runs, labels), plot_dir, "few_shot")
     _save(
-        plot_per_task(task_labels(config), per_run["rel_l2"], labels, config.eval_steps,
+        plot_per_task(config.held_out_labels(), per_run["rel_l2"], labels, config.eval_steps,
                            config.budget),
         plot_dir,
         "per_task",
@@ -516,7 +514,7 @@ def _plots(evaluation: Evaluation, folder: RunFolder) -> None:
         fields[f"{label(RANDOM)} + {config.eval_steps[-1]} steps"] = pinn_field(p, static, points)
     fields = {k: np.asarray(v, dtype=np.float64).reshape(len(t), len(x)) for k, v in fields.items()}
     _save(
-        plot_fields(x, t, u_ref[0], fields, task_labels(config)[0], seed=config.seeds[0]),
+        plot_fields(x, t, u_ref[0], fields, config.held_out_labels()[0], seed=config.seeds[0]),
         plot_dir,
         "fields",
     )

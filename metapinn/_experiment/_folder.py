@@ -29,12 +29,12 @@ import numpy as np
 from .._checkpoint import (
     CorruptCheckpointError,
     is_temporary,
-    previous_checkpoint as previous_checkpoint_path,
+    previous_checkpoint_path,
     read_checkpoint_meta,
     write_json,
 )
 from .._lock import LOCK_FILE, folder_lock
-from .._run import CHECKPOINT, METRICS, RESUMABLE_KEYS, load_initialisation, read_metrics
+from .._meta_train import CHECKPOINT, METRICS, RESUMABLE_KEYS, load_initialisation, read_metrics
 from ._config import ConfigError, ExperimentConfig, fields_with_role
 
 

@@ -72,11 +72,6 @@ def task_values(config: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
     return fam.values(train), fam.values(test)
 
 
-def task_labels(config: ExperimentConfig) -> list[str]:
-    """A label per held-out task: `nu=0.0091`, or `u0 #2` for a drawn function."""
-    return get_family(config.family).labels(task_values(config)[1])
-
-
 def build_problem(config: ExperimentConfig) -> Problem:
     """The family, the fixed collocation points (drawn once from `points_seed`), the
     training and held-out tasks (in `config.dtype`) and the conditioning features."""

@@ -9,12 +9,8 @@ import numpy as np
 
 from ._config import ExperimentConfig, fields_with_role
 from ._methods import CONDITIONED_PREFIX, RANDOM, RULE_SUFFIX, TRANSFER, label
-from ._problem import task_labels
+from ._workloads import QUICK_SUFFIX
 
-
-QUICK_SUFFIX = "-quick"
-"""How a quick run's name ends (`metapinn reproduce --quick` names its run so): its
-results are titled as a smoke test."""
 
 QUICK_NOTE = "a smoke test, not meaningful numbers"
 
@@ -149,9 +145,9 @@ def summarise(
         "inits": list(inits),
         "labels": {i: label(i) for i in inits},
         "steps": list(steps),
-        "family": config.family,
+        "family": config.resolved_family.name,
         "test_params": list(config.test_params),
-        "test_tasks": task_labels(config),
+        "test_tasks": config.held_out_labels(),
         "in_range": inside.tolist(),
         "seeds": list(config.seeds),
         "table": table,
@@ -199,7 +195,7 @@ def _out_of_range(config, inits, per_run, valid, outside: np.ndarray) -> dict[st
         mean, std = _mean_std(per_seed)
         rows.append({"init": init, "rel_l2": {
             str(k): _stat(mean[steps.index(k)], std[steps.index(k)]) for k in picks}})  # fmt: skip
-    labels = [lab for lab, out in zip(task_labels(config), outside, strict=True) if out]
+    labels = [lab for lab, out in zip(config.held_out_labels(), outside, strict=True) if out]
     return {"tasks": labels, "steps": picks, "rows": rows}
 
 
@@ -509,7 +505,7 @@ def to_markdown(results: dict[str, Any]) -> str:
     inside = results.get("in_range", [True] * len(tasks))
     shown = ", ".join(t for t, i in zip(tasks, inside, strict=True) if i)
     n_train = len(c.get("train_params") or c.get("train_nus") or ()) or c.get("n_train_tasks")
-    family = c.get("family", "burgers")
+    family = results.get("family") or c.get("family", "burgers")
     quick_run = f" (quick run: {QUICK_NOTE})" if is_quick(c) else ""
     out = [
         f"# metapinn results: {c['name']}{quick_run}",

@@ -17,7 +17,8 @@ import jax
 import numpy as np
 
 from .._checkpoint import read_checkpoint_meta
-from .._run import (
+from .._meta_step import meta_step
+from .._meta_train import (
     CHECKPOINT,
     MetaTrainResult,
     NonFiniteLossError,
@@ -25,7 +26,6 @@ from .._run import (
     load_initialisation,
     meta_train,
 )
-from .._train import meta_step
 from ._config import ConfigError, ExperimentConfig
 from ._folder import RunFolder, _damaged
 from ._methods import RANDOM, writers_optimizer

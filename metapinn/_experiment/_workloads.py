@@ -122,6 +122,8 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
     return ExperimentConfig.from_dict({**data, **changes})
 
 
+QUICK_SUFFIX = "-quick"
+"""How a quick run's name ends: its results are titled as a smoke test."""
 QUICK = {
     "meta_steps": 20,
     "seeds": (0, 1),
@@ -140,7 +142,9 @@ def quick(config: ExperimentConfig) -> ExperimentConfig:
 
     **Returns:** a new [`metapinn.experiment.ExperimentConfig`][]: `config` with the values of
     `QUICK` (20 meta-steps, seeds 0 and 1, ...) and without its `*.meta_steps`
-    overrides.
+    overrides, named with `QUICK_SUFFIX` so that its results are titled as a smoke
+    test.
     """
     overrides = [o for o in config.overrides if _parse_override(o)[1] != "meta_steps"]
-    return config.replace(**QUICK, overrides=overrides)
+    name = config.name if config.name.endswith(QUICK_SUFFIX) else config.name + QUICK_SUFFIX
+    return config.replace(**QUICK, overrides=overrides, name=name)

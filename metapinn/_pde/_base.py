@@ -87,13 +87,18 @@ class AbstractPDE(eqx.Module):
         a Dirichlet boundary defines it; a periodic one need not)."""
         raise NotImplementedError(f"{type(self).__name__} has no Dirichlet boundary values")
 
+    def standard_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The evaluation grid of the accuracy protocol (docs/design.md §5), the one
+        definition of it: 256 points from `x_min` to `x_max` and 101 times from `t_min`
+        to `t_max`, ends included, as float64 NumPy arrays (the same bits with or
+        without `jax_enable_x64`, and so the same reference-cache keys)."""
+        return np.linspace(self.x_min, self.x_max, 256), np.linspace(self.t_min, self.t_max, 101)
+
     def standard_grid(self) -> tuple[Float[Array, " 256"], Float[Array, " 101"]]:
-        """The evaluation grid of the accuracy protocol (docs/design.md §5): 256 points from
-        `x_min` to `x_max` and 101 times from `t_min` to `t_max`, ends included, in the
-        default float dtype."""
+        """The evaluation grid ([`standard_axes`][metapinn.AbstractPDE.standard_axes])
+        in the default float dtype."""
         dtype = jnp.zeros(()).dtype
-        x = np.linspace(self.x_min, self.x_max, 256)
-        t = np.linspace(self.t_min, self.t_max, 101)
+        x, t = self.standard_axes()
         return jnp.asarray(x, dtype=dtype), jnp.asarray(t, dtype=dtype)
 
     def exact_solution(self, task: PyTree, x: Array, t: Array) -> Float[Array, "nt nx"]:

@@ -32,9 +32,9 @@ from ._burgers_random_ic import (
     RandomICTask,
     random_initial_conditions,
 )
-from ._cache import cached_family_reference
 from ._convection import Convection, ConvectionTask
 from ._heat import Heat, HeatTask
+from ._reference_cache import cached_family_reference
 from ._wave import Wave, WaveTask
 
 
@@ -98,7 +98,7 @@ def _check_family(fam: "Family") -> None:
             bad("function_features", None, "a function family needs its conditioned input")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Family:
     """A PDE family of docs/design.md §2 as the library and the experiment know it.
 
@@ -106,10 +106,11 @@ class Family:
     task type, with standard training and held-out values), or functions drawn at
     random (`draw`, e.g. F6's initial conditions, `n_train` and `n_test` of them).
 
-    **Fields:** each is documented below; the first seven are positional, the rest have
-    defaults. A frozen dataclass, checked on construction. The standard families are in
-    [`metapinn.FAMILIES`][]; a family of your own is used by passing it, or from the
-    command line as `--family MODULE:ATTR` (see [`metapinn.family`][]).
+    **Fields:** each is documented below, given by keyword; the first seven are
+    required, the rest have defaults. A frozen dataclass, checked on construction.
+    The standard families are in [`metapinn.FAMILIES`][]; a family of your own is
+    named `MODULE:ATTR` in a config or on the command line (see
+    [`metapinn.family`][]).
 
     **Raises:** `ValueError` naming the field: an empty name, a `parameter` that is not
     a field of the task type (a misspelt name), a bad training range, a scalar family
@@ -233,8 +234,9 @@ class Family:
         standard one by default, made in float64), float64 `(B, len(t), len(x))`, from
         the disk cache where it is there."""
         pde = self.pde()
-        x = np.linspace(pde.x_min, pde.x_max, 256) if x is None else np.asarray(x, np.float64)
-        t = np.linspace(pde.t_min, pde.t_max, 101) if t is None else np.asarray(t, np.float64)
+        standard_x, standard_t = pde.standard_axes()
+        x = standard_x if x is None else np.asarray(x, np.float64)
+        t = standard_t if t is None else np.asarray(t, np.float64)
         if self.own_reference is not None:
             return self.own_reference(tasks, x, t)
         return cached_family_reference(pde, tasks, x, t)
@@ -242,7 +244,7 @@ class Family:
 
 def _burgers_reference(tasks: BurgersTask, x: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Burgers' references from its own cache (keyed by the viscosity)."""
-    from ._burgers._cached import cached_burgers_reference
+    from ._burgers._reference_cache import cached_burgers_reference
 
     return cached_burgers_reference(np.asarray(tasks.nu, dtype=np.float64), x, t)
 
@@ -260,37 +262,52 @@ def _random_ics(key: jax.Array, n: int) -> RandomICTask:
     return RandomICTask(a, jnp.full((n,), 0.01, dtype=a.dtype))
 
 
+_HEAT = _geometric_split(0.01, 0.5)
+_WAVE = _geometric_split(0.5, 2.0)
+_CONVECTION = _geometric_split(1.0, 40.0)
+_ALLEN_CAHN = _geometric_split(1e-4, 1e-2)
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family(
-            "burgers", "F1", Burgers, BurgersTask, "nu", (0.005, 0.05),
-            "spectral reference (diffrax), verified against Cole-Hopf",
-            *_BURGERS_VALUES, describes="the viscosity nu", own_reference=_burgers_reference,
+            name="burgers", design="F1", pde=Burgers, task=BurgersTask, parameter="nu",
+            train_range=(0.005, 0.05),
+            truth="spectral reference (diffrax), verified against Cole-Hopf",
+            train_values=_BURGERS_VALUES[0], test_values=_BURGERS_VALUES[1],
+            describes="the viscosity nu", own_reference=_burgers_reference,
         ),
         Family(
-            "heat", "F2", Heat, HeatTask, "kappa", (0.01, 0.5),
-            "exact sine series; spectral reference (diffrax)",
-            *_geometric_split(0.01, 0.5), describes="the diffusivity kappa",
+            name="heat", design="F2", pde=Heat, task=HeatTask, parameter="kappa",
+            train_range=(0.01, 0.5), truth="exact sine series; spectral reference (diffrax)",
+            train_values=_HEAT[0], test_values=_HEAT[1],
+            describes="the diffusivity kappa",
         ),
         Family(
-            "wave", "F3", Wave, WaveTask, "c", (0.5, 2.0),
-            "exact modal solution; spectral reference (diffrax)",
-            *_geometric_split(0.5, 2.0), describes="the wave speed c",
+            name="wave", design="F3", pde=Wave, task=WaveTask, parameter="c",
+            train_range=(0.5, 2.0), truth="exact modal solution; spectral reference (diffrax)",
+            train_values=_WAVE[0], test_values=_WAVE[1],
+            describes="the wave speed c",
         ),
         Family(
-            "convection", "F4", Convection, ConvectionTask, "beta", (1.0, 40.0),
-            "exact u0(x - beta t); spectral reference (diffrax)",
-            *_geometric_split(1.0, 40.0), describes="the speed beta",
+            name="convection", design="F4", pde=Convection, task=ConvectionTask,
+            parameter="beta", train_range=(1.0, 40.0),
+            truth="exact u0(x - beta t); spectral reference (diffrax)",
+            train_values=_CONVECTION[0], test_values=_CONVECTION[1],
+            describes="the speed beta",
         ),
         Family(
-            "allen-cahn", "F5", AllenCahn, AllenCahnTask, "epsilon", (1e-4, 1e-2),
-            "Fourier spectral reference (diffrax), self-converged under refinement",
-            *_geometric_split(1e-4, 1e-2), describes="the diffusivity epsilon",
+            name="allen-cahn", design="F5", pde=AllenCahn, task=AllenCahnTask,
+            parameter="epsilon", train_range=(1e-4, 1e-2),
+            truth="Fourier spectral reference (diffrax), self-converged under refinement",
+            train_values=_ALLEN_CAHN[0], test_values=_ALLEN_CAHN[1],
+            describes="the diffusivity epsilon",
         ),
         Family(
-            "burgers-random-ic", "F6", BurgersRandomIC, RandomICTask, "coefficients", None,
-            "Cole-Hopf by quadrature; spectral reference (diffrax)",
+            name="burgers-random-ic", design="F6", pde=BurgersRandomIC, task=RandomICTask,
+            parameter="coefficients", train_range=None,
+            truth="Cole-Hopf by quadrature; spectral reference (diffrax)",
             draw=_random_ics, n_train=48, n_test=4, function_features=_coefficient_features,
             function_conditions=RANDOM_IC_MODES, label="u0",
             describes="the initial condition u0 = sum of 8 sine modes, a_k ~ N(0, 1/k^2), "
@@ -336,7 +353,7 @@ def _imported_family(name: str) -> Family:
     is_file = source.endswith(".py") or os.sep in source or "/" in source
     path = pathlib.Path(source).resolve() if is_file else None
     key = f"{path if path is not None else source}:{attr}"
-    if key in _IMPORTED:
+    if key in _IMPORTED and source != "__main__":  # a script's or notebook's own: as it is now
         return _IMPORTED[key]
     try:
         if path is not None:
@@ -371,7 +388,8 @@ def _imported_family(name: str) -> Family:
         raise ValueError(
             f"family {name!r}: {source}.{attr} is a {type(found).__name__}, not a metapinn.Family"
         )
-    _IMPORTED[key] = found
+    if source != "__main__":
+        _IMPORTED[key] = found
     return found
 
 

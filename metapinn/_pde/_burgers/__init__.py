@@ -1,5 +1,5 @@
 """The Burgers family (docs/design.md F1): its PDE and task (`_equation`), its spectral
-reference solver (`_reference`) and its disk cache (`_cached`), and its exact
+reference solver (`_reference`) and its disk cache (`_reference_cache`), and its exact
 Cole–Hopf solution (`_exact`)."""
 
 from ._equation import Burgers as Burgers, BurgersTask as BurgersTask

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, Real
 
-from ..._grid import standard_grid
+from ._equation import Burgers
 from ._exact import _concrete
 
 
@@ -414,7 +414,7 @@ def burgers_reference_solution(
     concrete); `RuntimeError` if float64 is not enabled or a solve fails.
     """
     _require_x64()
-    standard_x, standard_t = standard_grid()
+    standard_x, standard_t = (jnp.asarray(a, jnp.float64) for a in Burgers().standard_axes())
     x = standard_x if x is None else jnp.asarray(x, dtype=jnp.float64)
     t = standard_t if t is None else jnp.asarray(t, dtype=jnp.float64)
     nu = jnp.asarray(nu, dtype=jnp.float64)

@@ -10,8 +10,8 @@ from typing import cast
 import numpy as np
 from jaxtyping import ArrayLike, Real
 
-from ..._grid import _STANDARD_T, _STANDARD_X
-from .._cache import _default_cache_dir, _digest, _load, _save
+from .._reference_cache import _default_cache_dir, _digest, _load, _save
+from ._equation import Burgers
 from ._exact import _concrete
 from ._reference import (
     _METHOD,
@@ -99,7 +99,8 @@ def cached_burgers_reference(
     """
     directory = _default_cache_dir() if cache_dir is None else pathlib.Path(cache_dir)
     values = {}
-    for name, value, default in (("nu", nu, None), ("x", x, _STANDARD_X), ("t", t, _STANDARD_T)):
+    standard_x, standard_t = Burgers().standard_axes()
+    for name, value, default in (("nu", nu, None), ("x", x, standard_x), ("t", t, standard_t)):
         value = default if value is None else _concrete(value)
         if value is None:
             raise ValueError(f"cached_burgers_reference needs a concrete {name}, not a tracer")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ._checkpoint import (
     load_checkpoint,
-    previous_checkpoint as previous_checkpoint_path,
+    previous_checkpoint_path,
     read_checkpoint_meta,
     save_checkpoint,
     write_text,
@@ -39,7 +39,7 @@ from ._checkpoint import (
 from ._custom_types import Params, Static
 from ._lock import folder_lock
 from ._meta._base import AbstractMetaLearner, LossFn
-from ._train import meta_step
+from ._meta_step import meta_step
 
 
 Mesh = jax.sharding.Mesh
