@@ -71,12 +71,10 @@ from ._meta_step import (
     task_mesh as task_mesh,
 )
 from ._meta_train import (
-    DamagedMetricsError as DamagedMetricsError,
     MetaTrainResult as MetaTrainResult,
     NonFiniteLossError as NonFiniteLossError,
     RunInterrupted as RunInterrupted,
     meta_train as meta_train,
-    read_metrics as read_metrics,
 )
 from ._metrics import (
     ErrorReport as ErrorReport,
@@ -84,6 +82,10 @@ from ._metrics import (
     max_abs_error as max_abs_error,
     relative_l2_error as relative_l2_error,
     rms_residual as rms_residual,
+)
+from ._metrics_file import (
+    DamagedMetricsError as DamagedMetricsError,
+    read_metrics as read_metrics,
 )
 from ._pde._allen_cahn import AllenCahn as AllenCahn, AllenCahnTask as AllenCahnTask
 from ._pde._base import AbstractPDE as AbstractPDE

@@ -7,15 +7,12 @@ host reads the losses, which it needs anyway for the progress bar, the metrics f
 and the finiteness check.
 """
 
-import collections
 import dataclasses
 import functools
 import inspect
 import json
 import os
 import pathlib
-import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,13 +37,14 @@ from ._custom_types import Params, Static
 from ._lock import folder_lock
 from ._meta._base import AbstractMetaLearner, LossFn
 from ._meta_step import meta_step
+from ._metrics_file import METRICS, MetricsAppender, read_metrics
+from ._processes import _on_host, _spans_processes, _StopSignals, _sync
 
 
 Mesh = jax.sharding.Mesh
 
 
 CHECKPOINT = "checkpoint.npz"
-METRICS = "metrics.jsonl"
 RESUMABLE_KEYS = ("meta_steps", "checkpoint_every")
 """Settings that may differ between a run and its resumption (e.g. to train longer)."""
 
@@ -88,7 +86,7 @@ class RunInterrupted(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class MetaTrainResult:
-    """What [`metapinn.meta_train`][] returns.
+    r"""What [`metapinn.meta_train`][] returns.
 
     **Fields:**
 
@@ -97,7 +95,9 @@ class MetaTrainResult:
       state after the last step.
     - `initialisation`: the network initialisation inside `params` (the same pytree
       for learners that learn only an initialisation).
-    - `meta_loss`: `(steps,)`, the meta-objective at each step.
+    - `meta_loss`: `(steps,)`, the learner's meta-objective at each step (MAML's is
+      the query loss after adaptation; Reptile's its surrogate
+      $\tfrac12\lVert\theta - \phi_K\rVert^2$; compare learners on `query_loss`).
     - `query_loss`: `(steps, B)`, each task's query loss at its adapted parameters.
     - `task_index`: `(steps, B)`, which training tasks each step used.
     - `seconds`: wall-clock time spent training in this call (compile included).
@@ -183,160 +183,8 @@ def _sample_step_points(
     return sample(k_support), sample(k_query)
 
 
-class _StopSignals:
-    """SIGTERM and SIGINT while a run trains (a pre-empted job, Ctrl-C): noted, so that
-    the loop checkpoints the step it is in once it is done and stops. A second SIGINT
-    interrupts at once. Installed only in the main thread (Python delivers signals
-    there); in a multi-process job, JAX's preemption service is asked instead, so that
-    every process stops at the same step."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._note)
-        return self
-
-    def _note(self, signum, frame):
-        if self.received == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def stop(self, step: int) -> str | None:
-        """The name of the signal to stop for after `step`, if any."""
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            return (
-                "a pre-emption notice"
-                if multihost_utils.reached_preemption_sync_point(step)
-                else None
-            )
-        return None if self.received is None else signal.Signals(self.received).name
-
-
-def _spans_processes(mesh: Mesh | None) -> bool:
-    """Whether `mesh` has devices of other processes (a multi-process job)."""
-    return mesh is not None and any(
-        d.process_index != jax.process_index() for d in mesh.devices.flat
-    )
-
-
-def _on_host(tree: PyTree) -> PyTree:
-    """Every JAX array leaf as a NumPy array: in a multi-process job, each process
-    passes its (identical) host values, which `jit` places on the global mesh, where an
-    array already committed to a local device would not go."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
-
-
-_BARRIERS: collections.Counter[str] = collections.Counter()
-"""How many barriers of each name this process has passed: every process meets the
-same barriers in the same order, so the count tells one use of a name from the next."""
-
-
-def _sync(name: str, poll_ms: int = 60_000) -> None:
-    """A barrier across the processes of a multi-process job (none in one process),
-    with no limit on the wait.
-
-    Process 0 alone evaluates a run, for as long as the workload takes, while the
-    others wait for it. JAX's own waits are bounded: its exit barrier and the call
-    that leaves the job give up after 5 minutes and stop every process, so a
-    two-process W3 job died 5 minutes into its evaluation. This barrier is kept on
-    the job's coordination service instead: each process writes a key
-    `metapinn/barrier/<count>/<name>/<process>`, then reads every process's, in
-    waits of `poll_ms` milliseconds repeated until it is there. A process that
-    dies is still noticed: JAX's heartbeats then stop the whole job.
-    """
-    if jax.process_count() == 1:
-        return
-    from jax._src import distributed
-
-    client = distributed.global_state.client
-    if client is None:  # processes joined by other means than jax.distributed
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-        return
-    _BARRIERS[name] += 1
-    prefix = f"metapinn/barrier/{_BARRIERS[name]}/{name}"
-    client.key_value_set(f"{prefix}/{jax.process_index()}", "here")
-    for process in range(jax.process_count()):
-        while True:
-            try:
-                client.blocking_key_value_get(f"{prefix}/{process}", poll_ms)
-                break
-            except jax.errors.JaxRuntimeError as error:
-                if "DEADLINE_EXCEEDED" not in str(error):
-                    raise
-
-
 def _all_finite(tree: PyTree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree_util.tree_leaves(tree))
-
-
-class DamagedMetricsError(ValueError):
-    """A metrics file holds a line that is not a step's record (other than a last line
-    cut short by a kill); the message names the file and the line."""
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a metrics file (`metrics.jsonl`), one per meta-step in order.
-
-    A last line cut short (a run killed while it wrote it) is dropped; any other line
-    that is not a record (torn, binary, not an object with an integer `step`, a
-    `seconds`, a `meta_loss` and a `query_loss`) is an error, so that a damaged file
-    is found before a resume or an evaluation builds on it.
-
-    **Returns:** the records; `[]` for a missing file.
-
-    **Raises:** [`metapinn.DamagedMetricsError`][] naming the file and the line.
-    """
-    path = pathlib.Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    lines = data.split(b"\n")
-    complete = data.endswith(b"\n")
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
-        row: Any = None
-        if not line:
-            if number < len(lines):
-                raise DamagedMetricsError(f"{path} line {number} is empty: the file is damaged")
-            continue
-        try:
-            row = json.loads(line.decode())
-            ok = (
-                isinstance(row, dict)
-                and type(row.get("step")) is int
-                and isinstance(row.get("seconds"), int | float)
-                and isinstance(row.get("meta_loss"), int | float)
-                and isinstance(row.get("query_loss"), list)
-            )
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            ok = False
-        if not ok:
-            if number == len(lines) and not complete:
-                break  # the last line, cut short by a kill
-            raise DamagedMetricsError(
-                f"{path} line {number} is not a meta-step's record ({line[:60]!r}): the file "
-                "is damaged; restore it, or train the run again in a new folder"
-            )
-        if row["step"] != len(rows):
-            raise DamagedMetricsError(
-                f"{path} line {number} is step {row['step']}, expected {len(rows)}: the file "
-                "is damaged (were two processes writing it?)"
-            )
-        rows.append(row)
-    return rows
 
 
 def _read_metrics(path: pathlib.Path, before: int) -> list[dict[str, Any]]:
@@ -366,6 +214,85 @@ def _locks_run_dir(train: Callable[..., "MetaTrainResult"]) -> Callable[..., "Me
             return train(*args, **kwargs)
 
     return locked
+
+
+@dataclasses.dataclass
+class _RunState:
+    """Where a run starts: its parameters, optimiser state and key data, the step, the
+    metrics records before it, and the step of its last checkpoint."""
+
+    params: PyTree
+    opt_state: Any
+    key_data: Any
+    start: int
+    rows: list[dict[str, Any]]
+    checkpoint_step: int | None
+
+
+def _start_or_resume(
+    directory: pathlib.Path,
+    state: _RunState,
+    key: PRNGKeyArray,
+    *,
+    steps: int,
+    resume: bool,
+    previous_checkpoint: bool,
+    config: dict[str, Any] | None,
+    writer: bool,
+) -> _RunState:
+    """The state a run in `directory` starts from: fresh (`state`), or resumed from its
+    checkpoint, checked against the run's settings and its metrics file (which is
+    cut back to the checkpointed steps)."""
+    params, opt_state, key_data = state.params, state.opt_state, state.key_data
+    start, rows, checkpoint_step = 0, [], None
+    if writer:
+        directory.mkdir(parents=True, exist_ok=True)
+    ckpt = directory / CHECKPOINT
+    if ckpt.exists() and not resume:
+        raise FileExistsError(
+            f"{ckpt} exists: pass resume=True (--resume) to continue that run, or "
+            "choose another output folder"
+        )
+    if previous_checkpoint and not resume:
+        raise ValueError("previous_checkpoint=True continues a run: it needs resume=True")
+    if ckpt.exists() or (resume and previous_checkpoint):
+        source = previous_checkpoint_path(ckpt) if previous_checkpoint else ckpt
+        # Checked first: a key of another implementation has other shapes.
+        stored_impl = read_checkpoint_meta(source).get("key_impl")
+        if stored_impl is not None and stored_impl != str(jr.key_impl(key)):
+            raise ValueError(
+                f"cannot resume from {source}: its run drew from a {stored_impl!r} PRNG "
+                f"key, this one is {str(jr.key_impl(key))!r}"
+            )
+        like = {"params": params, "opt_state": opt_state, "key": key_data}
+        loaded, meta = load_checkpoint(ckpt, like, previous=previous_checkpoint)
+        bad = _config_mismatch(meta.get("config"), config)
+        if bad:
+            raise ValueError(
+                f"cannot resume from {ckpt}: its run used different settings for "
+                f"{', '.join(bad)} (stored: "
+                + ", ".join(f"{k}={meta['config'].get(k)!r}" for k in bad)
+                + ")"
+            )
+        start = meta["step"]
+        if start > steps:
+            raise ValueError(f"{ckpt} is at step {start}, beyond the {steps} steps asked for")
+        params, opt_state, key_data = loaded["params"], loaded["opt_state"], loaded["key"]
+        checkpoint_step = start
+    metrics_path = directory / METRICS
+    rows = _read_metrics(metrics_path, start)
+    if len(rows) != start:
+        raise ValueError(
+            f"cannot resume from {ckpt}: it is at step {start}, but {metrics_path} holds "
+            f"only {len(rows)} lines (one is written per step before each checkpoint); "
+            "restore the metrics file, or start the run again"
+        )
+    _sync(f"metapinn: {directory} read")  # every process has read it before it changes
+    if writer:
+        write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+        if previous_checkpoint:  # the damaged last one goes; the next save replaces it
+            ckpt.unlink(missing_ok=True)
+    return _RunState(params, opt_state, key_data, start, rows, checkpoint_step)
 
 
 @_locks_run_dir
@@ -465,9 +392,9 @@ def meta_train(
     - [`metapinn.RunInterrupted`][] on SIGTERM or SIGINT (in a multi-process job, a
       pre-emption notice to any process): the step in progress is finished and
       checkpointed first, so the run resumes from it; and with `stop_after`.
-    - [`metapinn.RunFolderError`][] if a checkpoint, or the metrics file rewritten at
-      the start, cannot be written; creating `run_dir` and appending to `metrics.jsonl`
-      raise a plain `OSError`.
+    - [`metapinn.RunFolderError`][] if a checkpoint or the metrics file cannot be
+      written (the metrics file is left without a torn line); creating `run_dir`
+      raises a plain `OSError`.
     - What `meta_step` raises (e.g. `ValueError` at trace time; an `eqx.error_if`
       message for an invalid task).
     """
@@ -495,59 +422,16 @@ def meta_train(
     params = learner.init_meta_params(params)
 
     opt_state = optimizer.init(params)
-    start = 0
-    rows: list[dict[str, Any]] = []
     directory = None if run_dir is None else pathlib.Path(run_dir)
     writer = jax.process_index() == 0  # in a multi-process job, process 0 writes the files
-    checkpoint_step = None
+    state = _RunState(params, opt_state, key_data, start=0, rows=[], checkpoint_step=None)
     if directory is not None:
-        if writer:
-            directory.mkdir(parents=True, exist_ok=True)
-        ckpt = directory / CHECKPOINT
-        if ckpt.exists() and not resume:
-            raise FileExistsError(
-                f"{ckpt} exists: pass resume=True (--resume) to continue that run, or "
-                "choose another output folder"
-            )
-        if previous_checkpoint and not resume:
-            raise ValueError("previous_checkpoint=True continues a run: it needs resume=True")
-        if ckpt.exists() or (resume and previous_checkpoint):
-            source = previous_checkpoint_path(ckpt) if previous_checkpoint else ckpt
-            # Checked first: a key of another implementation has other shapes.
-            stored_impl = read_checkpoint_meta(source).get("key_impl")
-            if stored_impl is not None and stored_impl != str(jr.key_impl(key)):
-                raise ValueError(
-                    f"cannot resume from {source}: its run drew from a {stored_impl!r} PRNG "
-                    f"key, this one is {str(jr.key_impl(key))!r}"
-                )
-            like = {"params": params, "opt_state": opt_state, "key": key_data}
-            state, meta = load_checkpoint(ckpt, like, previous=previous_checkpoint)
-            bad = _config_mismatch(meta.get("config"), config)
-            if bad:
-                raise ValueError(
-                    f"cannot resume from {ckpt}: its run used different settings for "
-                    f"{', '.join(bad)} (stored: "
-                    + ", ".join(f"{k}={meta['config'].get(k)!r}" for k in bad)
-                    + ")"
-                )
-            start = meta["step"]
-            if start > steps:
-                raise ValueError(f"{ckpt} is at step {start}, beyond the {steps} steps asked for")
-            params, opt_state, key_data = state["params"], state["opt_state"], state["key"]
-            checkpoint_step = start
-        metrics_path = directory / METRICS
-        rows = _read_metrics(metrics_path, start)
-        if len(rows) != start:
-            raise ValueError(
-                f"cannot resume from {ckpt}: it is at step {start}, but {metrics_path} holds "
-                f"only {len(rows)} lines (one is written per step before each checkpoint); "
-                "restore the metrics file, or start the run again"
-            )
-        _sync(f"metapinn: {directory} read")  # every process has read it before it changes
-        if writer:
-            write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
-            if previous_checkpoint:  # the damaged last one goes; the next save replaces it
-                ckpt.unlink(missing_ok=True)
+        state = _start_or_resume(
+            directory, state, key, steps=steps, resume=resume,
+            previous_checkpoint=previous_checkpoint, config=config, writer=writer,
+        )  # fmt: skip
+    params, opt_state, key_data = state.params, state.opt_state, state.key_data
+    start, rows, checkpoint_step = state.start, state.rows, state.checkpoint_step
     run_key = jr.wrap_key_data(key_data, impl=jr.key_impl(key))
     # The points' own stream, apart from the task sampling's `fold_in(run_key, step)`.
     points_key = jr.fold_in(run_key, _POINTS_STREAM)
@@ -567,7 +451,7 @@ def meta_train(
         meta = {"step": done, "config": config, "key_impl": str(jr.key_impl(run_key))}
         save_checkpoint(directory / CHECKPOINT, tree, meta)
 
-    metrics_file = None if directory is None or not writer else open(directory / METRICS, "a")
+    metrics_file = None if directory is None or not writer else MetricsAppender(directory / METRICS)
     bar = tqdm(
         total=steps,
         initial=start,
@@ -636,13 +520,14 @@ def meta_train(
             query_loss.append(row["query_loss"])
             task_index.append(row["tasks"])
             if metrics_file is not None:
-                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.append(row)
             bar.update(1)
-            bar.set_postfix_str(f"loss={loss:.3e}", refresh=False)
+            # The query loss, comparable across learners (Reptile's meta-objective is
+            # its surrogate, half the squared length of its step).
+            bar.set_postfix_str(f"query loss={float(np.mean(q)):.3e}", refresh=False)
             if done % checkpoint_every == 0 or done == steps:
                 if metrics_file is not None:
                     metrics_file.flush()
-                    os.fsync(metrics_file.fileno())
                 checkpoint(done)
                 checkpoint_step = done
             stop_for = signals.stop(step) if done < steps else None
@@ -650,7 +535,6 @@ def meta_train(
                 if checkpoint_step != done:
                     if metrics_file is not None:
                         metrics_file.flush()
-                        os.fsync(metrics_file.fileno())
                     checkpoint(done)
                     checkpoint_step = done
                 raise RunInterrupted(

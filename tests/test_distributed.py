@@ -171,7 +171,7 @@ def test_bad_process_flags_are_refused(tmp_path, capsys):
 
 _BARRIER_SCRIPT = """
 import sys, time, jax
-from metapinn._meta_train import _sync
+from metapinn._processes import _sync
 jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
                            process_id=int(sys.argv[2]))
 for round in range(2):  # one name, used twice

@@ -129,7 +129,7 @@ def test_family_settings_are_checked():
 
 
 def test_w2_reports_its_out_of_range_viscosities_separately():
-    from metapinn._experiment._report import in_range
+    from metapinn._experiment._summary import in_range
 
     w2 = mp.experiment.workload("W2")
     assert (min(w2.train_params), max(w2.train_params)) == pytest.approx((0.001, 0.1))
@@ -206,7 +206,7 @@ def _task_key_of(kappa, pde, x, t):
 
 
 def test_every_summary_averages_the_in_range_tasks():
-    from metapinn._experiment._report import in_range, plain_adam_summary
+    from metapinn._experiment._summary import in_range, plain_adam_summary
 
     config = mp.experiment.ExperimentConfig(train_params=(0.02, 0.04), test_params=(0.03, 0.05),
                                  tasks_per_step=1)  # fmt: skip

@@ -13,21 +13,23 @@ import metapinn as mp
 from metapinn._experiment._ablation_grid import Cell
 from metapinn._experiment._ablation_report import cell_row_of, step_seconds
 from metapinn._experiment._report import (
+    amortisation_table,
+    format_summary,
+    is_quick,
+    results_table,
+    steps_to_eps_table,
+    to_markdown,
+)
+from metapinn._experiment._summary import (
     _mean_std,
     _speedup,
     _steps_to,
     amortisation,
-    amortisation_table,
     compare_errors,
-    format_summary,
     in_range,
-    is_quick,
     payoff,
     plain_adam_summary,
-    results_table,
-    steps_to_eps_table,
     summarise,
-    to_markdown,
 )
 
 

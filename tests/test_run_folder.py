@@ -229,3 +229,31 @@ def test_the_top_level_namespace_is_the_library():
     for name in ("ExperimentConfig", "reproduce", "RunFolder", "Method", "evaluate", "solve"):
         assert hasattr(mp.experiment, name)
     assert len(names) <= 100
+
+
+def test_a_full_disk_while_appending_metrics_leaves_no_torn_line(tmp_path, monkeypatch):
+    import errno
+
+    from metapinn._metrics_file import MetricsAppender
+
+    path = tmp_path / "metrics.jsonl"
+    appender = MetricsAppender(path)
+    for step in range(2):
+        appender.append(json.loads(_record(step)))
+    appender.flush()
+    good = path.read_bytes()
+    assert [r["step"] for r in mp.read_metrics(path)] == [0, 1]  # written as it goes
+    real_write = os.write
+
+    def full_disk(fd, data):  # half a record reaches the disk, then it is full
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(mp.RunFolderError, match=rf"cannot write {path}: the disk is full"):
+        appender.append(json.loads(_record(2)))
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_bytes() == good  # back to its last complete record
+    appender.append(json.loads(_record(2)))  # once there is room again
+    appender.close()
+    assert [r["step"] for r in mp.read_metrics(path)] == [0, 1, 2]

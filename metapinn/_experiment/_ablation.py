@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._checkpoint import write_json
-from .._meta_train import _sync
+from .._processes import _sync
 from ._ablation_grid import CELL_FILE, AblationGrid, Cell, GridError
 from ._ablation_report import cell_row_of, step_seconds, write_ablation
 from ._config import fields_with_role

@@ -293,6 +293,7 @@ class ExperimentConfig:
         self._check()
 
     def _check(self):
+        """The network, the points and the run's bookkeeping; then each group below."""
         if not re.fullmatch(r"[A-Za-z0-9._-]+", self.name):
             _fail("name", self.name, "use letters, digits, '.', '_' or '-'")
         for key in ("width", "depth", "n_interior", "n_initial", "n_boundary"):
@@ -306,6 +307,10 @@ class ExperimentConfig:
             _fail("loss_weights", self.loss_weights, str(e))
         if self.dtype not in ("float32", "float64"):
             _fail("dtype", self.dtype, "choose float32 or float64")
+        self._check_tasks()
+
+    def _check_tasks(self):
+        """The tasks: a scalar family's values, or a function family's counts."""
         fam = get_family(self.family)
         _at_least("tasks_seed", self.tasks_seed, 0)
         if fam.scalar:
@@ -328,6 +333,10 @@ class ExperimentConfig:
                     _fail(key, getattr(self, key), f"{self.family}'s {why}")
             for key in ("n_train_tasks", "n_test_tasks"):
                 _at_least(key, getattr(self, key), 1)
+        self._check_methods()
+
+    def _check_methods(self):
+        """The methods, their overrides and warm starts (no cycles)."""
         known = sorted(METHOD_NAMES)
         if not self.methods:
             _fail("methods", self.methods, f"choose one or more of {known}")
@@ -362,6 +371,10 @@ class ExperimentConfig:
                         + " -> ".join([*chain[chain.index(source) :], source]),
                     )
                 chain.append(source)
+        self._check_training()
+
+    def _check_training(self):
+        """The rates, the task batch and the seeds."""
         for key in ("inner_lr", "outer_lr", "eval_lr"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
@@ -384,6 +397,10 @@ class ExperimentConfig:
             _at_least("seeds", s, 0)
         if len(set(self.seeds)) != len(self.seeds):
             _fail("seeds", self.seeds, "a seed is listed twice")
+        self._check_evaluation()
+
+    def _check_evaluation(self):
+        """The few-shot step counts, the budget and the targets."""
         if not self.eval_steps:
             _fail("eval_steps", self.eval_steps, "give at least one step count")
         for k in self.eval_steps:

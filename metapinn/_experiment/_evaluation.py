@@ -38,7 +38,8 @@ from ._problem import (
     initialisation,
     nearest_training_tasks,
 )
-from ._report import in_range, plain_adam_summary, summarise, to_markdown
+from ._report import to_markdown
+from ._summary import in_range, plain_adam_summary, summarise
 
 
 RESIDUAL_STRIDE = 2

@@ -34,7 +34,8 @@ from .._checkpoint import (
     write_json,
 )
 from .._lock import LOCK_FILE, folder_lock
-from .._meta_train import CHECKPOINT, METRICS, RESUMABLE_KEYS, load_initialisation, read_metrics
+from .._meta_train import CHECKPOINT, RESUMABLE_KEYS, load_initialisation
+from .._metrics_file import METRICS, read_metrics
 from ._config import ConfigError, ExperimentConfig, fields_with_role
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import jax
 
-from .._meta_train import _sync
+from .._processes import _sync
 from ._config import ExperimentConfig
 from ._evaluation import evaluate_runs, reference_fields
 from ._folder import RunFolder

@@ -22,10 +22,10 @@ from .._meta_train import (
     CHECKPOINT,
     MetaTrainResult,
     NonFiniteLossError,
-    _sync,
     load_initialisation,
     meta_train,
 )
+from .._processes import _sync
 from ._config import ConfigError, ExperimentConfig
 from ._folder import RunFolder, _damaged
 from ._methods import RANDOM, writers_optimizer
