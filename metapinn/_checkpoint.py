@@ -236,9 +236,43 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     path = pathlib.Path(path)
     with _open_checkpoint(path) as data:
         try:
-            return json.loads(str(data[_META_KEY]))
+            meta = json.loads(str(data[_META_KEY]))
         except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise _corrupt(path, e) from None
+    return _checked_meta(path, meta)
+
+
+def _checked_meta(path: pathlib.Path, meta: Any) -> dict[str, Any]:
+    """A checkpoint's metadata: a JSON object whose `step`, where there is one, is an
+    integer >= 0. **Raises:** [`metapinn.CorruptCheckpointError`][] otherwise."""
+    step = meta.get("step", 0) if isinstance(meta, dict) else None
+    if type(step) is not int or step < 0:
+        raise _corrupt(path, ValueError(f"its metadata is not a checkpoint's: {meta!r:.80}"))
+    return meta
+
+
+def checkpoint_step(path: str | os.PathLike, meta: dict[str, Any]) -> int:
+    """The meta-step a run's checkpoint was written at.
+
+    **Raises:** [`metapinn.CorruptCheckpointError`][] if its metadata has none."""
+    if type(meta.get("step")) is not int:
+        raise _corrupt(pathlib.Path(path), ValueError("its metadata names no meta-step"))
+    return meta["step"]
+
+
+def _array_headers(data: Any, names: list[str]) -> list[tuple[tuple[int, ...], np.dtype]]:
+    """The shape and dtype of each array of an open `.npz`, from its `.npy` header
+    alone: nothing is allocated for an array before its header is checked."""
+    headers = []
+    for name in names:
+        with data.zip.open(name + ".npy") as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        headers.append((tuple(shape), np.dtype(dtype)))
+    return headers
 
 
 def load_checkpoint(
@@ -265,25 +299,36 @@ def load_checkpoint(
         path = previous_checkpoint_path(path)
         if not path.exists():
             raise FileNotFoundError(f"no previous checkpoint {path} to resume from")
+    template, treedef = jax.tree_util.tree_flatten(like)
     with _open_checkpoint(path) as data:
         try:
-            meta = json.loads(str(data[_META_KEY]))
+            meta = _checked_meta(path, json.loads(str(data[_META_KEY])))
             names = sorted(k for k in data.files if k != _META_KEY)
+            headers = _array_headers(data, names)
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise _corrupt(path, e) from None
+        if len(headers) != len(template):
+            raise ValueError(
+                f"checkpoint {path} holds {len(headers)} arrays but the model and optimiser "
+                f"state expect {len(template)}; was it written with a different configuration?"
+            )
+        _check_leaves(path, headers, template)  # before any array is read
+        try:
             saved = [data[k] for k in names]
         except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise _corrupt(path, e) from None
-    template, treedef = jax.tree_util.tree_flatten(like)
-    if len(saved) != len(template):
-        raise ValueError(
-            f"checkpoint {path} holds {len(saved)} arrays but the model and optimiser "
-            f"state expect {len(template)}; was it written with a different configuration?"
-        )
-    for i, (new, old) in enumerate(zip(saved, template, strict=True)):
-        old_shape, old_dtype = np.shape(old), np.asarray(old).dtype
-        if new.shape != old_shape or new.dtype != old_dtype:
-            raise ValueError(
-                f"checkpoint {path}: array {i} has shape {new.shape} and dtype {new.dtype}, "
-                f"expected {old_shape} and {old_dtype}"
-            )
+    _check_leaves(path, [(a.shape, a.dtype) for a in saved], template)
     leaves = [jnp.asarray(a) for a in saved]
     return jax.tree_util.tree_unflatten(treedef, leaves), meta
+
+
+def _check_leaves(path: pathlib.Path, found: list[tuple[Any, Any]], template: list) -> None:
+    """**Raises:** `ValueError` naming the first array whose shape or dtype is not its
+    template leaf's."""
+    for i, ((shape, dtype), old) in enumerate(zip(found, template, strict=True)):
+        old_shape, old_dtype = np.shape(old), np.asarray(old).dtype
+        if tuple(shape) != old_shape or dtype != old_dtype:
+            raise ValueError(
+                f"checkpoint {path}: array {i} has shape {tuple(shape)} and dtype {dtype}, "
+                f"expected {old_shape} and {old_dtype}"
+            )

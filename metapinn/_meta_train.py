@@ -27,6 +27,7 @@ from jaxtyping import Array, Int, PRNGKeyArray, PyTree
 from tqdm import tqdm
 
 from ._checkpoint import (
+    checkpoint_step as stored_step,
     load_checkpoint,
     previous_checkpoint_path,
     read_checkpoint_meta,
@@ -274,7 +275,7 @@ def _start_or_resume(
                 + ", ".join(f"{k}={meta['config'].get(k)!r}" for k in bad)
                 + ")"
             )
-        start = meta["step"]
+        start = stored_step(source, meta)
         if start > steps:
             raise ValueError(f"{ckpt} is at step {start}, beyond the {steps} steps asked for")
         params, opt_state, key_data = loaded["params"], loaded["opt_state"], loaded["key"]
@@ -553,6 +554,8 @@ def meta_train(
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
+    if checkpoint_step is None and start == steps:
+        checkpoint(steps)  # a run of no steps: its checkpoint is its starting point
     if directory is not None:
         _sync(f"metapinn: {directory} written")  # its files are there for every process
     return MetaTrainResult(

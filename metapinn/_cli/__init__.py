@@ -11,12 +11,14 @@ stored with the run (`config.json` in its folder).
 """
 
 import sys
+import traceback
 from collections.abc import Sequence
 
 import jax
 
 from .._checkpoint import CorruptCheckpointError, RunFolderError
 from .._experiment import ConfigError
+from .._experiment._folder import RunFolder
 from .._lock import RunFolderBusy
 from .._meta_train import NonFiniteLossError, RunInterrupted
 from .._metrics_file import DamagedMetricsError
@@ -76,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"metapinn {args.command}: error: {e}\n")
     except RunFolderError as e:
         print(f"metapinn {args.command}: error: {e}", file=sys.stderr)
-        print("continue with --resume and the same --out once it can be written", file=sys.stderr)
+        print(_after_a_write_error(args), file=sys.stderr)
         return 1
     except NonFiniteLossError as e:
         print(f"metapinn {args.command}: {e}", file=sys.stderr)
@@ -92,4 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception:
+        # Every expected failure is one line above; anything else is a bug.
+        traceback.print_exc()
+        print(
+            f"metapinn {args.command}: this is a bug in metapinn (an unexpected error); "
+            "please report it with the command line and the traceback above",
+            file=sys.stderr,
+        )
+        return 1
     return 0  # pragma: no cover
+
+
+def _after_a_write_error(args) -> str:
+    """What to do once a file of the command's folder can be written again: resume a
+    run (or grid) that the folder holds, else run the command again as it was."""
+    out = getattr(args, "out", None)
+    if args.command in ("reproduce", "train") and out is not None:
+        if RunFolder(out).holds_run():
+            return "once it can be written, continue with --resume and the same --out"
+        return "once it can be written, run the same command again (the folder holds no run yet)"
+    if args.command == "ablate" and out is not None and (out / "grid.json").exists():
+        return "once it can be written, continue with --resume and the same --out"
+    return "once it can be written, run the same command again"

@@ -7,7 +7,7 @@ import pathlib
 
 import jax
 
-from .._checkpoint import CorruptCheckpointError, read_checkpoint_meta
+from .._checkpoint import CorruptCheckpointError, checkpoint_step, read_checkpoint_meta
 from .._experiment import (
     ConfigError,
     ExperimentConfig,
@@ -160,7 +160,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
                 state = "0"
                 if (f / CHECKPOINT).exists():
                     try:
-                        state = str(read_checkpoint_meta(f / CHECKPOINT)["step"])
+                        meta = read_checkpoint_meta(f / CHECKPOINT)
+                        state = str(checkpoint_step(f / CHECKPOINT, meta))
                     except CorruptCheckpointError:
                         state = "damaged checkpoint (see --previous-checkpoint), ?"
                 print(f"  {method}{what} seed {seed}: {state}/{steps} meta-steps checkpointed")

@@ -28,6 +28,13 @@ TRAIN_WORKLOAD = "W1"
 multi-task pre-training, which a one-method run does not hold."""
 
 
+def folder_path(text: str) -> pathlib.Path:
+    """A path argument: an empty one names no folder (it would be the current one)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no file or folder; give one")
+    return pathlib.Path(text)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -112,14 +119,14 @@ def _add_run_flags(parser: argparse.ArgumentParser, what: str, default_workload:
     )
     parser.add_argument(
         "--config",
-        type=pathlib.Path,
+        type=folder_path,
         default=None,
         metavar="FILE",
         help="JSON file of settings; missing keys take the built-in W1 defaults (default: none)",
     )
     parser.add_argument(
         "--out",
-        type=pathlib.Path,
+        type=folder_path,
         default=None,
         metavar="DIR",
         help=f"output folder of the run (default: runs/<name>{what}-<date-time>)",
@@ -218,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         "seed) to the held-out tasks; write results.json, results.md and plots into "
         "RUN and print the table. Evaluation settings may be changed here.",
     )
-    p.add_argument("run", type=pathlib.Path, metavar="RUN", help="the run folder")
+    p.add_argument("run", type=folder_path, metavar="RUN", help="the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
     _add_config_flags(
         p, fields_with_role("evaluation"), workload(DEFAULT_WORKLOAD),
@@ -238,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "grid",
-        type=pathlib.Path,
+        type=folder_path,
         nargs="?",
         default=None,
         metavar="GRID",
@@ -320,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         + ")",
     )
     p.add_argument("--seed", type=int, default=0, help="the initialisation's seed (default: 0)")
-    p.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
+    p.add_argument("--out", type=folder_path, required=True, help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip solve.png (default: drawn)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -344,5 +351,5 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a run's results (or its training progress)",
         description="Print RUN/results.md; for an unfinished run, how far each training got.",
     )
-    p.add_argument("run", type=pathlib.Path, metavar="RUN", help="the run folder")
+    p.add_argument("run", type=folder_path, metavar="RUN", help="the run folder")
     return parser

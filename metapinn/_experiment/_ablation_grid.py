@@ -294,9 +294,13 @@ def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = pathlib.Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise GridError(f"grid file {path} does not exist") from None
+    except IsADirectoryError:
+        raise GridError(f"grid file {path} is a folder: give a JSON or TOML file") from None
+    except UnicodeDecodeError as e:
+        raise GridError(f"grid file {path} is not UTF-8 text: {e}") from None
     try:
         if path.suffix == ".toml":
             data = _toml().loads(text)
@@ -405,9 +409,15 @@ def _changed(base: ExperimentConfig, changes: dict[str, Any]) -> ExperimentConfi
 
 def stored_grid(path: str | os.PathLike) -> AblationGrid:
     """The grid stored in a grid folder's `grid.json`."""
-    data = json.loads(pathlib.Path(path).read_text())
     try:
+        data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
         base = ExperimentConfig.from_dict(data["base"])
+        axes = tuple((k, tuple(v)) for k, v in data["vary"].items())
     except ConfigError as e:
         raise GridError(f"{path}: {e}") from None
-    return AblationGrid(base, tuple((k, tuple(v)) for k, v in data["vary"].items()))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise GridError(
+            f"{path} cannot be read as a stored grid ({type(e).__name__}: {e}); give the grid "
+            "again (GRID or --vary) to continue it"
+        ) from None
+    return AblationGrid(base, axes)

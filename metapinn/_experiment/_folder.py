@@ -28,6 +28,7 @@ import numpy as np
 
 from .._checkpoint import (
     CorruptCheckpointError,
+    checkpoint_step,
     is_temporary,
     previous_checkpoint_path,
     read_checkpoint_meta,
@@ -190,7 +191,13 @@ class RunFolder:
                 for task, folder in self.run_dirs(config, method, seed).items():
                     path = _resume_from(folder, previous_checkpoint)
                     if path is not None:
-                        stored = read_checkpoint_meta(path).get("config") or {}
+                        meta = read_checkpoint_meta(path)
+                        if checkpoint_step(path, meta) > spec.meta_steps:
+                            bad.append(
+                                f"{folder}: it is at meta-step {meta['step']}, beyond the "
+                                f"{spec.meta_steps} meta_steps now given"
+                            )
+                        stored = meta.get("config") or {}
                         given = spec.run_settings(config, seed, task)
                         bad += [
                             f"{folder}: {m}"
@@ -213,13 +220,17 @@ class RunFolder:
     @contextlib.contextmanager
     def writing(self) -> Iterator["RunFolder"]:
         """Hold the folder's lock inside the block, in the writing process (the others
-        write nothing and take no lock).
+        write nothing and take no lock). The temporaries of writes that a killed
+        process left (no one else can be writing now) are removed first.
 
         **Raises:** [`metapinn.RunFolderBusy`][] at once if another process holds it."""
         if not self.is_writer():
             yield self
             return
         with folder_lock(self.path):
+            for leftover in self.path.rglob(".*.tmp"):
+                if is_temporary(leftover) and leftover.is_file():
+                    leftover.unlink(missing_ok=True)
             yield self
 
     def write_config(self, config: ExperimentConfig) -> None:
@@ -334,7 +345,7 @@ class RunFolder:
         spec = config.method(method)
         settings = spec.run_settings(config, seed, task)
         meta = read_checkpoint_meta(folder / CHECKPOINT)
-        if meta["step"] != settings["meta_steps"]:
+        if checkpoint_step(folder / CHECKPOINT, meta) != settings["meta_steps"]:
             raise ConfigError(
                 f"the {method} seed {seed} run in {folder} stopped at meta-step "
                 f"{meta['step']} of {settings['meta_steps']}; finish it with --resume first"

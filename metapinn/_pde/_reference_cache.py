@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import warnings
 from typing import Any, cast
 
 import jax
@@ -43,29 +44,47 @@ def _digest(array: np.ndarray) -> str:
 
 
 def _load(path: pathlib.Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
-    """A cached solution, or `None` if it is missing, unreadable or does not match."""
+    """A cached solution, or `None` if it is missing, unreadable (truncated, damaged,
+    not an `.npz`: whatever reading it raises) or does not match: it is then computed
+    again and the file replaced."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # The file is opened here so that it is closed even when it is no `.npz`.
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
             if str(data["key"]) != key:
                 return None
             u = np.array(data["u"], dtype=np.float64)
-    except (OSError, KeyError, ValueError, EOFError):
+    except FileNotFoundError:
         return None
-    return u if u.shape == shape else None
+    except Exception:  # a damaged file is a cache miss, whatever numpy or zipfile raise
+        return None
+    return u if u.shape == shape and np.all(np.isfinite(u)) else None
 
 
 def _save(path: pathlib.Path, key: str, u: np.ndarray) -> None:
     """Write atomically: a temporary file in the same folder (with the mode a plain
     `open` gives, 0o666 less the umask, so a shared cache is readable by others), then
-    `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = _temporary_beside(path)
+    `os.replace`. A cache that cannot be written (a full disk, a read-only folder) is a
+    warning naming the file, never a lost result: the solution is returned all the
+    same."""
+    temporary = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = _temporary_beside(path)
         with os.fdopen(fd, "wb") as file:
             np.savez(file, u=u, key=np.array(key))
         os.replace(temporary, path)
+    except OSError as error:
+        if temporary is not None:
+            pathlib.Path(temporary).unlink(missing_ok=True)
+        warnings.warn(
+            f"the reference cache {path} cannot be written ({error}); the reference is "
+            "used without it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     except BaseException:
-        pathlib.Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            pathlib.Path(temporary).unlink(missing_ok=True)
         raise
 
 
