@@ -11,7 +11,7 @@ def grid_points(
 ) -> Float[Array, "n 2"]:
     """The grid `x × t` as collocation points, in the order in which reference
     solutions are flattened: row `i * len(x) + j` is `(x[j], t[i])`, so for
-    `u = reference_solution(nu, x, t)`, `u.reshape(-1)[k]` is the value at row `k`
+    `u = burgers_reference_solution(nu, x, t)`, `u.reshape(-1)[k]` is the value at row `k`
     and `pinn(grid_points(x, t)).reshape(len(t), len(x))` lines up with `u`.
 
     **Arguments:**

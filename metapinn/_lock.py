@@ -18,6 +18,8 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from ._checkpoint import RunFolderError, _write_error
+
 
 try:
     import fcntl
@@ -46,10 +48,14 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     block; re-entrant within this process.
 
     **Raises:** [`metapinn.RunFolderBusy`][] at once, without waiting, when another
-    process holds it.
+    process holds it; [`metapinn.RunFolderError`][] when the folder or its lock file
+    cannot be made, or its file system has no locks.
     """
     folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _write_error(folder, error) from error
     key = folder.resolve()
     with _GUARD:
         if key in _HELD:
@@ -74,7 +80,10 @@ def _acquire(folder: pathlib.Path) -> int:
     if fcntl is None:  # pragma: no cover
         return -1
     path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:  # a read-only or full file system, no permission
+        raise _write_error(path, error) from error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -84,11 +93,21 @@ def _acquire(folder: pathlib.Path) -> int:
             f"{folder} is being written by another process ({holder}): wait for it to "
             "finish (or stop it), or choose another folder"
         ) from None
+    except OSError as error:  # a file system without locks (ENOLCK, EOPNOTSUPP)
+        os.close(fd)
+        raise RunFolderError(
+            error.errno,
+            f"cannot lock {path}: {error.strerror}; the file system of {folder} has no "
+            "file locks: use a folder on a local or lock-capable file system",
+        ) from error
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode())
+    try:  # who holds it, for a refused writer's message: informative only
+        os.ftruncate(fd, 0)
+        os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode())
+    except OSError:
+        pass
     return fd
 
 

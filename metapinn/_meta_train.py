@@ -35,10 +35,10 @@ from ._checkpoint import (
     write_text,
 )
 from ._custom_types import Params, Static
-from ._lock import folder_lock
+from ._lock import LOCK_FILE, folder_lock
 from ._meta._base import AbstractMetaLearner, LossFn
 from ._meta_step import meta_step
-from ._metrics_file import METRICS, MetricsAppender, read_metrics
+from ._metrics_file import METRICS, DamagedMetricsError, MetricsAppender, read_metrics
 from ._processes import _on_host, _spans_processes, _StopSignals, _sync
 
 
@@ -211,8 +211,17 @@ def _locks_run_dir(train: Callable[..., "MetaTrainResult"]) -> Callable[..., "Me
         run_dir = signature.bind(*args, **kwargs).arguments.get("run_dir")
         if run_dir is None or jax.process_index() != 0:
             return train(*args, **kwargs)
-        with folder_lock(run_dir):
-            return train(*args, **kwargs)
+        folder = pathlib.Path(run_dir)
+        made = not folder.exists()
+        try:
+            with folder_lock(folder):
+                return train(*args, **kwargs)
+        except BaseException:
+            if made and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+                # Refused before it wrote anything (bad arguments): leave no folder.
+                (folder / LOCK_FILE).unlink(missing_ok=True)
+                folder.rmdir()
+            raise
 
     return locked
 
@@ -283,7 +292,7 @@ def _start_or_resume(
     metrics_path = directory / METRICS
     rows = _read_metrics(metrics_path, start)
     if len(rows) != start:
-        raise ValueError(
+        raise DamagedMetricsError(
             f"cannot resume from {ckpt}: it is at step {start}, but {metrics_path} holds "
             f"only {len(rows)} lines (one is written per step before each checkpoint); "
             "restore the metrics file, or start the run again"

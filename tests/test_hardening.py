@@ -11,6 +11,7 @@ import zipfile
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 import metapinn as mp
@@ -212,3 +213,86 @@ def test_resuming_below_the_checkpointed_step_is_a_named_error(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "is at meta-step 4, beyond the 2 meta_steps now given" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_network_too_large_for_the_machine_is_refused_before_anything_is_made(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--method", "maml", "--width", "10000000", "--out", str(out)])
+    assert exit_info.value.code == 2
+    line = _error_line(capsys)
+    assert "width=10000000 is invalid" in line and "GiB" in line
+    assert not out.exists()  # a failed start leaves nothing to refuse a retry
+
+
+@pytest.mark.e2e  # two small runs
+def test_a_warm_start_from_another_network_is_a_named_error(tmp_path, capsys):
+    source = tmp_path / "source"
+    args = ["--method", "multitask", "--meta-steps", "1", *TINY]
+    assert main(["train", *args, "--out", str(source)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--method", "fomaml", "--meta-steps", "1", *TINY, "--width", "9",
+              "--init", f"{source}:multitask", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "is not this run's network" in _error_line(capsys)
+
+
+def test_meta_train_refused_for_bad_arguments_leaves_no_folder(tmp_path):
+    import equinox as eqx
+    import jax.random as jr
+
+    pinn = mp.MLPPINN(width=4, depth=1, key=jr.key(0))
+    params, static = eqx.partition(pinn, eqx.is_inexact_array)
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="give the collocation points"):
+        mp.meta_train(mp.MultiTask(), params, static, mp.PINNLoss(mp.Burgers()),
+                      mp.BurgersTask(jax.numpy.asarray([0.01])), None, steps=-1,
+                      optimizer=optax.adam(1e-3),
+                      key=jr.key(0), run_dir=run_dir)  # fmt: skip
+    assert not run_dir.exists()
+
+
+def test_evaluating_a_missing_folder_makes_none(tmp_path):
+    config = mp.experiment.ExperimentConfig(seeds=(0,), methods=("maml",))
+    with pytest.raises(FileNotFoundError, match="no such run folder"):
+        mp.experiment.evaluate_runs(config, tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_folder_that_cannot_be_made_is_a_named_error(tmp_path, monkeypatch):
+    import errno
+
+    from metapinn._lock import folder_lock
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("pathlib.Path.mkdir", read_only)
+    with pytest.raises(mp.RunFolderError, match="read-only file system"):
+        with folder_lock(tmp_path / "new"):
+            pass
+
+
+@pytest.mark.e2e  # two small runs
+def test_damaged_files_of_a_finished_run_are_named_before_any_work(tmp_path, capsys):
+    source = tmp_path / "source"
+    args = ["--method", "multitask", "--meta-steps", "2", *TINY]
+    assert main(["train", *args, "--out", str(source)]) == 0
+    metrics = source / "train" / "multitask" / "seed0" / "metrics.jsonl"
+    intact = metrics.read_bytes()
+    metrics.write_bytes(intact + b"garbage\n")  # a complete line that is no record
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(source), "--no-plots"])
+    assert exit_info.value.code == 2
+    line = _error_line(capsys)
+    assert f"{metrics} line 3 is not a meta-step's record" in line
+    assert not (source / "results.json").exists()  # refused before any work
+    metrics.write_bytes(intact)
+    (source / "config.json").write_text("")  # an empty config in a warm-start source
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--method", "fomaml", "--meta-steps", "1", *TINY,
+              "--init", f"{source}:multitask", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "config.json cannot be read as a run's settings" in _error_line(capsys)

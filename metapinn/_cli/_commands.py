@@ -47,7 +47,7 @@ def _stored_config(folder: pathlib.Path) -> ExperimentConfig:
 
 
 def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
-    # The run folder itself is checked by the library (`check_run_folder`).
+    # The run folder itself is checked by the library (`RunFolder.check`).
     if args.resume and args.out is None:
         raise ConfigError("--resume needs --out DIR, the folder of the run to continue")
     stored = args.resume and RunFolder(args.out).holds_run()
@@ -61,7 +61,9 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     else:
         config = workload(args.workload or args.default_workload, family=args.family)
     if getattr(args, "quick", False):
-        config = quick(config)
+        # A resumed run keeps the name it has (one made before quick runs were named
+        # so would otherwise not match its stored settings).
+        config = quick(config) if not stored else quick(config).replace(name=config.name)
     changes = dict(extra)
     changes.update(_overrides(args))
     name = changes.get("name", config.name)

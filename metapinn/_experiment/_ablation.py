@@ -29,7 +29,7 @@ from typing import Any
 
 from .._checkpoint import write_json
 from .._processes import _sync
-from ._ablation_grid import CELL_FILE, AblationGrid, Cell, GridError
+from ._ablation_grid import CELL_FILE, AblationGrid, Cell, GridError, stored_grid
 from ._ablation_report import cell_row_of, step_seconds, write_ablation
 from ._config import fields_with_role
 from ._folder import RunFolder, is_bookkeeping, mismatches
@@ -197,7 +197,7 @@ def _check_stored_base(grid: AblationGrid, path: pathlib.Path) -> None:
     """Refuse to continue a grid folder with another base (the axes may change: a
     narrower or a wider grid reuses the cells they share); evaluation settings may
     differ (the cells are evaluated again)."""
-    stored = json.loads(path.read_text())["base"]
+    stored = stored_grid(path).base.to_dict()  # an unreadable one is a named error
     bad = mismatches(stored, grid.base.to_dict(), ignore=fields_with_role("evaluation"))
     if bad:
         raise GridError(
@@ -210,7 +210,12 @@ def _finished_row(cell: Cell) -> dict[str, Any] | None:
     path = cell.folder / CELL_FILE
     if not (path.exists() and RunFolder(cell.folder).results_file.exists()):
         return None
-    stored = json.loads(path.read_text())
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # a damaged record: the cell is evaluated again
+    if not isinstance(stored, dict) or "row" not in stored:
+        return None
     return stored["row"] if stored.get("config") == cell.config.to_dict() else None
 
 

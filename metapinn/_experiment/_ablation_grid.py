@@ -25,6 +25,7 @@ from ._config import (
     _coerce,
     _parse_override,
     fields_with_role,
+    read_settings_file,
 )
 from ._methods import METHOD_NAMES
 from ._workloads import DEFAULT_WORKLOAD, WORKLOADS, quick as _quick, workload
@@ -293,14 +294,7 @@ def read_grid_file(path: str | os.PathLike) -> dict[str, Any]:
     as they are.
     """
     path = pathlib.Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GridError(f"grid file {path} does not exist") from None
-    except IsADirectoryError:
-        raise GridError(f"grid file {path} is a folder: give a JSON or TOML file") from None
-    except UnicodeDecodeError as e:
-        raise GridError(f"grid file {path} is not UTF-8 text: {e}") from None
+    text = read_settings_file(path, "grid file", "JSON or TOML", GridError)
     try:
         if path.suffix == ".toml":
             data = _toml().loads(text)

@@ -617,6 +617,20 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
     return method, key, parsed
 
 
+def read_settings_file(path: pathlib.Path, what: str, kind: str, error: type[ConfigError]) -> str:
+    """The text of a settings file (a config, a grid).
+
+    **Raises:** `error` naming the file: missing, a folder, or not UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a folder: give a {kind} file") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text: {e}") from None
+
+
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
     """Read an [`metapinn.experiment.ExperimentConfig`][] from a JSON file (missing keys take
     their defaults; see [`metapinn.experiment.ExperimentConfig.from_dict`][]).
@@ -631,13 +645,7 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
     """
     path = pathlib.Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a folder: give a JSON file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {path} is not UTF-8 text: {e}") from None
+        data = json.loads(read_settings_file(path, "config file", "JSON", ConfigError))
     except json.JSONDecodeError as e:
         raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
     try:

@@ -461,6 +461,8 @@ def evaluate_runs(
     [`metapinn.RunFolderBusy`][] if another process is writing the folder.
     """
     folder = RunFolder(out_dir)
+    if not folder.path.is_dir():  # before the lock would make it
+        raise FileNotFoundError(f"cannot evaluate {folder.path}: no such run folder")
     with folder.writing():
         evaluation = evaluate(config, folder.path, log=log, reference=reference)
         results = evaluation.summary()

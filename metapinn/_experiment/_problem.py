@@ -1,5 +1,7 @@
-"""What an experiment's methods are made of: the family and its points, the two networks
-(plain and parameter-conditioned), each method's loss and learner, the optimisers.
+"""What an experiment's methods are made of: the family and its points, the tasks, the
+two networks (plain and parameter-conditioned, with their random initialisations and
+a check that they fit the machine), each network's loss, and the adaptation schedule.
+(The methods themselves, their learners and outer optimisers: `_methods`.)
 
 Every method is a learner on one of two networks: the plain PINN `u(x, t)`, or the
 parameter-conditioned PINN `u(x, t, c(ν))` ([`metapinn.ConditionedPINN`][]), whose
@@ -8,6 +10,7 @@ training of the conditioned network) is the conditioned-PINN baseline; `transfer
 multi-task training of the plain network on one training task.
 """
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -141,6 +144,7 @@ def initialisation(config: ExperimentConfig, seed: int, conditioned: bool = Fals
     """
     init_key, run_key = jr.split(jr.key(seed))
     dtype = jnp.dtype(config.dtype)
+    check_network_fits(config)
     if conditioned:
         n_conditions = config.resolved_family.n_conditions()
         net = _conditioned_pinn(n_conditions, config.width, config.depth, dtype=dtype, key=init_key)
@@ -148,6 +152,30 @@ def initialisation(config: ExperimentConfig, seed: int, conditioned: bool = Fals
         net = _pinn(config.width, config.depth, dtype=dtype, key=init_key)
     params, static = eqx.partition(net, eqx.is_inexact_array)
     return params, static, run_key
+
+
+def network_parameters(width: int, depth: int, n_inputs: int = 2) -> int:
+    """The parameters of the MLP PINN: `n_inputs -> width`, `depth - 1` hidden
+    `width -> width` layers, `width -> 1`."""
+    return n_inputs * width + width + (depth - 1) * (width * width + width) + width + 1
+
+
+def check_network_fits(config: ExperimentConfig) -> None:
+    """Refuse, before anything is allocated, a network whose parameters alone, four
+    times over (parameters, gradient, Adam's two moments), exceed this machine's
+    memory. **Raises:** [`metapinn.experiment.ConfigError`][] naming the sizes."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf here: nothing to check
+        return
+    n = network_parameters(config.width, config.depth)
+    need = 4 * n * jnp.dtype(config.dtype).itemsize
+    if need > memory:
+        raise ConfigError(
+            f"config value width={config.width!r} is invalid: a {config.depth} x "
+            f"{config.width} network has {n:.3g} parameters, {need / 2**30:.1f} GiB at least "
+            f"to train, more than this machine's {memory / 2**30:.1f} GiB"
+        )
 
 
 def eval_optimizer(config: ExperimentConfig) -> optax.GradientTransformation:

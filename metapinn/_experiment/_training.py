@@ -16,7 +16,7 @@ from typing import Any, cast
 import jax
 import numpy as np
 
-from .._checkpoint import read_checkpoint_meta
+from .._checkpoint import CorruptCheckpointError, read_checkpoint_meta
 from .._meta_step import meta_step
 from .._meta_train import (
     CHECKPOINT,
@@ -29,7 +29,7 @@ from .._processes import _sync
 from ._config import ConfigError, ExperimentConfig
 from ._folder import RunFolder, _damaged
 from ._methods import RANDOM, writers_optimizer
-from ._problem import build_problem, initialisation, point_sampler
+from ._problem import build_problem, check_network_fits, initialisation, point_sampler
 
 
 def training_order(config: ExperimentConfig) -> tuple[str, ...]:
@@ -90,7 +90,12 @@ def starting_point(
         other_config = other_folder.read_config()
         if other not in other_config.methods:
             raise ConfigError(f"init={source!r}: that run has no method {other!r}")
-        return other_folder.load_trained(other_config, other, seed, params)
+        try:
+            return other_folder.load_trained(other_config, other, seed, params)
+        except (ConfigError, CorruptCheckpointError):
+            raise  # named already
+        except ValueError as e:  # a checkpoint of another network (width, depth, dtype)
+            raise ConfigError(f"init={source!r} is not this run's network: {e}") from None
     if not (path / CHECKPOINT).exists():
         raise ConfigError(
             f"init={source!r} is neither a method of this run ({', '.join(config.methods)}) "
@@ -100,7 +105,12 @@ def starting_point(
     optimizer = (  # the one that wrote it, as far as its stored settings tell
         writers_optimizer(stored) if "outer_lr" in stored else spec.outer_optimizer()
     )
-    loaded, _ = load_initialisation(path, params, optimizer)
+    try:
+        loaded, _ = load_initialisation(path, params, optimizer)
+    except CorruptCheckpointError:
+        raise  # named already
+    except ValueError as e:  # a checkpoint of another network (width, depth, dtype)
+        raise ConfigError(f"init={source!r} is not this run's network: {e}") from None
     return loaded
 
 
@@ -151,17 +161,22 @@ def train_runs(
     """
     folder = RunFolder(out_dir)
     folder.check(config, resume, previous_checkpoint)  # before the lock makes the folder
+    # What cannot be built fails before the folder holds a run's settings (a failed
+    # start would leave a run that a retry without --resume refuses).
+    problem = build_problem(config)
+    check_network_fits(config)
     with folder.writing():
         start_run_folder(config, folder, resume, previous_checkpoint)
         return _train_all(
-            config, folder, resume=resume, progress=progress, stop_after=stop_after, log=log,
-            keep_going=keep_going, mesh=mesh, previous_checkpoint=previous_checkpoint,
+            config, folder, problem, resume=resume, progress=progress, stop_after=stop_after,
+            log=log, keep_going=keep_going, mesh=mesh, previous_checkpoint=previous_checkpoint,
         )  # fmt: skip
 
 
 def _train_all(
     config: ExperimentConfig,
     folder: RunFolder,
+    problem: Any,
     *,
     resume: bool,
     progress: bool,
@@ -171,7 +186,6 @@ def _train_all(
     mesh: jax.sharding.Mesh | None,
     previous_checkpoint: bool,
 ) -> dict[tuple[str, int], MetaTrainResult | None]:
-    problem = build_problem(config)
     sampler = point_sampler(config, problem)
     results: dict[tuple[str, int], MetaTrainResult | None] = {}
     for method in training_order(config):
