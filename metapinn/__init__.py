@@ -73,6 +73,7 @@ from ._meta_step import (
 from ._meta_train import (
     MetaTrainResult as MetaTrainResult,
     NonFiniteLossError as NonFiniteLossError,
+    ResumeMismatchError as ResumeMismatchError,
     RunInterrupted as RunInterrupted,
     meta_train as meta_train,
 )

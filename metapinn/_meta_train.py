@@ -73,6 +73,12 @@ class NonFiniteLossError(RuntimeError):
         self.checkpoint_step = checkpoint_step
 
 
+class ResumeMismatchError(ValueError):
+    """A run cannot be resumed from its checkpoint as asked: the checkpoint was written
+    with other settings, from another PRNG implementation, or is past the steps asked
+    for. The message names the checkpoint and the difference."""
+
+
 class RunInterrupted(RuntimeError):
     """The run stopped early and can be resumed: by `stop_after` (as if killed, for
     testing), or on SIGTERM or SIGINT, after checkpointing the step it had finished.
@@ -270,7 +276,7 @@ def _start_or_resume(
         # Checked first: a key of another implementation has other shapes.
         stored_impl = read_checkpoint_meta(source).get("key_impl")
         if stored_impl is not None and stored_impl != str(jr.key_impl(key)):
-            raise ValueError(
+            raise ResumeMismatchError(
                 f"cannot resume from {source}: its run drew from a {stored_impl!r} PRNG "
                 f"key, this one is {str(jr.key_impl(key))!r}"
             )
@@ -278,7 +284,7 @@ def _start_or_resume(
         loaded, meta = load_checkpoint(ckpt, like, previous=previous_checkpoint)
         bad = _config_mismatch(meta.get("config"), config)
         if bad:
-            raise ValueError(
+            raise ResumeMismatchError(
                 f"cannot resume from {ckpt}: its run used different settings for "
                 f"{', '.join(bad)} (stored: "
                 + ", ".join(f"{k}={meta['config'].get(k)!r}" for k in bad)
@@ -286,7 +292,9 @@ def _start_or_resume(
             )
         start = stored_step(source, meta)
         if start > steps:
-            raise ValueError(f"{ckpt} is at step {start}, beyond the {steps} steps asked for")
+            raise ResumeMismatchError(
+                f"{ckpt} is at step {start}, beyond the {steps} steps asked for"
+            )
         params, opt_state, key_data = loaded["params"], loaded["opt_state"], loaded["key"]
         checkpoint_step = start
     metrics_path = directory / METRICS

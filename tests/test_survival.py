@@ -110,7 +110,7 @@ def test_resume_checks_the_metrics_and_the_prng(tmp_path, problem):
     with pytest.raises(ValueError, match="at step 4, but .*metrics.jsonl holds only 3 lines"):
         _train(problem, tmp_path / "run", resume=True)
     metrics.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match="'threefry2x32' PRNG key, this one is 'rbg'"):
+    with pytest.raises(mp.ResumeMismatchError, match="'threefry2x32' PRNG key, this one is 'rbg'"):
         _train(problem, tmp_path / "run", resume=True, key=jr.key(3, impl="rbg"))
     assert _train(problem, tmp_path / "run", resume=True).start_step == 4
 

@@ -20,7 +20,7 @@ from .._checkpoint import CorruptCheckpointError, RunFolderError
 from .._experiment import ConfigError
 from .._experiment._folder import RunFolder
 from .._lock import RunFolderBusy
-from .._meta_train import NonFiniteLossError, RunInterrupted
+from .._meta_train import NonFiniteLossError, ResumeMismatchError, RunInterrupted
 from .._metrics_file import DamagedMetricsError
 from .._xla import pin_matmul_precision
 from ._commands import (
@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         CorruptCheckpointError,
         DamagedMetricsError,
         RunFolderBusy,
+        ResumeMismatchError,
     ) as e:
         parser.exit(2, f"metapinn {args.command}: error: {e}\n")
     except RunFolderError as e:
