@@ -8,6 +8,24 @@ import jax.random as jr
 import metapinn as mp
 
 
+TINY_RUN = {
+    "name": "tiny",
+    "width": 8,
+    "depth": 1,
+    "n_interior": 16,
+    "n_initial": 8,
+    "n_boundary": 4,
+    "train_params": [0.02, 0.03, 0.05],
+    "test_params": [0.04, 0.05],  # one reference grid size: one solver compilation
+    "meta_steps": 6,
+    "tasks_per_step": 2,
+    "eval_steps": [0, 2, 5],
+    "budget": 2,
+    "eps": [0.95, 0.5],
+}
+"""The settings of the end-to-end tests' tiny runs (each adds its methods, seeds, ...)."""
+
+
 def tree_allclose(x, y, *, rtol=1e-8, atol=1e-10) -> bool:
     return bool(eqx.tree_equal(x, y, typematch=True, rtol=rtol, atol=atol))
 

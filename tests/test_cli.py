@@ -14,25 +14,10 @@ import pytest
 import metapinn as mp
 from metapinn._cli import main
 
+from .helpers import TINY_RUN
 
-TINY = {
-    "name": "tiny",
-    "width": 8,
-    "depth": 1,
-    "n_interior": 16,
-    "n_initial": 8,
-    "n_boundary": 4,
-    "train_params": [0.02, 0.03, 0.05],
-    "test_params": [0.04, 0.05],  # one reference grid size: one solver compilation
-    "inner_steps": 2,
-    "meta_steps": 6,
-    "tasks_per_step": 2,
-    "seeds": [0, 1],
-    "checkpoint_every": 2,
-    "eval_steps": [0, 2, 5],
-    "budget": 2,
-    "eps": [0.95, 0.5],
-}
+
+TINY = {**TINY_RUN, "inner_steps": 2, "seeds": [0, 1], "checkpoint_every": 2}
 METHODS = ["maml", "fomaml", "reptile", "multitask"]
 PLOTS = ["few_shot.png", "fields.png", "meta_training.png", "per_task.png"]
 

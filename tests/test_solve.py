@@ -9,24 +9,14 @@ import pytest
 
 from metapinn._cli import main
 
+from .helpers import TINY_RUN
+
 
 TINY = {
-    "name": "tiny",
-    "width": 8,
-    "depth": 1,
-    "n_interior": 16,
-    "n_initial": 8,
-    "n_boundary": 4,
-    "train_params": [0.02, 0.03, 0.05],
-    "test_params": [0.04, 0.05],
+    **TINY_RUN,
     "methods": ["multitask", "cond-multitask"],
-    "meta_steps": 6,
-    "tasks_per_step": 2,
     "seeds": [0],
     "checkpoint_every": 3,
-    "eval_steps": [0, 2, 5],
-    "budget": 2,
-    "eps": [0.95, 0.5],
 }
 
 
