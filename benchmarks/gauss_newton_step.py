@@ -14,12 +14,16 @@ forward at every point (`meta_step.gradient_flops` / 3):
 - an L-BFGS step: one gradient and the line search's evaluations (not counted: their
   number varies; the table gives its time only).
 
+The task batch: the same step vmapped over `--batch` held-out viscosities (each task
+its own parameters and state; the W3 held-out nu), against the floor of that many
+steps, to say what vmapping the tasks of an evaluation or a meta-step buys.
+
 For each case: the cold compile (`.lower().compile()`), then the median and min–max of
 `--steps` steps (each ended with `block_until_ready`), the ratio of the median to the
 floor (analytic FLOPs ÷ a same-run 2048³ float32 matmul rate), and XLA's FLOP count.
 
     python benchmarks/gauss_newton_step.py [--cg-steps 10 20 50] [--steps 20]
-        [--out benchmarks/results/gauss_newton_step.json]
+        [--batch 4] [--out benchmarks/results/gauss_newton_step.json]
 """
 
 import argparse
@@ -38,11 +42,24 @@ from meta_step import _xla_flops, gradient_flops, matmul_ceiling
 import metapinn as mp
 
 
-def time_case(adapter, params, static, loss, task, batch, steps: int) -> dict:
-    state = adapter.init(params, static, loss, task, batch)
+def time_case(adapter, params, static, loss, task, batch, steps: int, vmapped=False) -> dict:
+    """One step of `adapter`, or with `vmapped` one step of every task of `task` (a
+    batch) at once, from its own copy of `params`."""
+    if vmapped:
+        n = jax.tree_util.tree_leaves(task)[0].shape[0]
+        params = jax.tree_util.tree_map(lambda a: jnp.stack([a] * n), params)
+        state = jax.vmap(lambda p, t: adapter.init(p, static, loss, t, batch))(params, task)
 
-    def step(p, s):
-        return adapter.step(p, s, static, loss, task, batch)[:2]
+        def step(p, s):
+            def one(p, s, t):
+                return adapter.step(p, s, static, loss, t, batch)[:2]
+
+            return jax.vmap(one)(p, s, task)
+    else:
+        state = adapter.init(params, static, loss, task, batch)
+
+        def step(p, s):
+            return adapter.step(p, s, static, loss, task, batch)[:2]
 
     t0 = time.perf_counter()
     compiled = jax.jit(step).lower(params, state).compile()
@@ -66,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cg-steps", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=4, help="tasks vmapped (0: none)")
     parser.add_argument("--out", default="benchmarks/results/gauss_newton_step.json")
     args = parser.parse_args()
 
@@ -78,19 +96,23 @@ def main() -> None:
     loss = mp.PINNLoss(pde)
     f = gradient_flops("W3") / 3
     ceiling = matmul_ceiling()
-    cases = {"adam": (mp.Optax(optax.adam(1e-3)), 3 * f), "lbfgs": (mp.LBFGS(), float("nan"))}
+    nus = jnp.asarray((0.0091, 0.0173, 0.0255, 0.0337)[: args.batch], jnp.float32)
+    cases = {"adam": (mp.Optax(optax.adam(1e-3)), 3 * f, False),
+             "lbfgs": (mp.LBFGS(), float("nan"), False)}  # fmt: skip
     for c in args.cg_steps:
-        cases[f"gauss-newton c={c}"] = (
-            mp.GaussNewton(cg_steps=c, cg_rtol=0.0),
-            (10 + 4 * c) * f,
-        )
+        gn = mp.GaussNewton(cg_steps=c, cg_rtol=0.0)
+        cases[f"gauss-newton c={c}"] = (gn, (10 + 4 * c) * f, False)
+        if args.batch > 1:
+            name = f"gauss-newton c={c}, {len(nus)} tasks vmapped"
+            cases[name] = (gn, len(nus) * (10 + 4 * c) * f, True)
     rows = []
     print(f"ceiling: 2048³ float32 matmul at {ceiling / 1e9:.1f} GFLOP/s (same run)")
     print("| case | compile s | median ms (min–max) | analytic GFLOP | XLA GFLOP | × floor |")
     print("|---|---|---|---|---|---|")
-    for name, (adapter, flops) in cases.items():
-        row = {"case": name, "analytic_flops": flops,
-               **time_case(adapter, params, static, loss, task, batch, args.steps)}  # fmt: skip
+    for name, (adapter, flops, vmapped) in cases.items():
+        tasks = mp.BurgersTask(nus) if vmapped else task
+        timed = time_case(adapter, params, static, loss, tasks, batch, args.steps, vmapped)
+        row = {"case": name, "analytic_flops": flops, **timed}
         row["floor_ratio"] = row["median_s"] / (flops / ceiling)
         rows.append(row)
         print(

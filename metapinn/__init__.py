@@ -4,6 +4,7 @@ import importlib.metadata as _metadata
 
 from . import experiment as experiment
 from ._checkpoint import (
+    CheckpointMismatchError as CheckpointMismatchError,
     CorruptCheckpointError as CorruptCheckpointError,
     RunFolderError as RunFolderError,
     load_checkpoint as load_checkpoint,

@@ -43,6 +43,12 @@ class CorruptCheckpointError(ValueError):
     message names it, and the previous checkpoint if there is one."""
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's arrays are not those it is read into (their number, a shape or a
+    dtype): it was written for another network or configuration, or its headers are
+    damaged. The message names the file and the first array that differs."""
+
+
 def previous_checkpoint_path(path: str | os.PathLike) -> pathlib.Path:
     """Where the checkpoint before `path` is kept: `checkpoint.prev.npz` beside
     `checkpoint.npz`.
@@ -292,7 +298,8 @@ def load_checkpoint(
 
     **Raises:** `FileNotFoundError` if there is no checkpoint;
     [`metapinn.CorruptCheckpointError`][] naming a file that cannot be read;
-    `ValueError` naming the first leaf whose count, shape or dtype differs from `like`.
+    `ValueError` (a `CheckpointMismatchError`) naming the first leaf whose count,
+    shape or dtype differs from `like`, before any array is read.
     """
     path = pathlib.Path(path)
     if previous:
@@ -308,7 +315,7 @@ def load_checkpoint(
         except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise _corrupt(path, e) from None
         if len(headers) != len(template):
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint {path} holds {len(headers)} arrays but the model and optimiser "
                 f"state expect {len(template)}; was it written with a different configuration?"
             )
@@ -323,12 +330,13 @@ def load_checkpoint(
 
 
 def _check_leaves(path: pathlib.Path, found: list[tuple[Any, Any]], template: list) -> None:
-    """**Raises:** `ValueError` naming the first array whose shape or dtype is not its
-    template leaf's."""
+    """**Raises:** `CheckpointMismatchError` naming the first array whose shape or
+    dtype is not its template leaf's."""
     for i, ((shape, dtype), old) in enumerate(zip(found, template, strict=True)):
         old_shape, old_dtype = np.shape(old), np.asarray(old).dtype
         if tuple(shape) != old_shape or dtype != old_dtype:
-            raise ValueError(
+            raise CheckpointMismatchError(
                 f"checkpoint {path}: array {i} has shape {tuple(shape)} and dtype {dtype}, "
-                f"expected {old_shape} and {old_dtype}"
+                f"expected {old_shape} and {old_dtype}: it was written for another network "
+                "or configuration, or is damaged"
             )

@@ -145,7 +145,30 @@ for eps in config.eps:
     print(f"eps = {eps:g}: " + "; ".join(cells))
 
 # %% [markdown]
-# ## 5. The verdict, and the fields
+# ## 5. Gauss–Newton and L-BFGS, in steps and in seconds
+#
+# Adam is one adapter among three. W3 also adapts every initialisation by
+# Levenberg–Marquardt on the PINN's residual vector (`mp.GaussNewton`) and by L-BFGS
+# (`mp.LBFGS`), each held-out viscosity alone and timed: the error after k steps with
+# the mean seconds it took, and a ▲ where an adapter has made the error worse than the
+# initialisation it started from.
+
+
+# %%
+def cell(e: dict) -> str:
+    if e["mean"] is None:
+        return "non-finite"
+    seconds = f" ({e['seconds']:.2g} s)" if e["steps"] else ""
+    return f"{e['mean']:.3g}{seconds}{' ▲' if e['worse'] else ''}"
+
+
+for name, adapter in results["adapters"].items():
+    print(f"{name}: " + ", ".join(f"k={k}" for k in adapter["steps"]))
+    for row in adapter["rows"]:
+        print(f"  {labels[row['init']]:<28}" + "; ".join(cell(e) for e in row["rel_l2"]))
+
+# %% [markdown]
+# ## 6. The verdict, and the fields
 #
 # The run's own comparisons of each learner with each baseline at the budget (with
 # one seed, none is judged against a spread):

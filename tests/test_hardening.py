@@ -2,11 +2,15 @@
 one-line error (or a warning where nothing is lost), never a traceback or lost work."""
 
 import argparse
+import errno
 import json
 import os
+import pathlib
+import shutil
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 
 import jax
@@ -15,8 +19,9 @@ import optax
 import pytest
 
 import metapinn as mp
-from metapinn._checkpoint import checkpoint_step, read_checkpoint_meta
+from metapinn._checkpoint import checkpoint_step, is_temporary, read_checkpoint_meta
 from metapinn._cli import _after_a_write_error, main
+from metapinn._lock import LOCK_FILE
 from metapinn._pde._reference_cache import cached_family_reference
 from metapinn.experiment import RunFolder
 
@@ -296,3 +301,369 @@ def test_damaged_files_of_a_finished_run_are_named_before_any_work(tmp_path, cap
               "--init", f"{source}:multitask", "--out", str(tmp_path / "run")])  # fmt: skip
     assert exit_info.value.code == 2
     assert "config.json cannot be read as a run's settings" in _error_line(capsys)
+
+
+# ------------------------------------------------ the probes, as the user met them
+# Each probe of issue 28 through the command that met it, where a run is cheap: its
+# exit status, one line naming the file and what to do, and the run's files as they
+# were (or, for a write that failed, no torn or half-written file).
+
+EVAL = ["--test-params", "0.04", "0.05", "--eval-steps", "0", "2", "--budget", "2"]
+RUN = pathlib.Path("train", "multitask", "seed0")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, reference_cache):
+    """A finished two-step `metapinn train` of multitask (the tests copy it)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    argv = ["train", "--method", "multitask", "--meta-steps", "2", "--checkpoint-every", "1",
+            *TINY, *EVAL, "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def _copy(run, tmp_path) -> pathlib.Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _files(folder) -> dict:
+    """The bytes of every file in `folder` but its locks (whose text names a holder)."""
+    return {
+        p.relative_to(folder): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != LOCK_FILE
+    }
+
+
+def _refused(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return _error_line(capsys)
+
+
+def _replace_members(path, **members: bytes) -> None:
+    """Rewrite the `.npz` at `path` with some of its `.npy` members replaced."""
+    with zipfile.ZipFile(path) as archive:
+        kept = {n.removesuffix(".npy"): archive.read(n) for n in archive.namelist()}
+    _npz(path, {**kept, **members})
+
+
+def _hold_lock(folder, ready) -> subprocess.Popen:
+    """Another process, holding `folder`'s lock until it is killed."""
+    code = (
+        "import pathlib, time\n"
+        "from metapinn._lock import folder_lock\n"
+        f"with folder_lock({str(folder)!r}):\n"
+        f"    pathlib.Path({str(ready)!r}).write_text('held')\n"
+        "    time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if holder.poll() is not None or time.monotonic() > deadline:
+            holder.kill()
+            raise AssertionError("the lock holder never started")
+        time.sleep(0.05)
+    return holder
+
+
+@pytest.mark.e2e  # a run, and a second process holding its folder
+def test_a_resume_of_a_folder_another_process_writes_is_refused_in_one_line(
+    finished_run, tmp_path, capsys
+):
+    run = _copy(finished_run, tmp_path)
+    before = _files(run)
+    holder = _hold_lock(run, tmp_path / "ready")
+    try:
+        line = _refused(["train", "--resume", "--meta-steps", "4", "--no-progress",
+                         "--devices", "1", "--out", str(run)], capsys)  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"{run} is being written by another process (PID {holder.pid} on" in line
+    assert _files(run) == before
+
+
+def test_each_save_keeps_the_previous_checkpoint_through_a_name_of_its_own(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.npz"
+    links = []
+    real_link = os.link
+
+    def link(source, target):
+        links.append(pathlib.Path(target).name)
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", link)
+    for step in range(3):
+        mp.save_checkpoint(path, {"w": np.full(3, float(step))}, {"step": step})
+    assert len(links) == 2 and len(set(links)) == 2  # no two writers share a name
+    assert all(map(is_temporary, links))  # a killed writer's leftover is removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "checkpoint.prev.npz"]
+
+
+def _full_disk_at(monkeypatch, name: str) -> None:
+    """Atomic writes of files called `name` fail as on a full disk."""
+    import metapinn._checkpoint as checkpoint_module
+
+    real = checkpoint_module._temporary_beside
+
+    def temporary_beside(path):
+        if pathlib.Path(path).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(checkpoint_module, "_temporary_beside", temporary_beside)
+
+
+@pytest.mark.e2e  # a failed start, then the run
+def test_the_advice_after_a_failed_start_reruns_the_same_experiment(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--method", "multitask", "--meta-steps", "0", *TINY, "--width", "9",
+            "--out", str(out)]  # fmt: skip
+    with monkeypatch.context() as patch:
+        _full_disk_at(patch, "config.json")
+        assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert f"cannot write {out / 'config.json'}: the disk is full" in err
+    assert "run the same command again (the folder holds no run yet)" in err
+    assert "--resume" not in err
+    # What the advice once said starts no other experiment (the default workload).
+    line = _refused(["train", "--resume", "--no-progress", "--devices", "1",
+                     "--out", str(out)], capsys)  # fmt: skip
+    assert f"cannot resume {out}: it holds no run" in line
+    assert not (out / "config.json").exists() and not (out / "train").exists()
+    assert main(argv) == 0  # what it says now
+    assert json.loads((out / "config.json").read_text())["width"] == 9
+
+
+class _DiskFullAfter:
+    """The `os` module, but its `write` finds the disk full after `writes` writes:
+    half the next one reaches the file, then ENOSPC."""
+
+    def __init__(self, writes: int):
+        self.writes = writes
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def write(self, fd, data):
+        if self.writes == 0:
+            os.write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.writes -= 1
+        return os.write(fd, data)
+
+
+@pytest.mark.e2e  # a run stopped by a full disk, then resumed
+def test_a_full_disk_while_appending_metrics_is_one_named_error_and_the_run_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    args = ["--method", "multitask", "--meta-steps", "4", "--checkpoint-every", "1", *TINY,
+            "--out", str(out)]  # fmt: skip
+    metrics, checkpoint = out / RUN / "metrics.jsonl", out / RUN / "checkpoint.npz"
+    with monkeypatch.context() as patch:
+        patch.setattr("metapinn._metrics_file.os", _DiskFullAfter(2))
+        assert main(["train", *args]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert f"cannot write {metrics}: the disk is full" in err
+    assert "continue with --resume and the same --out" in err
+    assert metrics.read_bytes().endswith(b"\n")  # no torn line
+    assert [r["step"] for r in mp.read_metrics(metrics)] == [0, 1]
+    assert checkpoint_step(checkpoint, read_checkpoint_meta(checkpoint)) == 2
+    assert main(["train", "--resume", *args]) == 0  # once there is room again
+    assert [r["step"] for r in mp.read_metrics(metrics)] == [0, 1, 2, 3]
+
+
+def test_a_bit_flipped_reference_cache_file_is_recomputed_and_replaced(tmp_path):
+    first = _heat_reference(tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    raw = bytearray(path.read_bytes())
+    at = raw.find(np.ascontiguousarray(first[0], "<f8").tobytes())
+    assert at > 0
+    raw[at + 8 * 20 + 3] ^= 0x10  # one bit of one value
+    path.write_bytes(bytes(raw))
+    with pytest.raises(zipfile.BadZipFile, match="CRC"), np.load(path) as data:
+        data["u"]  # what a plain reader meets
+    np.testing.assert_array_equal(_heat_reference(tmp_path), first)
+    with np.load(path) as data:
+        np.testing.assert_array_equal(data["u"][None], first)
+
+
+@pytest.mark.e2e  # a warm start refused before it trains
+def test_a_warm_start_from_a_run_of_another_dtype_is_a_named_error_that_leaves_nothing(
+    finished_run, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    argv = ["train", "--method", "fomaml", "--meta-steps", "0", *TINY,
+            "--init", f"{finished_run}:multitask", "--out", str(out)]  # fmt: skip
+    line = _refused([*argv, "--dtype", "float64"], capsys)
+    assert f"init='{finished_run}:multitask' is not this run's network" in line
+    assert "dtype float32, expected" in line and "float64" in line
+    assert not out.exists()  # a failed start leaves nothing to refuse a retry
+    assert main([*argv, "--dtype", "float32"]) == 0
+
+
+@pytest.mark.e2e  # a failed warm start, then its retry
+def test_a_failed_start_leaves_no_run_and_its_retry_is_not_refused(finished_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()  # the user's: kept
+    argv = ["train", "--method", "fomaml", "--meta-steps", "0", *TINY,
+            "--init", f"{finished_run}:multitask", "--out", str(out)]  # fmt: skip
+    line = _refused([*argv, "--width", "9"], capsys)
+    assert "is not this run's network" in line
+    assert [p.name for p in out.iterdir()] == [LOCK_FILE]  # counts as empty
+    assert main(argv) == 0  # the same command, corrected: not "already holds a run"
+
+
+@pytest.mark.e2e  # resumes refused before they train
+@pytest.mark.parametrize("meta", ["[1, 2]", '{"config": {}}', '{"step": "2"}'])
+def test_malformed_checkpoint_metadata_stops_a_resume_in_one_line(
+    finished_run, tmp_path, capsys, meta
+):
+    run = _copy(finished_run, tmp_path)
+    checkpoint = run / RUN / "checkpoint.npz"
+    _replace_members(checkpoint, __meta__=_npy(np.asarray(meta)))
+    before = _files(run)
+    line = _refused(["train", "--resume", "--meta-steps", "4", "--no-progress",
+                     "--devices", "1", "--out", str(run)], capsys)  # fmt: skip
+    assert f"checkpoint {checkpoint} cannot be read" in line
+    assert _files(run) == before
+
+
+@pytest.mark.e2e  # resumes and evaluations refused before any work
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda lines: [lines[0], b"\x00\xff\xfe\x80", *lines[2:]],  # binary bytes
+        lambda lines: [lines[0], b"12", *lines[2:]],  # a number
+        lambda lines: [lines[0], b"garbage", *lines[1:]],  # a garbage middle line
+    ],
+    ids=["binary", "number", "garbage-middle"],
+)
+def test_a_damaged_metrics_line_stops_a_resume_and_an_evaluation_in_one_line(
+    finished_run, tmp_path, capsys, damage
+):
+    run = _copy(finished_run, tmp_path)
+    metrics = run / RUN / "metrics.jsonl"
+    metrics.write_bytes(b"\n".join(damage(metrics.read_bytes().split(b"\n"))))
+    before = _files(run)
+    line = _refused(["evaluate", str(run), "--no-plots"], capsys)
+    assert f"{metrics} line 2 is not a meta-step's record" in line
+    line = _refused(["train", "--resume", "--meta-steps", "4", "--no-progress",
+                     "--devices", "1", "--out", str(run)], capsys)  # fmt: skip
+    assert f"{metrics} line 2 is not a meta-step's record" in line
+    assert _files(run) == before
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [(b'{"vary": {"width": [8, 9]}, "name": "\xff"}', "is not UTF-8 text"), (None, "is a folder")],
+)
+def test_a_grid_file_that_is_not_utf8_or_is_a_folder_is_named(tmp_path, capsys, content, match):
+    grid = tmp_path / "grid.json"
+    if content is None:
+        grid.mkdir()
+    else:
+        grid.write_bytes(content)
+    out = tmp_path / "out"
+    line = _refused(["ablate", str(grid), "--out", str(out), "--no-progress"], capsys)
+    assert f"grid file {grid} {match}" in line
+    assert not out.exists()
+
+
+@pytest.mark.e2e  # a resume and an evaluation refused before any work
+def test_a_checkpoint_declaring_8_gib_is_refused_in_one_line_without_allocating_it(
+    finished_run, tmp_path, capsys
+):
+    import io
+    import tracemalloc
+
+    run = _copy(finished_run, tmp_path)
+    checkpoint = run / RUN / "checkpoint.npz"
+    header = io.BytesIO()  # a float64 array of 2**30 entries (8 GiB), with 64 KiB of data
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (1 << 30,)}
+    )
+    _replace_members(checkpoint, leaf_00000=header.getvalue() + bytes(1 << 16))
+    assert checkpoint.stat().st_size < 100_000
+    before = _files(run)
+    tracemalloc.start()
+    try:
+        for argv in (["evaluate", str(run), "--no-plots"],
+                     ["train", "--resume", "--no-progress", "--devices", "1",
+                      "--out", str(run)]):  # fmt: skip
+            line = _refused(argv, capsys)
+            assert f"checkpoint {checkpoint}: array 0 has shape (1073741824,)" in line
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**28  # nothing near 8 GiB was asked for
+    assert _files(run) == before
+
+
+@pytest.mark.e2e  # a source run, and two warm starts from it
+def test_an_init_folder_whose_path_holds_a_colon_is_read_as_a_folder(tmp_path):
+    from metapinn._experiment._problem import initialisation
+
+    source = tmp_path / "runs:old"
+    args = ["--meta-steps", "1", *TINY]
+    assert main(["train", "--method", "multitask", *args, "--out", str(source)]) == 0
+    for init, out in [(source / RUN, tmp_path / "a"), (f"{source}:multitask", tmp_path / "b")]:
+        argv = ["train", "--method", "fomaml", "--meta-steps", "0", *TINY,
+                "--init", str(init), "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0, init
+        config = RunFolder(out).read_config()
+        params, _, _ = initialisation(config, 0)
+        started = RunFolder(out).load_trained(config, "fomaml", 0, params)
+        trained = RunFolder(source).load_trained(
+            RunFolder(source).read_config(), "multitask", 0, params
+        )
+        for a, b in zip(jax.tree_util.tree_leaves(started), jax.tree_util.tree_leaves(trained),
+                        strict=True):  # fmt: skip
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.e2e  # an evaluation stopped by a full disk, then done
+def test_evaluate_on_a_full_disk_advises_only_what_evaluate_can_do(
+    finished_run, tmp_path, monkeypatch, capsys
+):
+    run = _copy(finished_run, tmp_path)
+    with monkeypatch.context() as patch:
+        _full_disk_at(patch, "results.json")
+        assert main(["evaluate", str(run), "--no-plots"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+    assert f"cannot write {run / 'results.json'}: the disk is full" in err
+    assert "once it can be written, run the same command again" in err
+    assert "--resume" not in err
+    assert not (run / "results.json").exists()
+    assert main(["evaluate", str(run), "--no-plots"]) == 0
+
+
+@pytest.mark.e2e  # a run of no meta-steps, evaluated
+def test_a_run_of_no_meta_steps_is_evaluated(tmp_path, reference_cache, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--method", "multitask", "--meta-steps", "0", *TINY, *EVAL,
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["evaluate", str(out), "--no-plots"]) == 0
+    assert "Multi-task" in (out / "results.md").read_text()
+
+
+@pytest.mark.e2e  # a resumed run
+def test_a_resume_removes_the_temporaries_a_killed_writer_left(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    leftovers = [run / ".config.json.1a2b3c.tmp", run / RUN / ".checkpoint.npz.4d5e6f.tmp",
+                 run / RUN / ".checkpoint.prev.npz.a1b2c3.tmp"]  # fmt: skip
+    for path in leftovers:
+        path.write_bytes(b"half")
+    argv = ["train", "--resume", "--meta-steps", "3", "--no-progress", "--devices", "1"]
+    assert main([*argv, "--out", str(run)]) == 0
+    assert not any(path.exists() for path in leftovers)
+    assert read_checkpoint_meta(run / RUN / "checkpoint.npz")["step"] == 3

@@ -19,8 +19,8 @@ NU = 0.02
 
 def test_a_cg_breakdown_falls_back_to_the_first_order_gradient(getkey):
     """With H = -λ (one dimension) the operator I + H/λ is exactly zero: CG meets a
-    direction of zero curvature, lineax returns NaN, and the meta-gradient falls back
-    to ∇L_q(φ_K)."""
+    direction of zero curvature at once and stops at its start, ∇L_q(φ_K): the
+    meta-gradient falls back to the first-order one."""
     lam = 2.0
     a, d, theta = (jr.normal(getkey(), (1,)) for _ in range(3))
     learner = mp.IMAML(inner_steps=3, inner_optimizer=0.1, prox_lambda=lam, cg_steps=2)

@@ -24,6 +24,7 @@ from metapinn._experiment._summary import (
     _mean_std,
     _speedup,
     _steps_to,
+    adapter_summary,
     amortisation,
     compare_errors,
     in_range,
@@ -364,3 +365,28 @@ def test_an_ablation_cell_row_from_its_results(tmp_path):
     assert row["training_seconds"] == 12.5 and row["seeds"] == 3
     none = cell_row_of(cell, results, times=[], memory=None)
     assert none["meta_step_seconds"] is None and none["temp_mib"] is None
+
+
+def test_an_ablation_row_reads_each_evaluation_adapter_after_its_last_step(tmp_path):
+    from metapinn._experiment._ablation_report import ablation_table, to_csv
+    from metapinn._experiment._adapter_evaluation import AdapterMeasures
+
+    config = _config(methods=["maml"], overrides=[])
+    curves = {**CURVES, "multitask": CURVES["maml"]}
+    results = summarise(config, INITS, _per_run(curves))
+    results["timing"] = {"training_seconds": {"maml": 1.0}}
+    # Gauss-Newton from maml: 0.6 -> 0.01 in 3 steps (2 s); from random: worse.
+    rel = np.array([[1.0, 1.2], [0.6, 0.01], [0.7, 0.1]])[:, None, None, :]
+    rel = np.repeat(np.repeat(rel, 3, axis=1), 2, axis=2)
+    seconds = np.broadcast_to(np.array([0.0, 2.0]), rel.shape)
+    gn = AdapterMeasures("gauss-newton", INITS, (0, 3), rel, seconds, rel, True)
+    results["adapters"] = adapter_summary(config, [gn], np.ones((3, 3), bool))
+    cell = Cell("maml-k5", {"method": "maml", "inner_steps": 5}, config, tmp_path, None, None)
+    row = cell_row_of(cell, results, times=[0.2], memory=None)
+    assert row["adapters"]["gauss-newton"] == {
+        "steps": 3, "rel_l2": {"mean": pytest.approx(0.01), "std": 0.0}, "seconds": 2.0,
+        "worse_than_start": False,
+    }  # fmt: skip
+    table = ablation_table({"rows": [row], "columns": ["method"], "budget": BUDGET})
+    assert "rel-L2, 3 gauss-newton steps (s)" in table and "0.01 ± 0 (2 s)" in table
+    assert "gauss-newton_rel_l2_mean" in to_csv({"rows": [row], "columns": ["method"]})

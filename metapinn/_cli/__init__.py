@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import jax
 
-from .._checkpoint import CorruptCheckpointError, RunFolderError
+from .._checkpoint import CheckpointMismatchError, CorruptCheckpointError, RunFolderError
 from .._experiment import ConfigError
 from .._experiment._folder import RunFolder
 from .._lock import RunFolderBusy
@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         FileExistsError,
         FileNotFoundError,
         CorruptCheckpointError,
+        CheckpointMismatchError,
         DamagedMetricsError,
         RunFolderBusy,
         ResumeMismatchError,

@@ -2,12 +2,18 @@
 the library call, and what it prints."""
 
 import argparse
+import contextlib
 import dataclasses
 import pathlib
 
 import jax
 
-from .._checkpoint import CorruptCheckpointError, checkpoint_step, read_checkpoint_meta
+from .._checkpoint import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    checkpoint_step,
+    read_checkpoint_meta,
+)
 from .._experiment import (
     ConfigError,
     ExperimentConfig,
@@ -32,7 +38,8 @@ from .._experiment._config import _parse_override, fields_with_role
 from .._experiment._folder import RunFolder
 from .._experiment._solve import DEFAULT_STEPS, solve
 from .._experiment._workloads import QUICK_SUFFIX
-from .._meta_train import CHECKPOINT
+from .._meta_train import CHECKPOINT, ResumeMismatchError
+from .._metrics_file import DamagedMetricsError
 from .._pde._registry import family as get_family, family_table
 from ._devices import _mesh
 
@@ -81,19 +88,47 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     return config.replace(**changes) if changes else config
 
 
+STARTS_NOTHING = (
+    ConfigError,
+    FileNotFoundError,
+    CorruptCheckpointError,
+    CheckpointMismatchError,
+    DamagedMetricsError,
+    ResumeMismatchError,
+)
+"""The expected failures (a setting, a source file) after which a new run that trained
+nothing is undone, so that the same command, corrected, runs again."""
+
+
+@contextlib.contextmanager
+def _undone_if_it_fails(args: argparse.Namespace, config: ExperimentConfig, out: pathlib.Path):
+    """A new run in `out` that fails with an expected error before it has trained
+    anything (a warm-start source that is not this run's network, say) leaves no
+    `config.json` behind: the retry is not refused."""
+    made = not out.exists()
+    new = not args.resume and not RunFolder(out).holds_run()
+    try:
+        yield
+    except STARTS_NOTHING:
+        if new:
+            RunFolder(out).discard_failed_start(config, made=made)
+        raise
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     config = _config_for_run(args, {})
     out = args.out or default_out_dir(config)  # a quick run's name says so
-    results = reproduce(
-        config,
-        out,
-        resume=args.resume,
-        progress=not args.no_progress,
-        stop_after=args.stop_after,
-        plots=not args.no_plots,
-        previous_checkpoint=args.previous_checkpoint,
-        mesh=_mesh(args),
-    )
+    with _undone_if_it_fails(args, config, out):
+        results = reproduce(
+            config,
+            out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            stop_after=args.stop_after,
+            plots=not args.no_plots,
+            previous_checkpoint=args.previous_checkpoint,
+            mesh=_mesh(args),
+        )
     if results is None:
         print(f"process {jax.process_index()}: trained; process 0 has evaluated and written {out}")
         return 0
@@ -124,11 +159,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     (method,), (seed,) = config.methods, config.seeds
     out = args.out or default_out_dir(config, f"-{method}")
     print(f"run folder: {out}", flush=True)
-    train_runs(
-        config, out, resume=args.resume, progress=not args.no_progress,
-        stop_after=args.stop_after, previous_checkpoint=args.previous_checkpoint,
-        mesh=_mesh(args),
-    )  # fmt: skip
+    with _undone_if_it_fails(args, config, out):
+        train_runs(
+            config, out, resume=args.resume, progress=not args.no_progress,
+            stop_after=args.stop_after, previous_checkpoint=args.previous_checkpoint,
+            mesh=_mesh(args),
+        )  # fmt: skip
     print(f"trained initialisation: {out / 'train' / method / f'seed{seed}'}")
     print(f"evaluate it with: metapinn evaluate {out}")
     return 0

@@ -40,7 +40,9 @@ def cell_row_of(
     """One cell's row: its values; the rel-L2 error (mean ± std over seeds of the mean
     over the in-range held-out tasks) at k = 0, at the budget and at the last step;
     steps to each target; the median meta-step time; XLA's memory of its meta-step;
-    and random init's rel-L2 at the budget, from the same evaluation.
+    random init's rel-L2 at the budget, from the same evaluation; and, for each
+    evaluation adapter, its rel-L2 after its last step with that step's mean seconds
+    and whether it ended worse than it started.
 
     **Arguments:** the cell; its results (as [`metapinn.experiment.reproduce`][] returns them);
     `times`, the wall time of each of its meta-steps; `memory`, XLA's memory analysis
@@ -71,6 +73,23 @@ def cell_row_of(
         "inner_steps": config.method_settings(method)["inner_steps"],
         "inner_remat": config.method_settings(method)["inner_remat"],
         "meta_steps": config.method_settings(method)["meta_steps"],
+        "adapters": {
+            name: _last_step(a, method)
+            for name, a in (results.get("adapters") or {}).items()
+            if name != "adam"  # the Adam columns are the cell's others
+        },
+    }
+
+
+def _last_step(adapter: dict[str, Any], method: str) -> dict[str, Any]:
+    """An adapter's reading of `method` after its last step."""
+    (row,) = [r for r in adapter["rows"] if r["init"] == method]
+    last = row["rel_l2"][-1]
+    return {
+        "steps": last["steps"],
+        "rel_l2": {"mean": last["mean"], "std": last["std"]},
+        "seconds": last["seconds"],
+        "worse_than_start": row["worse_than_start"],
     }
 
 
@@ -86,7 +105,9 @@ def ablation_table(results: dict[str, Any]) -> str:
     budget = str(results["budget"])
     ks = list(rows[0]["rel_l2"]) if rows else []
     eps = list(rows[0]["steps_to_eps"]) if rows else []
+    adapters = {n: a["steps"] for n, a in (rows[0].get("adapters") or {}).items()} if rows else {}
     header = [*keys, *[f"rel-L2, k = {k}" for k in ks], *[f"steps to {e}" for e in eps],
+              *[f"rel-L2, {k} {n} steps (s)" for n, k in adapters.items()],
               "meta-step (s)", "XLA temp (MiB)", "seeds"]  # fmt: skip
     body = []
     for r in rows:
@@ -94,6 +115,13 @@ def ablation_table(results: dict[str, Any]) -> str:
         line += [("**" + _fmt(r["rel_l2"][k]) + "**") if k == budget else _fmt(r["rel_l2"][k])
                  for k in ks]  # fmt: skip
         line += ["—" if r["steps_to_eps"][e] is None else str(r["steps_to_eps"][e]) for e in eps]
+        for name in adapters:
+            a = (r.get("adapters") or {}).get(name)
+            if a is None:  # a cell evaluated without it
+                line.append("—")
+                continue
+            seconds = "" if a["seconds"] is None else f" ({a['seconds']:.3g} s)"
+            line.append(_fmt(a["rel_l2"]) + seconds + (" ▲" if a["worse_than_start"] else ""))
         t = r["meta_step_seconds"]
         m = r["temp_mib"]
         line += [
@@ -149,6 +177,9 @@ def to_csv(results: dict[str, Any]) -> str:
     for k in ks:
         header += [f"rel_l2_k{k}_mean", f"rel_l2_k{k}_std"]
     header += [f"steps_to_{e}" for e in eps]
+    adapters = list(rows[0].get("adapters") or {}) if rows else []
+    for name in adapters:
+        header += [f"{name}_rel_l2_mean", f"{name}_rel_l2_std", f"{name}_seconds", f"{name}_steps"]
     header += ["meta_step_seconds", "training_seconds", "temp_mib", "argument_mib", "seeds"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -158,6 +189,10 @@ def to_csv(results: dict[str, Any]) -> str:
         for k in ks:
             line += [r["rel_l2"][k]["mean"], r["rel_l2"][k]["std"]]
         line += [r["steps_to_eps"][e] for e in eps]
+        for name in adapters:
+            a = (r.get("adapters") or {}).get(name)
+            line += [None] * 4 if a is None else [
+                a["rel_l2"]["mean"], a["rel_l2"]["std"], a["seconds"], a["steps"]]  # fmt: skip
         line += [r["meta_step_seconds"], r["training_seconds"], r["temp_mib"], r["argument_mib"],
                  r["seeds"]]  # fmt: skip
         writer.writerow(["" if v is None else v for v in line])

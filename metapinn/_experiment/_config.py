@@ -17,6 +17,7 @@ from .._pde._registry import FAMILIES, Family, family as get_family
 from ._compat import RENAMED_KEYS, CompatError, upgrade_config_data
 from ._methods import (
     ADAPT_SPECS,
+    EVAL_ADAPTERS,
     INNER_OPTIMIZERS,
     INNER_REMATS,
     METHOD_NAMES,
@@ -96,8 +97,12 @@ class ExperimentConfig:
     - `methods`: the methods to train, or `("all",)` (default
       `("maml", "fomaml", "reptile", "multitask")`).
     - `inner_steps`, `inner_optimizer`, `inner_lr`, `inner_remat`: the inner loop's
-      $K$ (default 5), `"sgd"` (default) or `"adam"`, rate (default 0.01) and
-      checkpointing, `"none"` (default), `"sqrt"`, `"binomial"` or a segment length.
+      $K$ (default 5), adapter (`"sgd"`, the default, `"adam"`, `"gauss-newton"` or
+      `"lbfgs"`), rate (default 0.01; SGD and Adam) and checkpointing, `"none"`
+      (default), `"sqrt"`, `"binomial"` or a segment length.
+    - `inner_damping`, `inner_cg_steps`: a Gauss–Newton inner loop's initial damping
+      (default 1e-2) and CG iterations per step (default 20, a fixed number, so that
+      reverse mode goes through it).
     - `outer_lr`, `outer_schedule`: the outer Adam rate (default 1e-3), `"constant"`
       (default) or `"cosine"`.
     - `meta_steps`, `tasks_per_step`, `tasks_at_once`: outer steps per method and seed
@@ -118,6 +123,13 @@ class ExperimentConfig:
       (default 100).
     - `eps`: the relative-L2 targets of the "steps to eps" table (default
       `(0.8, 0.6, 0.5, 0.4)`).
+    - `eval_adapters`: adapters every initialisation is also evaluated with, each
+      held-out task timed alone: `"gauss-newton"`, `"lbfgs"` (default `()`: the common
+      Adam schedule only); read at `eval_adapter_steps` (default
+      `(0, 1, 3, 10, 30, 100)`); Gauss–Newton's initial damping `eval_damping`
+      (default 1e-2) and CG iterations `eval_cg_steps` (default 50).
+    - `eps_seconds`: the relative-L2 targets of the "seconds to eps" table of every
+      (initialisation, adapter) pair (default `(1e-2, 3e-3, 1e-3)`).
 
     **Raises:** [`metapinn.experiment.ConfigError`][] naming the first bad value.
     """
@@ -190,8 +202,19 @@ class ExperimentConfig:
         "resumable",
     )
     inner_steps: int = _field(5, "inner-loop steps K (not used by multitask)", "method")
-    inner_optimizer: str = _field("sgd", "inner-loop optimiser: sgd or adam", "method")
-    inner_lr: float = _field(0.01, "inner-loop learning rate", "method")
+    inner_optimizer: str = _field(
+        "sgd",
+        "inner-loop adapter: sgd, adam, gauss-newton (Levenberg-Marquardt, inner_damping, "
+        "inner_cg_steps) or lbfgs (not under MAML: its line search stops reverse mode)",
+        "method",
+    )
+    inner_lr: float = _field(0.01, "inner-loop learning rate (sgd, adam)", "method")
+    inner_damping: float = _field(
+        1e-2, "gauss-newton inner loop: the initial Levenberg-Marquardt damping", "method"
+    )
+    inner_cg_steps: int = _field(
+        20, "gauss-newton inner loop: conjugate-gradient iterations per step", "method"
+    )
     inner_remat: str = _field(
         "none",
         "checkpointing of the inner loop for the meta-gradient: none, sqrt (segments of "
@@ -266,6 +289,38 @@ class ExperimentConfig:
     eps: tuple[float, ...] = _field(
         (0.8, 0.6, 0.5, 0.4),
         "relative-L2 targets for the 'steps to eps' table",
+        "evaluation",
+        "resumable",
+    )
+    eval_adapters: tuple[str, ...] = _field(
+        (),
+        "adapters every initialisation is also evaluated with, each task timed alone "
+        "(besides the common Adam schedule): gauss-newton, lbfgs",
+        "evaluation",
+        "resumable",
+    )
+    eval_adapter_steps: tuple[int, ...] = _field(
+        (0, 1, 3, 10, 30, 100),
+        "step counts at which the eval_adapters are read and timed",
+        "evaluation",
+        "resumable",
+    )
+    eval_damping: float = _field(
+        1e-2,
+        "gauss-newton evaluation adapter: the initial Levenberg-Marquardt damping",
+        "evaluation",
+        "resumable",
+    )
+    eval_cg_steps: int = _field(
+        50,
+        "gauss-newton evaluation adapter: most conjugate-gradient iterations per step",
+        "evaluation",
+        "resumable",
+    )
+    eps_seconds: tuple[float, ...] = _field(
+        (1e-2, 3e-3, 1e-3),
+        "relative-L2 targets for the 'seconds to eps' table of every (initialisation, "
+        "adapter) pair",
         "evaluation",
         "resumable",
     )
@@ -352,7 +407,10 @@ class ExperimentConfig:
             if method not in METHOD_NAMES:
                 _fail("overrides", item, f"unknown method {method!r}; choose from {known}")
             kind, _, transfer = parse_method(method)
-            loop_keys = ("inner_steps", "inner_optimizer", "inner_lr", "adapt", "inner_remat")
+            loop_keys = (
+                "inner_steps", "inner_optimizer", "inner_lr", "inner_damping", "inner_cg_steps",
+                "adapt", "inner_remat",
+            )  # fmt: skip
             if not kind.inner_loop and key in loop_keys:
                 _fail("overrides", item, f"{method} has no inner loop")
             if transfer and key == "init":
@@ -411,9 +469,29 @@ class ExperimentConfig:
             _fail("budget", self.budget, f"must be one of eval_steps {list(self.eval_steps)}")
         if not self.eps:
             _fail("eps", self.eps, "give at least one target")
-        for e in self.eps:
-            if not (math.isfinite(e) and e > 0):
-                _fail("eps", e, "a target must be finite and > 0")
+        for key in ("eps", "eps_seconds"):
+            for e in getattr(self, key):
+                if not (math.isfinite(e) and e > 0):
+                    _fail(key, e, "a target must be finite and > 0")
+        self._check_adapters()
+
+    def _check_adapters(self):
+        """The evaluation's adapters and their settings."""
+        for name in self.eval_adapters:
+            if name not in EVAL_ADAPTERS:
+                _fail("eval_adapters", name, f"choose from {list(EVAL_ADAPTERS)}")
+        if len(set(self.eval_adapters)) != len(self.eval_adapters):
+            _fail("eval_adapters", self.eval_adapters, "an adapter is listed twice")
+        steps = self.eval_adapter_steps
+        if not steps:
+            _fail("eval_adapter_steps", steps, "give at least one step count")
+        for k in steps:
+            _at_least("eval_adapter_steps", k, 0)
+        if list(steps) != sorted(set(steps)):
+            _fail("eval_adapter_steps", steps, "must be strictly increasing")
+        if not (math.isfinite(self.eval_damping) and self.eval_damping > 0):
+            _fail("eval_damping", self.eval_damping, "must be finite and > 0")
+        _at_least("eval_cg_steps", self.eval_cg_steps, 1)
 
     @property
     def n_train(self) -> int:
@@ -473,7 +551,22 @@ class ExperimentConfig:
             if s[key] < 0:
                 _fail(where + key, s[key], "must be an integer >= 0")
         if s["inner_optimizer"] not in INNER_OPTIMIZERS:
-            _fail(where + "inner_optimizer", s["inner_optimizer"], "choose sgd or adam")
+            _fail(
+                where + "inner_optimizer",
+                s["inner_optimizer"],
+                f"choose one of {', '.join(INNER_OPTIMIZERS)}",
+            )
+        if kind.through_loop and s["inner_optimizer"] == "lbfgs":
+            _fail(
+                where + "inner_optimizer",
+                s["inner_optimizer"],
+                f"{method} differentiates through its inner loop, and L-BFGS's line search "
+                "is a while loop reverse mode cannot go through; use gauss-newton",
+            )
+        if not (math.isfinite(s["inner_damping"]) and s["inner_damping"] > 0):
+            _fail(where + "inner_damping", s["inner_damping"], "must be finite and > 0")
+        if s["inner_cg_steps"] < 1:
+            _fail(where + "inner_cg_steps", s["inner_cg_steps"], "must be an integer >= 1")
         if kind.learns_rule and s["inner_optimizer"] != "sgd":
             _fail(
                 where + "inner_optimizer",

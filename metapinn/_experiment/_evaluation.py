@@ -28,6 +28,7 @@ from .._grid import grid_points
 from .._meta._learned_rates import MAMLPlusPlus, MetaSGD
 from .._meta_train import load_meta_params
 from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_task
+from ._adapter_evaluation import ADAM, AdapterMeasures, adam_measures, time_adapters
 from ._config import ExperimentConfig
 from ._folder import RunFolder
 from ._methods import RANDOM, adam, is_conditioned, label
@@ -39,7 +40,7 @@ from ._problem import (
     nearest_training_tasks,
 )
 from ._report import to_markdown
-from ._summary import in_range, plain_adam_summary, summarise
+from ._summary import adapter_summary, in_range, plain_adam_summary, summarise
 
 
 RESIDUAL_STRIDE = 2
@@ -261,8 +262,9 @@ def _bound(params, static, loss_fn, tasks, n_tasks: int):
 
 
 def seconds_per_adaptation_step(config: ExperimentConfig, problem, static, loss_fn, params):
-    """Wall-clock seconds of one adaptation step of one task (compiled first, then
-    the best of two 100-step runs): the cost that a better initialisation saves."""
+    """Wall-clock seconds of one step of the common adaptation schedule on one task
+    (compiled first, then the best of two 100-step runs): the cost that a better
+    initialisation saves."""
     steps = 100
     run = eqx.filter_jit(
         lambda p: adapt_recording(
@@ -300,6 +302,9 @@ class Evaluation:
     - `params`, `static`: the adapted plain-network parameters, axes `(row, seed,
       held-out task, k, ...)`, and the network's static part (for the plots).
     - `reference`: `(x, t, grid, u)` of [`metapinn.experiment.reference_fields`][].
+    - `adapters`: `{adapter: AdapterMeasures}`, every (initialisation, adapter) pair
+      at steps and seconds: `"adam"` (the common schedule, over `rows`) and each of
+      `eval_adapters` (over `"random"` and the methods, each task timed alone).
     """
 
     config: ExperimentConfig
@@ -312,6 +317,7 @@ class Evaluation:
     params: Any
     static: Any
     reference: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    adapters: dict[str, AdapterMeasures] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The results as plain data (as written to `results.json`)."""
@@ -324,6 +330,11 @@ class Evaluation:
             results["plain_adam"] = plain_adam_summary(
                 config, self.rows[:n], self.plain_adam_rel_l2, self.valid[:n], PLAIN_ADAM_LR
             )
+        if set(self.adapters) - {ADAM}:  # only with an adapter to set beside Adam
+            results["adapters"] = {}
+            for m in self.adapters.values():
+                rows = [self.rows.index(r) for r in m.rows]
+                results["adapters"].update(adapter_summary(self.config, [m], self.valid[rows]))
         results["timing"] = self.timing
         return results
 
@@ -408,6 +419,27 @@ def evaluate(
     step_seconds = seconds_per_adaptation_step(
         config, problem, static, problem.loss(), found[RANDOM][0]
     )
+    has_conditioned = any(is_conditioned(i) for i in inits)
+    cond_seconds = step_seconds
+    if has_conditioned:
+        conditioned, _, _ = initialisation(config, config.seeds[0], conditioned=True)
+        cond_seconds = seconds_per_adaptation_step(
+            config, problem, cond_static, problem.loss(conditioned=True), conditioned
+        )
+    adapters = {
+        ADAM: adam_measures(
+            inits, config.eval_steps, per_run,
+            [cond_seconds if is_conditioned(i) else step_seconds for i in inits],
+        )
+    }  # fmt: skip
+    if config.eval_adapters:
+        t1 = time.perf_counter()
+        n_rows = len(trained_inits)
+        adapters.update(time_adapters(
+            config, problem, trained_inits, found, statics, grid, u_ref, valid[:n_rows],
+            log=log,
+        ))  # fmt: skip
+        eval_seconds += time.perf_counter() - t1
     plain = None
     if (config.eval_lr, max(config.eval_warmup, 1)) != (PLAIN_ADAM_LR, 1):
         # Every initialisation (a learned rule's row is its method's initialisation).
@@ -421,10 +453,12 @@ def evaluate(
         "training_seconds": folder.training_seconds(config),
         "adaptation_step_seconds": step_seconds,
     }
+    if has_conditioned:
+        timing["conditioned_adaptation_step_seconds"] = cond_seconds
     return Evaluation(
         config=config, rows=inits, measures=per_run, valid=valid, diverged=diverged,
         plain_adam_rel_l2=plain, timing=timing, params=all_params, static=static,
-        reference=(x, t, grid, u_ref),
+        reference=(x, t, grid, u_ref), adapters=adapters,
     )  # fmt: skip
 
 

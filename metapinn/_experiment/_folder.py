@@ -34,7 +34,7 @@ from .._checkpoint import (
     read_checkpoint_meta,
     write_json,
 )
-from .._lock import LOCK_FILE, folder_lock
+from .._lock import LOCK_FILE, RunFolderBusy, folder_lock
 from .._meta_train import CHECKPOINT, RESUMABLE_KEYS, load_initialisation
 from .._metrics_file import METRICS, read_metrics
 from ._config import ConfigError, ExperimentConfig, fields_with_role
@@ -147,7 +147,9 @@ class RunFolder:
         holds a run or other files; `FileNotFoundError` where a run would be resumed
         from a folder that is missing or holds no run; [`metapinn.experiment.ConfigError`][]
         where a resumed run's settings, or those of its checkpoints, are not
-        `config`'s (or a checkpoint cannot be read without `previous_checkpoint`).
+        `config`'s (or a checkpoint cannot be read without `previous_checkpoint`);
+        [`metapinn.DamagedMetricsError`][] where a resumed run's metrics file holds a
+        damaged line.
         Each message names the folder."""
         if not self.holds_run():
             if resume and self.path.exists():
@@ -191,6 +193,9 @@ class RunFolder:
                 for task, folder in self.run_dirs(config, method, seed).items():
                     path = _resume_from(folder, previous_checkpoint)
                     if path is not None:
+                        # A damaged metrics line is named before the resume writes
+                        # anything (DamagedMetricsError).
+                        read_metrics(folder / METRICS)
                         meta = read_checkpoint_meta(path)
                         if checkpoint_step(path, meta) > spec.meta_steps:
                             bad.append(
@@ -232,6 +237,40 @@ class RunFolder:
                 if is_temporary(leftover) and leftover.is_file():
                     leftover.unlink(missing_ok=True)
             yield self
+
+    def discard_failed_start(self, config: ExperimentConfig, *, made: bool = False) -> bool:
+        """Undo the start of a new run that failed before it trained anything (a
+        warm-start source of another network, say): remove its `config.json`, so that
+        the same command, corrected, may run again in the same folder.
+
+        Only a folder whose `config.json` holds `config` and that holds nothing else
+        (but the lock, temporaries and empty folders) is touched, under its lock; one
+        that another process writes is left as it is. With `made` (the folder did not
+        exist before the run started), the folder goes too.
+
+        **Returns:** whether the start was undone."""
+        if not (self.is_writer() and self.holds_run()):
+            return False
+        try:
+            with folder_lock(self.path):
+                found = [p for p in self.path.rglob("*") if not p.is_dir()]
+                content = [p for p in found if not is_bookkeeping(p)]
+                if content != [self.config_file] or self.read_config() != config:
+                    return False
+                for path in found:
+                    if path != self.path / LOCK_FILE:  # held: it goes (with made) once free
+                        path.unlink(missing_ok=True)
+                folders = sorted((p for p in self.path.rglob("*") if p.is_dir()), reverse=True)
+                for folder in folders:  # the deepest first
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+        except (RunFolderBusy, OSError, ConfigError):
+            return False
+        if made:
+            with contextlib.suppress(OSError):
+                (self.path / LOCK_FILE).unlink(missing_ok=True)
+                self.path.rmdir()
+        return True
 
     def write_config(self, config: ExperimentConfig) -> None:
         """Store `config` as the run's settings (from the writing process only)."""

@@ -20,7 +20,9 @@ import equinox as eqx
 import jax
 import optax
 
+from .._meta._adapters import LBFGS, AbstractAdapter
 from .._meta._base import AbstractMetaLearner
+from .._meta._gauss_newton import GaussNewton
 from .._meta._methods import METHODS as LEARNER_CLASSES
 from ._compat import as_written_before
 
@@ -37,7 +39,8 @@ class LearnerKind:
     tables and plots), `inner_loop` (it adapts in an inner loop: `inner_*` settings
     apply), `learns_rule` (it learns an inner rule besides its initialisation: the
     evaluation also adapts with that rule, as an extra row), `needs_loop` (it needs
-    at least one inner step), `adapts_all` (it adapts every parameter: no ANIL)."""
+    at least one inner step), `adapts_all` (it adapts every parameter: no ANIL),
+    `through_loop` (its meta-gradient goes through the inner loop by reverse mode)."""
 
     name: str
     label: str
@@ -45,17 +48,18 @@ class LearnerKind:
     learns_rule: bool = False
     needs_loop: bool = False
     adapts_all: bool = False
+    through_loop: bool = False
 
 
 LEARNERS: dict[str, LearnerKind] = {
     k.name: k
     for k in (
-        LearnerKind("maml", "MAML"),
+        LearnerKind("maml", "MAML", through_loop=True),
         LearnerKind("fomaml", "First-order MAML"),
         LearnerKind("reptile", "Reptile"),
         LearnerKind("multitask", "Multi-task", inner_loop=False),
-        LearnerKind("metasgd", "Meta-SGD", learns_rule=True),
-        LearnerKind("mamlpp", "MAML++", learns_rule=True, needs_loop=True),
+        LearnerKind("metasgd", "Meta-SGD", learns_rule=True, through_loop=True),
+        LearnerKind("mamlpp", "MAML++", learns_rule=True, needs_loop=True, through_loop=True),
         LearnerKind("imaml", "iMAML", needs_loop=True, adapts_all=True),
     )
 }
@@ -68,7 +72,14 @@ RANDOM = "random"
 RULE_SUFFIX = "+rule"
 """The evaluation row of a learned-rule method adapted with its own rule."""
 
-INNER_OPTIMIZERS = ("sgd", "adam")
+INNER_OPTIMIZERS = ("sgd", "adam", "gauss-newton", "lbfgs")
+"""The inner loop's adapters: SGD and Adam at `inner_lr`; Levenberg–Marquardt
+([`metapinn.GaussNewton`][], `inner_damping`, a fixed `inner_cg_steps`); L-BFGS with its
+line search ([`metapinn.LBFGS`][], not under a learner that differentiates through its
+loop)."""
+EVAL_ADAPTERS = ("gauss-newton", "lbfgs")
+"""The adapters the evaluation may time besides its common Adam schedule
+(`eval_adapters`)."""
 ADAPT_SPECS = ("all", "last-layer")
 """Which parameters an inner loop adapts: all, or only the output layer (ANIL)."""
 INNER_REMATS = ("none", "sqrt", "binomial")
@@ -146,7 +157,8 @@ class Method:
     method's overrides applied).
 
     **Fields:** `name`; the settings `inner_steps` (0 for a learner without an inner
-    loop), `inner_optimizer`, `inner_lr`, `inner_remat`, `adapt`, `outer_lr`,
+    loop), `inner_optimizer`, `inner_lr`, `inner_damping`, `inner_cg_steps`,
+    `inner_remat`, `adapt`, `outer_lr`,
     `outer_schedule`, `meta_steps`, `init` (see [`metapinn.experiment.ExperimentConfig`][]).
     """
 
@@ -154,6 +166,8 @@ class Method:
     inner_steps: int = 5
     inner_optimizer: str = "sgd"
     inner_lr: float = 0.01
+    inner_damping: float = 1e-2
+    inner_cg_steps: int = 20
     inner_remat: str = "none"
     adapt: str = "all"
     outer_lr: float = 1e-3
@@ -213,16 +227,26 @@ class Method:
         if not self.kind.inner_loop:
             # The conditioned network's jet differs per task: the loss's own gradient.
             return cls(own_gradient=self.conditioned)
-        if self.inner_optimizer == "sgd":
-            inner: optax.GradientTransformation | float = self.inner_lr
-        else:
-            inner = adam(self.inner_lr, 1e-16)
         return cls(
             inner_steps=self.inner_steps,
-            inner_optimizer=inner,
+            inner_optimizer=self.inner_adapter(),
             adapt_spec=None if params is None else adapt_spec(params, self.adapt),
             inner_remat=inner_remat(self.inner_remat),
         )
+
+    def inner_adapter(self) -> AbstractAdapter | optax.GradientTransformation | float:
+        """Its inner loop's adapter: SGD at `inner_lr` (a float), Adam (differentiable
+        at zero, `eps_root` 1e-16), [`metapinn.GaussNewton`][] with a fixed number of CG
+        iterations (reverse mode goes through it), or [`metapinn.LBFGS`][]."""
+        if self.inner_optimizer == "sgd":
+            return self.inner_lr
+        if self.inner_optimizer == "adam":
+            return adam(self.inner_lr, 1e-16)
+        if self.inner_optimizer == "gauss-newton":
+            return GaussNewton(
+                damping=self.inner_damping, cg_steps=self.inner_cg_steps, cg_rtol=0.0
+            )
+        return LBFGS()
 
     def outer_optimizer(self) -> optax.GradientTransformation:
         """Adam at its `outer_lr`, constant or decayed over its `meta_steps`
@@ -276,6 +300,8 @@ class Method:
             "adapt": self.adapt,
             "init": self.init,
         }  # inner_remat: how the meta-gradient is computed, not what: resumable
+        if self.inner_steps and self.inner_optimizer == "gauss-newton":  # (older runs: none)
+            own.update(inner_damping=self.inner_damping, inner_cg_steps=self.inner_cg_steps)
         if self.inner_steps == 0:
             for k in ("inner_steps", "inner_optimizer", "inner_lr", "adapt"):
                 own.pop(k)

@@ -103,6 +103,59 @@ def error_at_table(results: dict[str, Any]) -> str:
     return _md_table(["Initialisation"] + [f"rel-L2, k = {k}" for k in picks], rows)
 
 
+def adapter_tables(results: dict[str, Any]) -> list[str]:
+    """One table per adapter of every (initialisation, adapter) pair, at steps and
+    seconds (Markdown lines; none for results without them)."""
+    adapters = results.get("adapters") or {}
+    lines = []
+    for name, a in adapters.items():
+        eps = [e["eps"] for e in a["rows"][0]["seconds_to_eps"]] if a["rows"] else []
+        header = ["Initialisation"] + [f"k = {k}" for k in a["steps"]]
+        header += [f"seconds to rel-L2 ≤ {e:g}" for e in eps]
+        body = []
+        for r in a["rows"]:
+            cells = [results["labels"].get(r["init"], r["init"])]
+            for e in r["rel_l2"]:
+                cell = _fmt({"mean": e["mean"], "std": e["std"]})
+                if e["seconds"] is not None and e["steps"]:
+                    cell += f" ({e['seconds']:.3g} s)"
+                cells.append(cell + (" ▲" if e["worse"] else ""))
+            for t in r["seconds_to_eps"]:
+                if t["max"] is not None:
+                    cells.append(f"{t['max']:.3g} s (mean {t['mean']:.3g})")
+                else:
+                    cells.append(f"{t['reached']}/{t['runs']} reach it")
+            body.append(cells)
+        how = (
+            "each held-out task adapted and timed alone, compilation excluded"
+            if a["timed"]
+            else "seconds: steps × the measured seconds of one step of the row's network"
+        )
+        flagged = [results["labels"].get(r["init"], r["init"]) for r in a["rows"]
+                   if r["worse_than_start"]]  # fmt: skip
+        lines += [
+            f"### {ADAPTER_TITLES.get(name, name)}",
+            "",
+            f"rel-L2 after k steps, mean ± spread over seeds (mean seconds of adaptation; {how}). "
+            "▲: worse than before any step. Seconds to a target: the slowest (seed, task) "
+            "run's, with the mean, when every run reaches it within the steps read."
+            + (
+                f" **Worse at the end than at the start:** {', '.join(flagged)}." if flagged else ""
+            ),
+            "",
+            _md_table(header, body),
+            "",
+        ]
+    return lines
+
+
+ADAPTER_TITLES = {
+    "adam": "Adam (the common schedule)",
+    "gauss-newton": "Gauss–Newton (Levenberg–Marquardt, matrix-free CG)",
+    "lbfgs": "L-BFGS (zoom line search)",
+}
+
+
 def _target(eps: float) -> str:
     """A target error as a column names it (not "ε": a family's parameter may be ε)."""
     return f"rel-L2 ≤ {eps:g}"
@@ -215,6 +268,9 @@ def to_markdown(results: dict[str, Any]) -> str:
         steps_to_eps_table(results),
         "",
     ]
+    tables = adapter_tables(results)
+    if tables:
+        out += ["## Every initialisation with every adapter, at steps and seconds", "", *tables]
     table = plain_adam_table(results)
     if table:
         out += [
@@ -335,7 +391,8 @@ def _diverged_lines(results: dict[str, Any]) -> list[str]:
 
 
 def format_summary(results: dict[str, Any]) -> str:
-    """What `metapinn reproduce` prints: the main table, steps to a target rel-L2, the verdict."""
+    """What `metapinn reproduce` prints: the main table, steps to a target rel-L2, every
+    (initialisation, adapter) pair where the run has adapters, the verdict."""
     c = results["config"]
     quick_run = f"Quick run ({QUICK_NOTE}). " if is_quick(c) else ""
     return "\n".join(
@@ -359,6 +416,11 @@ def format_summary(results: dict[str, Any]) -> str:
                 else []
             ),
             *_out_of_range_lines(results),
+            *(
+                ["Every initialisation with every adapter, at steps and seconds:", "", *t]
+                if (t := adapter_tables(results))
+                else []
+            ),
             f"Verdict at {c['budget']} steps (rel-L2):",
             *[f"- {line}" for line in results["verdict"]],
             "",

@@ -15,12 +15,13 @@ import numpy as np
 import optax
 
 from .._conditioned import ConditionedLoss
-from .._meta._adapters import LBFGS, AbstractAdapter, Optax
-from .._meta._gauss_newton import GaussNewton
+from .._meta._adapters import AbstractAdapter, Optax
 from .._pde._registry import family as get_family
 from .._timed import record_steps, timed_adaptation
+from ._adapter_evaluation import evaluation_adapter
 from ._config import ConfigError, ExperimentConfig
 from ._folder import RunFolder
+from ._methods import EVAL_ADAPTERS
 from ._problem import build_problem, eval_optimizer, experiment_tasks, initialisation
 from ._workloads import workload
 
@@ -39,7 +40,8 @@ hundredth of it over the run."""
 def solve_adapter(optimizer: str, steps: int, config: ExperimentConfig, scratch: bool):
     """The adapter behind `--optimizer`: from a trained initialisation, Adam is the
     run's common adaptation schedule; from scratch, warm-up and cosine decay from
-    `SCRATCH_ADAM_LR`. L-BFGS and Gauss–Newton are the library's defaults.
+    `SCRATCH_ADAM_LR`. L-BFGS and Gauss–Newton are the evaluation's (`eval_damping`,
+    `eval_cg_steps` of the run's config, or of W3 from scratch).
 
     **Raises:** [`metapinn.experiment.ConfigError`][] for an unknown name."""
     if optimizer == "adam":
@@ -50,10 +52,8 @@ def solve_adapter(optimizer: str, steps: int, config: ExperimentConfig, scratch:
             0.0, SCRATCH_ADAM_LR, warmup, max(steps, warmup + 1), SCRATCH_ADAM_LR / 100
         )
         return Optax(optax.adam(schedule))
-    if optimizer == "lbfgs":
-        return LBFGS()
-    if optimizer == "gauss-newton":
-        return GaussNewton()
+    if optimizer in EVAL_ADAPTERS:
+        return evaluation_adapter(optimizer, config)
     raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(SOLVE_OPTIMIZERS)}")
 
 

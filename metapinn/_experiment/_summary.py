@@ -344,3 +344,70 @@ def payoff(
         return {"saved_seconds": None, "tasks": None, "relation": "="}
     relation = "<" if k_random is None else "="
     return {"saved_seconds": saved, "tasks": training_seconds / saved, "relation": relation}
+
+
+def adapter_summary(
+    config: ExperimentConfig, adapters: Sequence[Any], valid: np.ndarray
+) -> dict[str, Any]:
+    """Every (initialisation, adapter) pair at steps and seconds.
+
+    **Arguments:** the config; the adapters' measurements (each with `adapter`,
+    `rows`, `steps`, `timed`, `compile_seconds` and arrays `rel_l2`, `seconds`
+    `(row, seed, held-out task, step)`: `_adapter_evaluation.AdapterMeasures`); and
+    `valid` `(row, seed)` over the rows of the first.
+
+    **Returns:** `{adapter: {steps, timed, compile_seconds, rows, per_run_rel_l2,
+    per_run_seconds}}`; each row `{init, seeds, rel_l2, worse_than_start,
+    tasks_worse, tasks, seconds_to_eps}`:
+
+    - `rel_l2`: per step count, the mean over seeds ± their spread of the average over
+      the in-range held-out tasks, its `seconds` (the mean over seeds and those tasks)
+      and `worse` (that mean above the one before any step);
+    - `worse_than_start`: the mean after the last step above the start;
+      `tasks_worse` of `tasks`: the (seed, task) runs that end above their start;
+    - `seconds_to_eps`: per target of `eps_seconds`, how many (seed, task) runs reach
+      it within the steps read (`reached` of `runs`), and the seconds the slowest
+      (`max`) and the average (`mean`) of them take (`None` unless all reach it).
+    """
+    inside = in_range(config)
+    out = {}
+    for m in adapters:
+        rows = []
+        for i, row in enumerate(m.rows):
+            ok = np.asarray(valid[i], dtype=bool)
+            rel = np.asarray(m.rel_l2)[i, ok][:, inside]  # (S', N', K)
+            sec = np.asarray(m.seconds)[i, ok][:, inside]
+            mean, std = _mean_std(rel.mean(axis=1))
+            mean_seconds = sec.mean(axis=(0, 1)) if ok.any() else np.full(len(m.steps), np.nan)
+            curve = [
+                {"steps": k, **_stat(mean[j], std[j]), "worse": bool(mean[j] > mean[0]),
+                 "seconds": _stat(mean_seconds[j], 0.0)["mean"]}
+                for j, k in enumerate(m.steps)
+            ]  # fmt: skip
+            to_eps = []
+            for eps in config.eps_seconds:
+                hit = rel <= eps
+                reached = hit.any(axis=-1)
+                first = np.argmax(hit, axis=-1)[..., None]
+                seconds = np.take_along_axis(sec, first, axis=-1)[..., 0]
+                every = bool(reached.size and reached.all())
+                to_eps.append({
+                    "eps": eps, "reached": int(reached.sum()), "runs": int(reached.size),
+                    "max": float(seconds.max()) if every else None,
+                    "mean": float(seconds.mean()) if every else None,
+                })  # fmt: skip
+            rows.append({
+                "init": row, "seeds": int(ok.sum()), "rel_l2": curve,
+                "worse_than_start": bool(mean[-1] > mean[0]),
+                "tasks_worse": int((rel[..., -1] > rel[..., 0]).sum()),
+                "tasks": int(rel[..., 0].size), "seconds_to_eps": to_eps,
+            })  # fmt: skip
+        out[m.adapter] = {
+            "steps": list(m.steps),
+            "timed": bool(m.timed),
+            "compile_seconds": round(float(m.compile_seconds), 2),
+            "rows": rows,
+            "per_run_rel_l2": _json_array(np.asarray(m.rel_l2)),
+            "per_run_seconds": _json_array(np.asarray(m.seconds)),
+        }
+    return out

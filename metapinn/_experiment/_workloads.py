@@ -61,6 +61,9 @@ W3 = {
     ),
     "eval_warmup": 20,
     "eps": (0.1, 0.05, 0.02, 0.01),
+    # Every initialisation also adapted by Gauss-Newton and L-BFGS, each task timed.
+    "eval_adapters": ("gauss-newton", "lbfgs"),
+    "eval_adapter_steps": (0, 1, 3, 10),
 }  # fmt: skip
 """Workload W3 (docs/design.md §3), the default of `metapinn reproduce`: the 12,737-parameter
 PINN, 2000/250/125-per-side points re-sampled every meta-step, the W1 viscosities; its
@@ -129,6 +132,7 @@ QUICK = {
     "seeds": (0, 1),
     "checkpoint_every": 10,
     "eval_steps": (0, 10, 20, 50, 100),
+    "eval_adapter_steps": (0, 1),
     "budget": 10,
 }
 """Overrides for a smoke run (`--quick`): the whole pipeline, not meaningful numbers

@@ -33,15 +33,17 @@ def conjugate_gradient(
     *,
     steps: int,
     rtol: float = 0.0,
+    atol: float = 0.0,
 ) -> PyTree:
     r"""Conjugate gradients (Hestenes & Stiefel 1952) for $Ax = b$, $A$ symmetric
     positive definite, on pytrees: at most `steps` iterations from `start`, stopping
-    once $\lVert b - Ax\rVert \le$ `rtol` $\lVert b\rVert$, or at a direction of
-    no positive curvature ($p^\top A p \le 0$: the iterate so far is returned).
+    once $\lVert b - Ax\rVert \le$ `atol` $+$ `rtol` $\lVert b\rVert$ (2-norms), or
+    at a direction of no positive curvature ($p^\top A p \le 0$: the iterate so far
+    is returned).
 
-    With `rtol = 0` the loop has a fixed length (`lax.fori_loop` over a scan), so
-    reverse mode goes through it; otherwise it is a `lax.while_loop`, which stops early
-    and supports forward mode only.
+    With `rtol = atol = 0` the loop has a fixed length (`lax.fori_loop`), so reverse
+    mode goes through it; otherwise it is a `lax.while_loop`, which stops early and
+    supports forward mode only.
 
     Written here rather than taken from `lineax.CG`: lineax declares a breakdown once
     $|p^\top A p| \le 100\, \varepsilon\, n\, \gamma$, which in float32 at $n$ in the
@@ -51,7 +53,8 @@ def conjugate_gradient(
     """
     residual = jtu.tree_map(jnp.subtract, rhs, matvec(start))
     gamma = _dot(residual, residual)
-    target = (rtol**2) * _dot(rhs, rhs)
+    size = _dot(rhs, rhs)
+    target = (rtol**2) * size if atol == 0 else (atol + rtol * jnp.sqrt(size)) ** 2
 
     def body(carry):
         k, x, r, p, gamma, ok = carry
@@ -67,7 +70,7 @@ def conjugate_gradient(
         return k + 1, x, r, p, jnp.where(ok, new_gamma, gamma), ok
 
     carry = (jnp.asarray(0), start, residual, residual, gamma, jnp.asarray(True))
-    if rtol == 0:
+    if rtol == 0 and atol == 0:
         carry = jax.lax.fori_loop(0, steps, lambda _, c: body(c), carry)
     else:
 

@@ -9,13 +9,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import lineax as lx
 from jaxtyping import Array, PyTree
 
 from .._custom_types import Params, Scalar, Static
 from .._loss import AbstractLoss
 from ._adapters import _check_positive
 from ._base import AbstractMetaLearner, LossFn, MetaAux, _is_none, _value_and_grads
+from ._gauss_newton import conjugate_gradient
 
 
 def _tree_dot(x: PyTree, y: PyTree) -> Scalar:
@@ -136,7 +136,7 @@ class IMAML(AbstractMetaLearner):
     $$g = \Big(I + \tfrac{1}{\lambda} H\Big)^{-1} \nabla \mathcal{L}_\text{query}(\phi^\star),$$
 
     independent of the path the inner optimiser took. It is computed by conjugate
-    gradient (`lineax.CG`, at most `cg_steps` steps, started from
+    gradients ([`metapinn.conjugate_gradient`][], at most `cg_steps` steps, started from
     $\nabla \mathcal{L}_\text{query}(\phi^\star)$, its $\lambda \to \infty$ limit) on
     Hessian-vector products: forward mode over the loss's own gradient (Pearlmutter
     1994). A solve costs `cg_steps + 1` products, each a few gradients' work.
@@ -152,13 +152,13 @@ class IMAML(AbstractMetaLearner):
 
     **Indefinite Hessians.** A PINN's $H$ need not be positive semi-definite, so
     $I + H/\lambda$ may be indefinite where $\lambda < -\lambda_\min(H)$. The solve
-    still tells lineax the operator is positive semi-definite and runs truncated CG,
-    as in the paper: `throw=False`, at most `cg_steps` steps, whatever it reached is
-    used. On an indefinite operator CG's iterates are not guaranteed to improve; a
-    breakdown (a search direction of zero curvature, which lineax reports as NaN)
-    falls back to $\nabla \mathcal{L}_\text{query}(\phi^\star)$, the first-order
-    iMAML gradient. `damping` $\delta \ge 0$ replaces $H$ by $H + \delta I$ in the
-    solve (not in the inner problem); $\delta > -\lambda_\min(H) - \lambda$ makes
+    still runs truncated CG, as in the paper: at most `cg_steps` steps, whatever it
+    reached is used. On an indefinite operator CG's iterates are not guaranteed to
+    improve; at a search direction of no positive curvature CG stops with the iterate
+    it has, and a non-finite solution falls back to
+    $\nabla \mathcal{L}_\text{query}(\phi^\star)$, the first-order iMAML gradient.
+    `damping` $\delta \ge 0$ replaces $H$ by $H + \delta I$ in the solve (not in the
+    inner problem); $\delta > -\lambda_\min(H) - \lambda$ makes
     the operator positive definite. (On the tests' small Burgers PINN, $\lambda = 1$
     gives an indefinite operator and $\lambda = 10$ a definite one.)
 
@@ -167,8 +167,9 @@ class IMAML(AbstractMetaLearner):
 
     - `prox_lambda`: $\lambda > 0$, the proximal strength (default 1.0).
     - `cg_steps`: the most CG steps, $\ge 1$ (default 5).
-    - `cg_rtol`, `cg_atol`: CG's tolerances, $\ge 0$, on lineax's scaled max-norm of
-      the residual (defaults 1e-6 and 1e-10); CG stops early once both are met.
+    - `cg_rtol`, `cg_atol`: CG's tolerances, $\ge 0$: it stops early once the 2-norm
+      of its residual is at most `cg_atol` + `cg_rtol` times that of the right-hand
+      side (defaults 1e-6 and 1e-10).
     - `damping`: $\delta \ge 0$ added to the Hessian in the solve (default 0).
 
     `inner_vjp` has no effect: nothing differentiates through the inner loop.
@@ -233,25 +234,15 @@ class IMAML(AbstractMetaLearner):
             _, hvp = jax.jvp(grads_of, (point,), (v,))
             return jtu.tree_map(lambda x, h: x + (h + delta * x) / lam, v, hvp)
 
-        operator = lx.FunctionLinearOperator(
-            matvec, jax.eval_shape(lambda: adapted), tags=lx.positive_semidefinite_tag
-        )
-        # lineax recomputes the residual exactly every 10 steps (one more traced
-        # matvec, so a slower compile); within the first 10 steps that never changes
-        # the iterate, so it is switched off for short solves.
-        solver = lx.CG(
-            rtol=self.cg_rtol,
+        # Our CG, not lineax's: inside `jax.shard_map` (a meta-step split over devices)
+        # lineax's closure-converted operator sees its argument with the manual mesh's
+        # sharding and its example without, and refuses to run (JAX 0.10, lineax 0.1).
+        solution = conjugate_gradient(
+            matvec, query_grads, query_grads, steps=self.cg_steps, rtol=self.cg_rtol,
             atol=self.cg_atol,
-            max_steps=self.cg_steps,
-            stabilise_every=10 if self.cg_steps > 10 else None,
-        )
-        solution = lx.linear_solve(
-            operator, query_grads, solver=solver, options={"y0": query_grads}, throw=False
-        )
-        finite = jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(solution.value)])
-        )
-        return jtu.tree_map(lambda s, b: jnp.where(finite, s, b), solution.value, query_grads)
+        )  # fmt: skip
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jtu.tree_leaves(solution)]))
+        return jtu.tree_map(lambda s, b: jnp.where(finite, s, b), solution, query_grads)
 
     def meta_loss(
         self,
