@@ -330,7 +330,7 @@ def run_case(
         groups = per_device // group
         if case == "imaml":
             xla_note = (
-                "CG is a lax.while_loop (lineax), counted once: at most "
+                "CG is a lax.while_loop, counted once: at most "
                 f"{IMAML_CG_STEPS - 1} of its {IMAML_CG_STEPS + 1} Hessian-vector "
                 "products are missing from the XLA count"
             )

@@ -32,7 +32,7 @@
 # viscosities, and every number is the relative L2 error against the spectral
 # reference solution, not the PINN loss.
 #
-# Without `METAPINN_QUICK=1` this is one seed of W3, about 20 minutes on 2 CPU cores;
+# Without `METAPINN_QUICK=1` this is one seed of W3, about 25 minutes on 2 CPU cores;
 # with it, a smoke run of a few minutes whose numbers mean nothing. The spread over
 # three seeds is `metapinn reproduce --seeds 0 1 2`.
 

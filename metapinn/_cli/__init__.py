@@ -78,10 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ResumeMismatchError,
     ) as e:
         parser.exit(2, f"metapinn {args.command}: error: {e}\n")
-    except RunFolderError as e:
-        print(f"metapinn {args.command}: error: {e}", file=sys.stderr)
-        print(_after_a_write_error(args), file=sys.stderr)
-        return 1
+    except RunFolderError as e:  # one line: what cannot be written, and what to do
+        parser.exit(2, f"metapinn {args.command}: error: {e}; {_after_a_write_error(args)}\n")
     except NonFiniteLossError as e:
         print(f"metapinn {args.command}: {e}", file=sys.stderr)
         return 1

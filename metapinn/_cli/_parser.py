@@ -315,8 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizer",
         default="adam",
         choices=SOLVE_OPTIMIZERS,
-        help="the adapter (default: adam: the run's adaptation schedule from --init, "
-        "warm-up and cosine decay from 1e-2 from scratch)",
+        help="the adapter: adam (the run's adaptation schedule from --init; warm-up and "
+        "cosine decay from 1e-2 from scratch), lbfgs, or gauss-newton (Levenberg-Marquardt "
+        "from the run's eval_damping with its eval_cg_steps CG iterations a step) "
+        "(default: adam)",
     )
     p.add_argument(
         "--steps",

@@ -165,12 +165,30 @@ def train_runs(
     # start would leave a run that a retry without --resume refuses).
     problem = build_problem(config)
     check_network_fits(config)
+    if not resume:
+        _check_outside_sources(config, folder)
     with folder.writing():
         start_run_folder(config, folder, resume, previous_checkpoint)
         return _train_all(
             config, folder, problem, resume=resume, progress=progress, stop_after=stop_after,
             log=log, keep_going=keep_going, mesh=mesh, previous_checkpoint=previous_checkpoint,
         )  # fmt: skip
+
+
+def _check_outside_sources(config: ExperimentConfig, folder: RunFolder) -> None:
+    """Load every warm start from outside the run (a run folder, `DIR:METHOD`) once,
+    before anything is written: a source of another network, or a missing or damaged
+    one, then fails before the folder holds the run's settings, and the corrected call
+    is not refused.
+
+    **Raises:** as `starting_point`."""
+    for method in config.methods:
+        spec = config.method(method)
+        if spec.transfer or spec.init == RANDOM or spec.init in config.methods:
+            continue
+        for seed in config.seeds:
+            params, _, _ = initialisation(config, seed, spec.conditioned)
+            starting_point(config, folder, method, seed, params)
 
 
 def _train_all(

@@ -67,7 +67,9 @@ W3 = {
 }  # fmt: skip
 """Workload W3 (docs/design.md §3), the default of `metapinn reproduce`: the 12,737-parameter
 PINN, 2000/250/125-per-side points re-sampled every meta-step, the W1 viscosities; its
-methods and budgets, sized to about 13 minutes on 2 CPU cores for its one seed
+methods and budgets, sized to about 13 minutes on 2 CPU cores for its one seed,
+plus about 5 for its Gauss–Newton and L-BFGS evaluation (10 Gauss–Newton steps of the
+conditioned network took 8.6 s a task)
 (`--seeds 0 1 2` for the spread over seeds)."""
 
 W2_TRAIN_NUS = tuple(float(v) for v in np.geomspace(0.001, 0.1, 25))
