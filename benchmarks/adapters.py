@@ -54,15 +54,15 @@ def adapters(args, config) -> dict:
                 tuple(range(args.gn_steps + 1)),
             )
     return {
-        "adam": (mp.Optax(eval_optimizer(config)), mp.record_steps(1000)),
-        "lbfgs": (mp.LBFGS(), mp.record_steps(100, every_until=30)),
+        "adam": (mp.Optax(eval_optimizer(config)), mp.training.record_steps(1000)),
+        "lbfgs": (mp.LBFGS(), mp.training.record_steps(100, every_until=30)),
         **gn,
     }
 
 
 def run_one(adapter, record, params, static, loss, task, batch, grid, u_ref, eps):
     """The timed adaptation's record as plain data."""
-    _, trace = mp.timed_adaptation(
+    _, trace = mp.training.timed_adaptation(
         params, static, loss, task, batch, adapter=adapter, steps=record, points=grid,
         u_ref=u_ref,
     )  # fmt: skip

@@ -2,7 +2,7 @@
 
 import importlib.metadata as _metadata
 
-from . import experiment as experiment
+from . import experiment as experiment, nn as nn, training as training
 from ._checkpoint import (
     CheckpointMismatchError as CheckpointMismatchError,
     CorruptCheckpointError as CorruptCheckpointError,
@@ -125,11 +125,6 @@ from ._pinn import (
 from ._sampling import (
     CollocationBatch as CollocationBatch,
     sample_collocation as sample_collocation,
-)
-from ._timed import (
-    TimedTrace as TimedTrace,
-    record_steps as record_steps,
-    timed_adaptation as timed_adaptation,
 )
 
 

@@ -12,9 +12,10 @@ import numpy as np
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
+from ._architectures import AbstractEmbeddedPINN
 from ._custom_types import Points, Scalar, Values
 from ._loss import AbstractLoss
-from ._pinn import MLPPINN, glorot_layers
+from ._pinn import MLPPINN, AbstractPINN, glorot_layers
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -155,6 +156,12 @@ class ConditionedPINN(eqx.Module):
         return self.bind(condition)(points)
 
 
+ConditionedNetwork = ConditionedPINN | AbstractEmbeddedPINN
+"""A network that takes a task's condition vector: the MLP
+[`metapinn.ConditionedPINN`][] (hand-written jet), or any
+[`metapinn.nn.AbstractEmbeddedPINN`][] built with `n_conditions > 0`."""
+
+
 class ConditionedLoss(AbstractLoss):
     r"""A loss of a [`metapinn.ConditionedPINN`][]: the wrapped loss of the network
     bound to the task's own features,
@@ -185,7 +192,7 @@ class ConditionedLoss(AbstractLoss):
         self.loss = loss
         self.features = features
 
-    def bind(self, model: ConditionedPINN, task: PyTree) -> MLPPINN:
+    def bind(self, model: ConditionedNetwork, task: PyTree) -> AbstractPINN:
         """**Returns:** the two-input network this loss evaluates for `task`,
         `model.bind(features(task))` (e.g. for zero-shot evaluation).
 
@@ -195,17 +202,17 @@ class ConditionedLoss(AbstractLoss):
         """
         return model.bind(self.features(task))
 
-    def __call__(self, model: ConditionedPINN, task: PyTree, batch: PyTree) -> Scalar:
+    def __call__(self, model: ConditionedNetwork, task: PyTree, batch: PyTree) -> Scalar:
         return self.loss(self.bind(model, task), task, batch)
 
     def value_and_grad(
-        self, model: ConditionedPINN, task: PyTree, batch: PyTree
+        self, model: ConditionedNetwork, task: PyTree, batch: PyTree
     ) -> tuple[Scalar, Any]:
         pinn, pullback = model.bind_vjp(self.features(task))
         loss, grads = self.loss.value_and_grad(pinn, task, batch)
         return loss, pullback(grads)
 
-    def residuals(self, model: ConditionedPINN, task: PyTree, batch: PyTree) -> Array:
+    def residuals(self, model: ConditionedNetwork, task: PyTree, batch: PyTree) -> Array:
         """The wrapped loss's residual vector for the bound network."""
         return self.loss.residuals(self.bind(model, task), task, batch)
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from ._causal import CausalWeights, check_causal
 from ._checks import checked
 from ._custom_types import PointSet, Scalar
 from ._pde._base import AbstractPDE
@@ -105,10 +106,15 @@ def _terms(
     pde: AbstractPDE,
     task: PyTree,
     batch: CollocationBatch,
+    causal: CausalWeights | None = None,
 ) -> LossTerms:
     residual, ic_error, bc_error = _errors(jet, pde, task, batch)
+    if causal is None:
+        residual_term = jnp.mean(residual**2)
+    else:
+        residual_term = causal.term(residual, batch.interior[:, 1], pde.t_min, pde.t_max)
     return LossTerms(
-        residual=jnp.mean(residual**2),
+        residual=residual_term,
         initial=jnp.mean(ic_error**2),
         boundary=jnp.mean(bc_error**2),
     )
@@ -120,21 +126,30 @@ def _residual_vector(
     task: PyTree,
     batch: CollocationBatch,
     weights: LossWeights,
+    causal: CausalWeights | None = None,
 ) -> Float[Array, " m"]:
-    r"""The errors scaled by $\sqrt{\lambda_j / n_j}$ and concatenated, so that their
-    sum of squares is the weighted loss."""
+    r"""The errors scaled by $\sqrt{\lambda_j / n_j}$ (the residual's, with causal
+    weights, by $\sqrt{\lambda_r s_j}$, see [`metapinn.training.CausalWeights.point_scales`][])
+    and concatenated, so that their sum of squares is the weighted loss."""
     errors = _errors(jet, pde, task, batch)
     scales = (1.0, 1.0, 1.0) if weights is None else weights
-    return jnp.concatenate(
-        [
-            jnp.sqrt(jnp.asarray(w / e.shape[0], dtype=e.dtype)) * e
-            for w, e in zip(scales, errors, strict=True)
-        ]
-    )
+    vector = [
+        jnp.sqrt(jnp.asarray(w / e.shape[0], dtype=e.dtype)) * e
+        for w, e in zip(scales, errors, strict=True)
+    ]
+    if causal is not None:
+        residual = errors[0]
+        s = causal.point_scales(residual, batch.interior[:, 1], pde.t_min, pde.t_max)
+        vector[0] = jnp.sqrt(jnp.asarray(scales[0], dtype=residual.dtype) * s) * residual
+    return jnp.concatenate(vector)
 
 
 def loss_terms(
-    pinn: AbstractPINN, pde: AbstractPDE, task: PyTree, batch: CollocationBatch
+    pinn: AbstractPINN,
+    pde: AbstractPDE,
+    task: PyTree,
+    batch: CollocationBatch,
+    causal: CausalWeights | None = None,
 ) -> LossTerms:
     r"""The parts of the PINN loss of Raissi et al. (2019), each a mean of squares:
 
@@ -149,6 +164,8 @@ def loss_terms(
       computed at each set of points.
     - `task`: one task of it (`vmap` for several).
     - `batch`: an unbatched [`metapinn.CollocationBatch`][], each set `(n, 2)`.
+    - `causal`: a [`metapinn.training.CausalWeights`][] for the causally weighted residual term
+      (default `None`: the plain mean square).
 
     **Returns:** a [`metapinn.LossTerms`][] of scalars.
 
@@ -158,7 +175,7 @@ def loss_terms(
     `eqx.error_if`, for a task that fails `pde.check_task`.
     """
     jet = pinn.jet(_point_sets(batch), pde.jet_needs)
-    return checked(pde, task, _terms(jet, pde, task, batch))
+    return checked(pde, task, _terms(jet, pde, task, batch, check_causal(causal)))
 
 
 def pinn_loss(
@@ -167,19 +184,21 @@ def pinn_loss(
     task: PyTree,
     batch: CollocationBatch,
     weights: Any = None,
+    causal: CausalWeights | None = None,
 ) -> Scalar:
     """The physics-informed loss, `residual + initial + boundary` (see
     [`metapinn.loss_terms`][]), each term optionally weighted.
 
-    **Arguments:** `pinn`, `pde`, `task`, `batch`: as for [`metapinn.loss_terms`][];
-    `weights`, a [`metapinn.LossWeights`][] (default `None`: all 1).
+    **Arguments:** `pinn`, `pde`, `task`, `batch`, `causal`: as for
+    [`metapinn.loss_terms`][]; `weights`, a [`metapinn.LossWeights`][] (default `None`:
+    all 1).
 
     **Returns:** a scalar, [`metapinn.LossTerms`][]`.weighted(weights)`.
 
     **Raises:** as [`metapinn.loss_terms`][], and `ValueError` for bad `weights`.
     """
     weights = check_weights(weights)
-    return loss_terms(pinn, pde, task, batch).weighted(weights)
+    return loss_terms(pinn, pde, task, batch, causal).weighted(weights)
 
 
 def pinn_residuals(
@@ -188,6 +207,7 @@ def pinn_residuals(
     task: PyTree,
     batch: CollocationBatch,
     weights: Any = None,
+    causal: CausalWeights | None = None,
 ) -> Float[Array, " m"]:
     r"""The PINN loss as a sum of squares: the vector $r$ with
     $\lVert r\rVert^2 =$ [`metapinn.pinn_loss`][] (weights included),
@@ -208,7 +228,8 @@ def pinn_residuals(
     """
     weights = check_weights(weights)
     jet = pinn.jet(_point_sets(batch), pde.jet_needs)
-    return checked(pde, task, _residual_vector(jet, pde, task, batch, weights))
+    vector = _residual_vector(jet, pde, task, batch, weights, check_causal(causal))
+    return checked(pde, task, vector)
 
 
 @eqx.filter_jit
@@ -218,8 +239,9 @@ def pinn_loss_and_grad(
     task: PyTree,
     batch: CollocationBatch,
     weights: Any = None,
+    causal: CausalWeights | None = None,
 ) -> tuple[Scalar, Any]:
-    """[`metapinn.pinn_loss`][] (with its optional `weights`) and its gradient with
+    """[`metapinn.pinn_loss`][] (with its optional `weights` and `causal`) and its gradient with
     respect to the network.
 
     The network's part of the chain rule is its own pullback,
@@ -243,8 +265,11 @@ def pinn_loss_and_grad(
     `weights`; unlike it, no check of the task.
     """
     weights = check_weights(weights)
+    causal = check_causal(causal)
     jet, pullback = pinn.jet_vjp(_point_sets(batch), pde.jet_needs)
-    loss, terms_vjp = jax.vjp(lambda jet: _terms(jet, pde, task, batch).weighted(weights), jet)
+    loss, terms_vjp = jax.vjp(
+        lambda jet: _terms(jet, pde, task, batch, causal).weighted(weights), jet
+    )
     return loss, pullback(terms_vjp(jnp.ones_like(loss))[0])
 
 
@@ -298,7 +323,9 @@ class PINNLoss(AbstractLoss):
     - `pde`, the [`metapinn.AbstractPDE`][], e.g. `PINNLoss(Burgers())`;
     - `weights`, a [`metapinn.LossWeights`][] (default `None`: all 1), e.g.
       `PINNLoss(AllenCahn(), weights=(1.0, 100.0, 1.0))` to weight the initial
-      condition 100 times (static: a new value recompiles).
+      condition 100 times (static: a new value recompiles);
+    - `causal`, a [`metapinn.training.CausalWeights`][] (default `None`), e.g.
+      `PINNLoss(AllenCahn(), causal=CausalWeights(tol=1.0))`.
 
     **Raises:** `ValueError` on construction for bad `weights`; a call raises as
     [`metapinn.pinn_loss`][].
@@ -306,19 +333,20 @@ class PINNLoss(AbstractLoss):
 
     pde: AbstractPDE
     weights: LossWeights = eqx.field(static=True, default=None, converter=check_weights)
+    causal: CausalWeights | None = eqx.field(default=None, converter=check_causal)
 
     def __call__(self, model: AbstractPINN, task: PyTree, batch: CollocationBatch) -> Scalar:
-        return pinn_loss(model, self.pde, task, batch, self.weights)
+        return pinn_loss(model, self.pde, task, batch, self.weights, self.causal)
 
     def value_and_grad(
         self, model: AbstractPINN, task: PyTree, batch: CollocationBatch
     ) -> tuple[Scalar, Any]:
-        return pinn_loss_and_grad(model, self.pde, task, batch, self.weights)
+        return pinn_loss_and_grad(model, self.pde, task, batch, self.weights, self.causal)
 
     def residuals(
         self, model: AbstractPINN, task: PyTree, batch: CollocationBatch
     ) -> Float[Array, " m"]:
-        return pinn_residuals(model, self.pde, task, batch, self.weights)
+        return pinn_residuals(model, self.pde, task, batch, self.weights, self.causal)
 
     def check_task(self, task: PyTree, out: PyTree) -> PyTree:
         return self.pde.check_task(task, out)

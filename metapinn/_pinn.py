@@ -129,11 +129,20 @@ class AbstractPINN(eqx.Module):
     def __call__(self, points: Points) -> Values:
         """**Returns:** `u` at each of the `(n, 2)` points."""
 
-    @abc.abstractmethod
     def derivatives(self, points: Points, needs: Needs = BURGERS_NEEDS) -> Derivatives:
         """**Returns:** `u` and the derivatives named in `needs` (closed as
         [`metapinn.check_needs`][] does; default `u_x, u_t, u_xx`) at each of the `(n, 2)`
-        points."""
+        points.
+
+        This default needs nothing but `__call__`: it propagates the derivatives forward
+        through the network by nested `jax.jvp` ([`metapinn.nn.forward_derivatives`][]), so a
+        user's own Equinox network is a PINN as soon as it maps `(n, 2)` points to `(n,)`
+        values point by point. A network may supply a faster jet (e.g.
+        [`metapinn.MLPPINN`][], by hand).
+        """
+        from ._forward_jet import forward_derivatives  # it imports this module
+
+        return forward_derivatives(self, points, needs)
 
     def jet(
         self, point_sets: Sequence[PointSet], needs: Sequence[Needs]

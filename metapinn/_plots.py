@@ -258,7 +258,7 @@ def plot_solve(x: np.ndarray, t: np.ndarray, u_ref: np.ndarray, u: np.ndarray, t
     error on the grid, and the error against wall-clock.
 
     **Arguments:** the grid `x` `(nx,)`, `t` `(nt,)`; `u_ref` and `u`, `(nt, nx)`;
-    `trace`, a [`metapinn.TimedTrace`][]; `title`.
+    `trace`, a [`metapinn.training.TimedTrace`][]; `title`.
 
     **Returns:** a `matplotlib.figure.Figure` of four axes.
     """

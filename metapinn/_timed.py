@@ -120,12 +120,12 @@ def timed_adaptation(
     - `loss_fn`, `task`, `batch`: the loss, the task and its points.
     - `adapter`: a [`metapinn.AbstractAdapter`][] (or an optax transformation).
     - `steps`: strictly increasing step counts to record, from 0 (e.g.
-      [`metapinn.record_steps`][]`(1000)`).
+      [`metapinn.training.record_steps`][]`(1000)`).
     - `points`, `u_ref`: the grid `(n, 2)` and the reference on it.
     - `progress`: called with the number of steps just taken (e.g. a tqdm bar's
       `update`).
 
-    **Returns:** `(params_K, trace)`, a [`metapinn.TimedTrace`][].
+    **Returns:** `(params_K, trace)`, a [`metapinn.training.TimedTrace`][].
 
     **Raises:** `ValueError` for step counts that are not strictly increasing integers
     >= 0.

@@ -276,7 +276,7 @@ def test_timed_adaptation_compiles_its_loop_once(getkey, caplog):
     task = mp.BurgersTask(jnp.asarray(0.02))
     points = mp.sample_collocation(getkey(), mp.Burgers(), 30, 1, 1).interior
     with caplog.at_level(logging.WARNING), jax.log_compiles():
-        _, trace = mp.timed_adaptation(
+        _, trace = mp.training.timed_adaptation(
             params, static, loss, task, batch, adapter=mp.LBFGS(), steps=(0, 1, 2, 5),
             points=points, u_ref=jnp.ones(30),
         )  # fmt: skip

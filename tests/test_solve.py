@@ -112,6 +112,7 @@ def test_solve_from_scratch_writes_its_record(tmp_path):
     result = json.loads((out / "solve.json").read_text())
     assert result["init"] == "random (from scratch)"
     assert (result["optimizer"], result["steps"], result["task"]) == ("adam", 2, 0.05)
-    assert result["curve"]["steps"] == [0, 1, 2]
+    assert result["curve"]["steps"] == [0, 2]  # the recipe's training: one record a chunk
+    assert result["recipe"]["network"] == "modified-mlp"
     assert 0 < result["rel_l2"] < 10
     assert not (out / "solve.png").exists()

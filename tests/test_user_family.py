@@ -73,7 +73,7 @@ def test_families_lists_a_user_family(user_module, capsys):
 def test_solve_runs_a_user_family_from_the_command_line(user_module):
     out = user_module / "solved"
     argv = ["solve", "--family", "my_families.py:MY_HEAT", "--task", "0.1", "--steps", "2",
-            "--optimizer", "gauss-newton", "--out", str(out), "--no-progress",
+            "--optimizer", "lbfgs", "--out", str(out), "--no-progress",
             "--no-plots"]  # fmt: skip
     assert main(argv) == 0
     result = json.loads((out / "solve.json").read_text())

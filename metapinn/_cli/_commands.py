@@ -36,11 +36,11 @@ from .._experiment._ablation_grid import (
 from .._experiment._ablation_report import format_ablation
 from .._experiment._config import _parse_override, fields_with_role
 from .._experiment._folder import RunFolder
-from .._experiment._solve import DEFAULT_STEPS, solve
+from .._experiment._solve import default_steps, solve
 from .._experiment._workloads import QUICK_SUFFIX
 from .._meta_train import CHECKPOINT, ResumeMismatchError
 from .._metrics_file import DamagedMetricsError
-from .._pde._registry import family as get_family, family_table
+from .._pde._registry import FAMILIES, family as get_family, family_table
 from ._devices import _mesh
 
 
@@ -256,7 +256,9 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 def _cmd_solve(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    steps = DEFAULT_STEPS.get(args.optimizer) if args.steps is None else args.steps
+    steps = args.steps
+    if steps is None:
+        steps = default_steps(args.family, args.optimizer, args.init)
     with tqdm(total=steps, desc=f"{args.optimizer}", disable=args.no_progress) as bar:
         result = solve(
             args.family, args.task, args.out, init=args.init, optimizer=args.optimizer,
@@ -271,11 +273,14 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_families(args: argparse.Namespace) -> int:
-    if args.family is None:
-        print(family_table())
-        return 0
+    from .._experiment._recipes import recipe_table
+
     try:
-        print(family_table([get_family(args.family)]))
+        chosen = None if args.family is None else [get_family(args.family)]
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if args.recipes:
+        print(recipe_table([f.name for f in (chosen or FAMILIES.values())]))
+    else:
+        print(family_table(chosen))
     return 0

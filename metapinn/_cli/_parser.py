@@ -315,16 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizer",
         default="adam",
         choices=SOLVE_OPTIMIZERS,
-        help="the adapter: adam (the run's adaptation schedule from --init; warm-up and "
-        "cosine decay from 1e-2 from scratch), lbfgs, or gauss-newton (Levenberg-Marquardt "
-        "from the run's eval_damping with its eval_cg_steps CG iterations a step) "
-        "(default: adam)",
+        help="the adapter: adam (the run's adaptation schedule from --init; from scratch the "
+        "family's recipe, metapinn families --recipes), lbfgs, or gauss-newton "
+        "(Levenberg-Marquardt from the run's eval_damping with its eval_cg_steps CG "
+        "iterations a step) (default: adam)",
     )
     p.add_argument(
         "--steps",
         type=int,
         default=None,
-        help="adapter steps (default: "
+        help="adapter steps (default: from scratch with adam the recipe's; else "
         + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items())
         + ")",
     )
@@ -346,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:ATTR",
         help="list this family instead: a standard one's name, or MODULE:ATTR naming a "
         "metapinn.Family in your own module or .py file (default: every standard family)",
+    )
+    p.add_argument(
+        "--recipes",
+        action="store_true",
+        help="print each family's training recipe instead (what metapinn solve uses from scratch)",
     )
 
     p = sub.add_parser(

@@ -3,7 +3,7 @@
 The common Adam schedule adapts every initialisation in one vmapped scan
 (`_evaluation`); the second-order adapters of `eval_adapters` (Gauss–Newton, L-BFGS)
 adapt each (initialisation, seed, held-out task) alone, through
-[`metapinn.timed_adaptation`][], so that each task has its own wall-clock: rel-L2
+[`metapinn.training.timed_adaptation`][], so that each task has its own wall-clock: rel-L2
 *and* seconds after each of `eval_adapter_steps`. Adam's seconds are its steps times
 the measured seconds of one of its steps on the same network.
 """

@@ -8,7 +8,8 @@ or evaluated run is checked against. Earlier versions wrote:
   family's `train_params`, `test_params` (also accepted as command-line flags);
 - checkpoint settings without the keys added since (`family` on Burgers, `resample`
   off, `n_train_tasks` and `tasks_seed` on a scalar family, `adapt` all, `init`
-  random, a constant `outer_schedule`), and Burgers' training values as `train_nus`.
+  random, a constant `outer_schedule`, the `mlp` network and so none of the embedding
+  settings, no causal weighting), and Burgers' training values as `train_nus`.
 
 A setting added later is therefore stored only where it differs from what the runs
 before it did.
@@ -16,6 +17,10 @@ before it did.
 
 from typing import Any
 
+
+NETWORK_SETTINGS = ("network", "fourier_features", "fourier_scale", "periodic_embedding", "rwf")
+"""The settings of the network beyond its width and depth (added with the accurate-PINN
+networks)."""
 
 RENAMED_KEYS = {"train_nus": "train_params", "test_nus": "test_params"}
 """Config keys of earlier versions, read as their new names."""
@@ -58,6 +63,12 @@ def as_written_before(
     if scalar:
         settings.pop("n_train_tasks")
         settings.pop("tasks_seed")
+    if settings["network"] == "mlp":  # which takes no embedding settings
+        for key in NETWORK_SETTINGS:
+            settings.pop(key)
+    if not settings["causal_chunks"]:
+        settings.pop("causal_chunks")
+        settings.pop("causal_tol")
     if own.get("adapt") == "all":
         own.pop("adapt")
     if own.get("init") == "random":

@@ -12,6 +12,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .._architectures import check_rwf
 from .._loss import check_weights
 from .._pde._registry import FAMILIES, Family, family as get_family
 from ._compat import RENAMED_KEYS, CompatError, upgrade_config_data
@@ -27,6 +28,11 @@ from ._methods import (
     parse_method,
 )
 
+
+NETWORKS = ("mlp", "embedded-mlp", "modified-mlp", "pirate-net")
+"""The networks a config can name (`network`): [`metapinn.MLPPINN`][] (and
+[`metapinn.ConditionedPINN`][]), [`metapinn.nn.EmbeddedMLP`][], [`metapinn.nn.ModifiedMLP`][],
+[`metapinn.nn.PirateNet`][]."""
 
 ALL_METHODS = "all"
 """`methods = ["all"]` (`--methods all`) runs every method of `METHOD_NAMES`."""
@@ -84,7 +90,15 @@ class ExperimentConfig:
 
     - `name`: the run's label, letters, digits, `.`, `_`, `-` (default `"W1"`).
     - `width`, `depth`: the PINN's neurons per hidden layer and hidden layers
-      (default 32, 2).
+      (default 32, 2; for `pirate-net`, `depth` residual blocks of three layers).
+    - `network`: one of `NETWORKS` (default `"mlp"`, the tanh MLP of W1–W3), and for
+      the others their embedding: `fourier_features` (an even count, default 0: none),
+      `fourier_scale` (default 1), `periodic_embedding` (default off; periodic
+      families only) and `rwf` (random weight factorisation's `(mu, sigma)`, default
+      `()`: none).
+    - `causal_chunks`, `causal_tol`: causal weighting of every PINN loss's residual
+      over that many time chunks with that tolerance ([`metapinn.training.CausalWeights`][];
+      default 0 chunks: off, tolerance 1).
     - `dtype`: `"float32"` (default) or `"float64"`, for training and adaptation.
     - `n_interior`, `n_initial`, `n_boundary`: collocation points inside, on `t = 0`
       and on each side (default 200, 50, 20); `points_seed`: their seed (default 0).
@@ -136,7 +150,37 @@ class ExperimentConfig:
 
     name: str = _field("W1", "label of the run (used in the default output folder name)")
     width: int = _field(32, "neurons per hidden layer", "training", "gridded")
-    depth: int = _field(2, "number of hidden layers", "training", "gridded")
+    depth: int = _field(
+        2, "number of hidden layers (pirate-net: residual blocks)", "training", "gridded"
+    )
+    network: str = _field(
+        "mlp",
+        "the network: " + ", ".join(NETWORKS) + " (docs/api/networks.md); mlp is the tanh MLP "
+        "with a hand-written jet, the others the accurate-PINN toolkit's",
+        "training",
+        "gridded",
+    )
+    fourier_features: int = _field(
+        0,
+        "random Fourier features of the input, an even number (0: none; pirate-net: its width)",
+        "training",
+        "gridded",
+    )
+    fourier_scale: float = _field(
+        1.0, "standard deviation of the Fourier features' frequencies", "training", "gridded"
+    )
+    periodic_embedding: bool = _field(
+        False,
+        "embed x as (cos, sin) of its period, exactly periodic (periodic families only)",
+        "training",
+        "gridded",
+    )
+    rwf: tuple[float, ...] = _field(
+        (),
+        "random weight factorisation of every dense layer, MU SIGMA, e.g. 1.0 0.1 (empty: none)",
+        "training",
+        "gridded",
+    )
     dtype: str = _field(
         "float32",
         "float dtype for training and adaptation: float32 or float64",
@@ -158,6 +202,15 @@ class ExperimentConfig:
     loss_weights: tuple[float, ...] = _field(
         (1.0, 1.0, 1.0),
         "weights of the residual, initial and boundary terms of every method's PINN loss",
+    )
+    causal_chunks: int = _field(
+        0,
+        "causal weighting of the residual over this many time chunks (0: off; docs/api/losses.md)",
+        "training",
+        "gridded",
+    )
+    causal_tol: float = _field(
+        1.0, "the causal weighting's tolerance epsilon", "training", "gridded"
     )
     family: str = _field(
         "burgers",
@@ -362,7 +415,42 @@ class ExperimentConfig:
             _fail("loss_weights", self.loss_weights, str(e))
         if self.dtype not in ("float32", "float64"):
             _fail("dtype", self.dtype, "choose float32 or float64")
+        _at_least("causal_chunks", self.causal_chunks, 0)
+        if not (math.isfinite(self.causal_tol) and self.causal_tol >= 0):
+            _fail("causal_tol", self.causal_tol, "must be finite and >= 0")
+        self._check_network()
         self._check_tasks()
+
+    def _check_network(self):
+        """The network kind and its embedding options."""
+        if self.network not in NETWORKS:
+            _fail("network", self.network, f"choose from {list(NETWORKS)}")
+        if self.network == "mlp":
+            for key, off in (("fourier_features", 0), ("periodic_embedding", False),
+                             ("rwf", ())):  # fmt: skip
+                if getattr(self, key) != off:
+                    _fail(key, getattr(self, key), "network=mlp takes no embedding or "
+                          "factorisation; choose network=embedded-mlp, modified-mlp or "
+                          "pirate-net")  # fmt: skip
+        _at_least("fourier_features", self.fourier_features, 0)
+        if self.fourier_features % 2:
+            _fail("fourier_features", self.fourier_features, "must be even (cos and sin)")
+        if not (math.isfinite(self.fourier_scale) and self.fourier_scale > 0):
+            _fail("fourier_scale", self.fourier_scale, "must be finite and > 0")
+        try:
+            check_rwf(self.rwf or None)
+        except ValueError as e:
+            _fail("rwf", self.rwf, str(e))
+        if self.rwf and len(self.rwf) != 2:
+            _fail("rwf", self.rwf, "give two numbers, MU SIGMA")
+        if self.periodic_embedding and not get_family(self.family).pde().periodic:
+            _fail("periodic_embedding", True, f"{self.family} is not periodic in x")
+        if self.network == "pirate-net":
+            if self.width % 2:
+                _fail("width", self.width, "pirate-net's width must be even (its Fourier features)")
+            if self.fourier_features not in (0, self.width):
+                _fail("fourier_features", self.fourier_features,
+                      f"pirate-net's Fourier features are its width ({self.width})")  # fmt: skip
 
     def _check_tasks(self):
         """The tasks: a scalar family's values, or a function family's counts."""

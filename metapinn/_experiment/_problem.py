@@ -22,6 +22,8 @@ import numpy as np
 import optax
 from jaxtyping import PyTree
 
+from .._architectures import EmbeddedMLP, ModifiedMLP, PirateNet, network_parameter_count
+from .._causal import CausalWeights
 from .._conditioned import ConditionedLoss, ConditionedPINN
 from .._loss import AbstractLoss, PINNLoss
 from .._pde._base import AbstractPDE
@@ -46,11 +48,13 @@ class Problem(eqx.Module):
     scalar parameter, its log scaled to [-1, 1] over the training range."""
     weights: tuple[float, ...] = eqx.field(static=True, default=(1.0, 1.0, 1.0))
     """The weights of the PINN loss's terms (`config.loss_weights`), for every method."""
+    causal: CausalWeights | None = None
+    """The causal weighting of the residual (`config.causal_chunks`, `causal_tol`)."""
 
     def loss(self, conditioned: bool = False) -> AbstractLoss:
         """The loss of the plain network, or of the `conditioned` one (which binds each
         task's features first), that methods train and adapt with."""
-        plain = PINNLoss(self.pde, weights=self.weights)
+        plain = PINNLoss(self.pde, weights=self.weights, causal=self.causal)
         return ConditionedLoss(plain, self.features) if conditioned else plain
 
 
@@ -102,6 +106,9 @@ def build_problem(config: ExperimentConfig) -> Problem:
         test_tasks=test_tasks,
         features=fam.features(task_values(config)[0]),
         weights=tuple(config.loss_weights),
+        causal=(
+            CausalWeights(config.causal_tol, config.causal_chunks) if config.causal_chunks else None
+        ),
     )
 
 
@@ -129,10 +136,36 @@ def point_sampler(config: ExperimentConfig, problem: Problem) -> PointSampler | 
     )
 
 
+def build_network(config: ExperimentConfig, n_conditions: int, key) -> Any:
+    """The network `config` names, plain (`n_conditions = 0`) or conditioned, in
+    `config.dtype`: for `network = "mlp"` an [`metapinn.MLPPINN`][] or a
+    [`metapinn.ConditionedPINN`][], else the accurate-PINN network with the config's
+    embedding (the periodic one of period `x_max - x_min` of the family)."""
+    dtype = jnp.dtype(config.dtype)
+    if config.network == "mlp":
+        if n_conditions:
+            return ConditionedPINN(n_conditions, config.width, config.depth, dtype=dtype, key=key)
+        return MLPPINN(config.width, config.depth, dtype=dtype, key=key)
+    pde = config.resolved_family.pde()
+    options: dict[str, Any] = dict(
+        period=(pde.x_max - pde.x_min) if config.periodic_embedding else None,
+        fourier_scale=config.fourier_scale,
+        rwf=tuple(config.rwf) or None,
+        dtype=dtype,
+        key=key,
+    )
+    if config.network == "pirate-net":
+        return PirateNet(n_conditions, config.width, config.depth, **options)
+    kind = EmbeddedMLP if config.network == "embedded-mlp" else ModifiedMLP
+    return kind(
+        n_conditions, config.width, config.depth, fourier_features=config.fourier_features,
+        **options,
+    )  # fmt: skip
+
+
 # Jitted so that each is one compilation rather than one per operation.
 _points = eqx.filter_jit(sample_collocation)
-_pinn = eqx.filter_jit(MLPPINN)
-_conditioned_pinn = eqx.filter_jit(ConditionedPINN)
+_build_network = eqx.filter_jit(build_network)
 
 
 def initialisation(config: ExperimentConfig, seed: int, conditioned: bool = False):
@@ -143,21 +176,18 @@ def initialisation(config: ExperimentConfig, seed: int, conditioned: bool = Fals
     **Returns:** `(params, static, key)`; `key` drives the run's task sampling.
     """
     init_key, run_key = jr.split(jr.key(seed))
-    dtype = jnp.dtype(config.dtype)
     check_network_fits(config)
-    if conditioned:
-        n_conditions = config.resolved_family.n_conditions()
-        net = _conditioned_pinn(n_conditions, config.width, config.depth, dtype=dtype, key=init_key)
-    else:
-        net = _pinn(config.width, config.depth, dtype=dtype, key=init_key)
+    n_conditions = config.resolved_family.n_conditions() if conditioned else 0
+    net = _build_network(config, n_conditions, init_key)
     params, static = eqx.partition(net, eqx.is_inexact_array)
     return params, static, run_key
 
 
-def network_parameters(width: int, depth: int, n_inputs: int = 2) -> int:
-    """The parameters of the MLP PINN: `n_inputs -> width`, `depth - 1` hidden
-    `width -> width` layers, `width -> 1`."""
-    return n_inputs * width + width + (depth - 1) * (width * width + width) + width + 1
+def network_parameters(config: ExperimentConfig) -> int:
+    """The number of trainable parameters of the plain network `config` names (counted
+    from shapes, nothing allocated)."""
+    shapes = eqx.filter_eval_shape(build_network, config, 0, jr.key(0))
+    return network_parameter_count(shapes)
 
 
 def check_network_fits(config: ExperimentConfig) -> None:
@@ -168,7 +198,7 @@ def check_network_fits(config: ExperimentConfig) -> None:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # no sysconf here: nothing to check
         return
-    n = network_parameters(config.width, config.depth)
+    n = network_parameters(config)
     need = 4 * n * jnp.dtype(config.dtype).itemsize
     if need > memory:
         raise ConfigError(

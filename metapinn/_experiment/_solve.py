@@ -1,6 +1,8 @@
 """`metapinn solve`: one family member, from a trained initialisation or from scratch,
 with a chosen adapter, timed and judged against the family's reference."""
 
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -11,47 +13,49 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
-import optax
 
 from .._conditioned import ConditionedLoss
+from .._loss import pinn_loss
 from .._meta._adapters import AbstractAdapter, Optax
 from .._pde._registry import family as get_family
-from .._timed import record_steps, timed_adaptation
+from .._sampling import sample_collocation
+from .._timed import TimedTrace, record_steps, timed_adaptation
+from .._train_pinn import train_pinn
 from ._adapter_evaluation import evaluation_adapter
 from ._config import ConfigError, ExperimentConfig
 from ._folder import RunFolder
 from ._methods import EVAL_ADAPTERS
 from ._problem import build_problem, eval_optimizer, experiment_tasks, initialisation
-from ._workloads import workload
+from ._recipes import Recipe, recipe
 
 
 SOLVE_OPTIMIZERS = ("adam", "lbfgs", "gauss-newton")
 """The adapters `metapinn solve` offers."""
 DEFAULT_STEPS = {"adam": 1000, "lbfgs": 500, "gauss-newton": 30}
-"""Steps taken when `--steps` is not given."""
-SCRATCH_WORKLOAD = "W3"
-"""The network and points a from-scratch solve uses (the family's on W3)."""
-SCRATCH_ADAM_LR = 1e-2
-"""From scratch, Adam warms up to this rate in 20 steps, then decays (cosine) to a
-hundredth of it over the run."""
+"""Steps taken from a trained initialisation when `--steps` is not given (from
+scratch, Adam takes the family's recipe's steps)."""
+
+
+def default_steps(family: str, optimizer: str, init: str | None) -> int:
+    """The steps a solve takes when `--steps` is not given: from scratch with Adam,
+    the family's recipe's; else `DEFAULT_STEPS[optimizer]`."""
+    if init is None and optimizer == "adam":
+        return recipe(family).steps
+    return DEFAULT_STEPS.get(optimizer, 0)
 
 
 def solve_adapter(optimizer: str, steps: int, config: ExperimentConfig, scratch: bool):
-    """The adapter behind `--optimizer`: from a trained initialisation, Adam is the
-    run's common adaptation schedule; from scratch, warm-up and cosine decay from
-    `SCRATCH_ADAM_LR`. L-BFGS and Gauss–Newton are the evaluation's (`eval_damping`,
+    """The adapter behind `--optimizer` (Adam from a trained initialisation: the
+    run's common adaptation schedule; from scratch Adam is the recipe's training, not
+    an adapter). L-BFGS and Gauss–Newton are the evaluation's (`eval_damping`,
     `eval_cg_steps` of the run's config, or of W3 from scratch).
 
     **Raises:** [`metapinn.experiment.ConfigError`][] for an unknown name."""
+    del steps, scratch
     if optimizer == "adam":
-        if not scratch:
-            return Optax(eval_optimizer(config))
-        warmup = min(20, max(steps - 1, 0))
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, SCRATCH_ADAM_LR, warmup, max(steps, warmup + 1), SCRATCH_ADAM_LR / 100
-        )
-        return Optax(optax.adam(schedule))
+        return Optax(eval_optimizer(config))
     if optimizer in EVAL_ADAPTERS:
         return evaluation_adapter(optimizer, config)
     raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(SOLVE_OPTIMIZERS)}")
@@ -125,10 +129,12 @@ def solve(
     - `out_dir`: the output folder (created; an existing `solve.json` is replaced).
     - `init`: `RUN:METHOD`, the initialisation of `METHOD` for `seed` in the finished
       run folder `RUN` (a conditioned one adapts all its parameters and is measured bound
-      to the task, as the evaluation does); `None` (default)
-      solves from scratch with W3's network on the family.
+      to the task, as the evaluation does); `None` (default) solves from scratch with
+      the family's recipe ([`metapinn.experiment.Recipe`][]): with Adam, its network,
+      loss and schedule, points re-drawn every step; with L-BFGS or Gauss–Newton, its
+      network and loss on one fixed draw of its points.
     - `optimizer`: `adam`, `lbfgs` or `gauss-newton` (default `adam`).
-    - `steps`: adapter steps (default: `DEFAULT_STEPS[optimizer]`).
+    - `steps`: adapter steps (default: `default_steps(family, optimizer, init)`).
     - `seed`: which seed's initialisation (default 0).
     - `progress`: called with the number of steps just taken.
     - `plot`: draw `solve.png` (default True).
@@ -149,12 +155,13 @@ def solve(
         raise ConfigError(
             f"unknown optimizer {optimizer!r}; choose one of {list(SOLVE_OPTIMIZERS)}"
         )
-    steps = DEFAULT_STEPS[optimizer] if steps is None else steps
+    steps = default_steps(family, optimizer, init) if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"--steps must be an integer >= 0, got {steps!r}")
     conditioned = False
+    the_recipe = recipe(family)
     if init is None:
-        config = workload(SCRATCH_WORKLOAD, family)
+        config = the_recipe.config(family)
         params, static, _ = initialisation(config, seed)
     else:
         path, method = _init_source(init)
@@ -182,7 +189,6 @@ def solve(
     # A conditioned network adapts all its parameters through its own loss and is
     # measured bound to the task: what the few-shot evaluation does.
     loss = problem.loss(conditioned)
-    adapter: AbstractAdapter = solve_adapter(optimizer, steps, config, init is None)
     x = np.linspace(problem.pde.x_min, problem.pde.x_max, 256)
     t = np.linspace(problem.pde.t_min, problem.pde.t_max, 101)
     batch_of_one = jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], one)
@@ -193,23 +199,37 @@ def solve(
     u_ref = np.asarray(fam.reference(batch_of_one, x, t), np.float64)[0]
     xx, tt = np.meshgrid(x, t)
     grid = jnp.asarray(np.stack([xx.ravel(), tt.ravel()], 1), jnp.dtype(config.dtype))
-    adapted, trace = timed_adaptation(
-        params, static, loss, one, problem.points, adapter=adapter,
-        steps=record_steps(steps), points=grid, u_ref=jnp.asarray(u_ref.ravel()),
-        progress=progress,
-    )  # fmt: skip
+    extra: dict[str, Any] = {}
+    if init is None and optimizer == "adam":
+        adapted, trace, weights = _train_from_scratch(
+            the_recipe, problem.pde, one, params, static, config, steps, seed, grid,
+            u_ref, progress,
+        )  # fmt: skip
+        description = "the family's recipe (metapinn families --recipes)"
+        extra = {"recipe": dataclasses.asdict(the_recipe), "final_weights": weights}
+    else:
+        adapter: AbstractAdapter = solve_adapter(optimizer, steps, config, init is None)
+        adapted, trace = timed_adaptation(
+            params, static, loss, one, problem.points, adapter=adapter,
+            steps=record_steps(steps), points=grid, u_ref=jnp.asarray(u_ref.ravel()),
+            progress=progress,
+        )  # fmt: skip
+        description = repr(adapter)
+        if init is None:
+            extra = {"recipe": dataclasses.asdict(the_recipe)}
     result = {
         "family": family,
         "task": value,
         "task_label": label,
         "optimizer": optimizer,
-        "adapter": repr(adapter),
+        "adapter": description,
         "steps": steps,
         "seconds": trace.seconds[-1],
         "rel_l2": trace.rel_l2[-1],
         "compile_seconds": trace.compile_seconds,
         "init": init if init is not None else "random (from scratch)",
         "seed": seed,
+        **extra,
         "curve": {
             "steps": list(trace.steps),
             "seconds": list(trace.seconds),
@@ -230,3 +250,47 @@ def solve(
         fig = plot_solve(x, t, u_ref, u, trace, f"{family}, {label}, {optimizer}")
         fig.savefig(out / "solve.png", dpi=120)
     return result
+
+
+def _train_from_scratch(
+    the_recipe: Recipe, pde, task, params, static, config, steps, seed, grid, u_ref, progress
+):
+    """The recipe's training of the random initialisation on one task, recorded as a
+    [`metapinn.training.TimedTrace`][]: rel-L2 on the grid after every chunk of steps."""
+    u_ref_flat = jnp.asarray(u_ref.ravel(), grid.dtype)
+    norm = jnp.linalg.norm(u_ref_flat)
+    predict = eqx.filter_jit(lambda m: jnp.linalg.norm(m(grid) - u_ref_flat) / norm)
+    sampler = functools.partial(
+        sample_collocation, pde=pde, n_interior=config.n_interior, n_initial=config.n_initial,
+        n_boundary=config.n_boundary, dtype=config.dtype,
+    )  # fmt: skip
+    model = eqx.combine(params, static)
+    start = float(predict(model))
+    start_batch = sampler(jr.fold_in(jr.key(seed), 2))
+    loss_at = eqx.filter_jit(pinn_loss)
+    start_loss = float(
+        loss_at(model, pde, task, start_batch, the_recipe.weights, the_recipe.causal)
+    )
+    chunk = the_recipe.balance_every or min(500, max(steps, 1))
+    done = [0]
+
+    def report(n: int, _loss: float) -> None:
+        if progress is not None:
+            progress(n - done[0])
+        done[0] = n
+
+    model, weights, log = train_pinn(
+        model, pde, task, lambda key: sampler(key), steps=steps,
+        optimizer=the_recipe.optimizer(steps), key=jr.fold_in(jr.key(seed), 1),
+        weights=the_recipe.weights, causal=the_recipe.causal, balance=the_recipe.balance,
+        chunk=chunk, evaluate=lambda m: float(predict(m)), progress=report,
+    )  # fmt: skip
+    params = eqx.filter(model, eqx.is_inexact_array)
+    trace = TimedTrace(
+        steps=(0, *log.steps),
+        seconds=(0.0, *log.seconds),
+        rel_l2=(start, *log.evaluation),
+        loss=(start_loss, *log.loss),
+        compile_seconds=log.compile_seconds,
+    )
+    return params, trace, [float(w) for w in np.asarray(weights)]

@@ -1,0 +1,246 @@
+r"""Training one PINN on one task from scratch, with the parts of the accurate-PINN
+recipes: points re-sampled every step, causal weighting, loss terms balanced by their
+gradient norms, Adam with warm-up and exponential decay.
+
+(Few-shot adaptation from a trained initialisation is [`metapinn.adapt`][]; this is the
+long single-task run that `metapinn solve` makes from scratch, and the baseline every
+initialisation is measured against.)
+"""
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PyTree
+
+from ._causal import CausalWeights
+from ._loss import loss_terms
+from ._meta._gradients import optimizer_update
+from ._pde._base import AbstractPDE
+from ._sampling import CollocationBatch
+
+
+def _terms_vector(model, pde, task, batch, causal) -> Float[Array, " 3"]:
+    terms = loss_terms(model, pde, task, batch, causal)
+    return jnp.stack([terms.residual, terms.initial, terms.boundary])
+
+
+class GradNormBalance(eqx.Module):
+    r"""Loss-term weights balanced by the norms of the terms' gradients (Wang, Wang,
+    Perdikaris et al. 2023, "An expert's guide to training physics-informed neural
+    networks", §3.2): every `every` steps,
+
+    $$\hat\lambda_j = \frac{\sum_k \lVert\nabla_\theta \mathcal L_k\rVert}
+    {\lVert\nabla_\theta\mathcal L_j\rVert},\qquad
+    \lambda_j \leftarrow \alpha\,\lambda_j + (1 - \alpha)\,\hat\lambda_j,$$
+
+    so that every weighted term pulls on the parameters with the same force. A term
+    whose gradient vanishes (e.g. the periodic boundary term of a network with an
+    exact periodic embedding, zero by construction) keeps its weight.
+
+    **Fields:** `every` (steps between updates, static), `momentum` ($\alpha$, static).
+    """
+
+    every: int = eqx.field(static=True, default=1000)
+    momentum: float = eqx.field(static=True, default=0.9)
+
+    def __check_init__(self):
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"balance every must be an integer >= 1, got {self.every!r}")
+        m = self.momentum
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
+            raise ValueError(f"balance momentum must be in [0, 1), got {m!r}")
+
+    def target(self, grad_norms: Float[Array, " 3"]) -> Float[Array, " 3"]:
+        r"""$\hat\lambda$ from the terms' gradient norms (`nan` for a vanishing one)."""
+        active = grad_norms > 1e-12 * jnp.max(grad_norms)
+        total = jnp.sum(jnp.where(active, grad_norms, 0.0))
+        return jnp.where(active, total / jnp.where(active, grad_norms, 1.0), jnp.nan)
+
+    def update(
+        self, weights: Float[Array, " 3"], grad_norms: Float[Array, " 3"]
+    ) -> Float[Array, " 3"]:
+        """The weights after one update (a vanishing term's unchanged)."""
+        target = self.target(grad_norms)
+        new = self.momentum * weights + (1 - self.momentum) * target
+        return jnp.where(jnp.isnan(target), weights, new)
+
+
+def term_gradient_norms(
+    model: Any, pde: AbstractPDE, task: PyTree, batch: CollocationBatch, causal=None
+) -> Float[Array, " 3"]:
+    """The 2-norms of the gradients of the residual, initial and boundary terms with
+    respect to the model's floating-point arrays (one reverse pass per term)."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    jac = jax.jacrev(lambda p: _terms_vector(eqx.combine(p, static), pde, task, batch, causal))(
+        params
+    )
+    squares = sum(
+        jnp.sum(leaf**2, axis=tuple(range(1, leaf.ndim))) for leaf in jax.tree.leaves(jac)
+    )
+    return jnp.sqrt(squares)
+
+
+def warmup_exponential_decay(
+    learning_rate: float, warmup: int, decay_rate: float, decay_steps: int
+) -> optax.Schedule:
+    """A learning-rate schedule that rises linearly from 0 to `learning_rate` over
+    `warmup` steps, then decays by `decay_rate` every `decay_steps` steps
+    (continuously): the schedule of Wang et al. (2023)'s experiments (Adam at 1e-3,
+    decay 0.9 every 2000 steps in their configs). Use it as `optax.adam(schedule)`.
+
+    **Raises:** `ValueError` naming a bad value."""
+    if not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be finite and > 0, got {learning_rate!r}")
+    if not 0 < decay_rate <= 1:
+        raise ValueError(f"decay_rate must be in (0, 1], got {decay_rate!r}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup!r}")
+    if decay_steps < 1:
+        raise ValueError(f"decay_steps must be >= 1, got {decay_steps!r}")
+    decay = optax.exponential_decay(learning_rate, decay_steps, decay_rate)
+    if not warmup:
+        return decay
+    rise = optax.linear_schedule(0.0, learning_rate, warmup)
+    return optax.join_schedules([rise, decay], [warmup])
+
+
+class TrainLog(eqx.Module):
+    """What [`metapinn.training.train_pinn`][] records at the end of each chunk of steps.
+
+    **Fields:** `steps`, `seconds` (training time so far, compilation and the
+    `evaluate` callback excluded), `loss` (the weighted loss at the chunk's last
+    step), `weights` (the loss-term weights then, one row per record), `evaluation`
+    (what `evaluate` returned, e.g. the rel-L2 against the reference; `nan` without
+    one), `compile_seconds`."""
+
+    steps: tuple[int, ...]
+    seconds: tuple[float, ...]
+    loss: tuple[float, ...]
+    weights: tuple[tuple[float, float, float], ...]
+    evaluation: tuple[float, ...]
+    compile_seconds: float
+
+
+def train_pinn(
+    model: Any,
+    pde: AbstractPDE,
+    task: PyTree,
+    points: CollocationBatch | Callable[[jax.Array], CollocationBatch],
+    *,
+    steps: int,
+    optimizer: optax.GradientTransformation,
+    key: jax.Array,
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    causal: CausalWeights | None = None,
+    balance: GradNormBalance | None = None,
+    chunk: int = 500,
+    evaluate: Callable[[Any], float] | None = None,
+    progress: Callable[[int, float], object] | None = None,
+) -> tuple[Any, Float[Array, " 3"], TrainLog]:
+    r"""Train `model` on one task: `steps` steps of `optimizer` on the weighted PINN loss
+    $\lambda_r\mathcal L_r + \lambda_0\mathcal L_0 + \lambda_b\mathcal L_b$ (the
+    residual term causally weighted if `causal`), the weights balanced by `balance`,
+    in compiled chunks of `chunk` steps (one `lax.scan` each; balancing between chunks,
+    so `chunk` is `balance.every` when balancing).
+
+    **Arguments:**
+
+    - `model`: a plain PINN (any [`metapinn.AbstractPINN`][]); its floating-point
+      arrays are trained.
+    - `pde`, `task`: the family and the member.
+    - `points`: a fixed [`metapinn.CollocationBatch`][], or a sampler
+      `points(key) -> batch` drawn afresh every step (e.g.
+      `partial(sample_collocation, pde=..., n_interior=...)` with the key first).
+    - `steps`: the number of steps (a multiple of `chunk` is timed most evenly).
+    - `optimizer`: an optax transformation, e.g. `optax.adam` of a
+      [`metapinn.training.warmup_exponential_decay`][] schedule.
+    - `key`: the PRNG key of the point draws.
+    - `weights`: the initial $(\lambda_r, \lambda_0, \lambda_b)$ (default all 1).
+    - `causal`, `balance`: a [`metapinn.training.CausalWeights`][] and a
+      [`metapinn.training.GradNormBalance`][], or `None` (default) for neither.
+    - `chunk`: steps per compiled scan (default 500).
+    - `evaluate`: `evaluate(model) -> float`, called after each chunk (not timed).
+    - `progress`: `progress(steps_done, loss)`, called after each chunk.
+
+    **Returns:** `(model, weights, log)`: the trained model, the final weights, and a
+    [`metapinn.training.TrainLog`][].
+
+    **Raises:** `ValueError` for `steps < 0` or `chunk < 1`.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if balance is not None:
+        chunk = balance.every
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    dtype = jax.tree.leaves(params)[0].dtype
+    lam = jnp.asarray(weights, dtype)
+    sampler = points if callable(points) else (lambda _key: points)
+
+    def objective(p, lam, batch):
+        terms = _terms_vector(eqx.combine(p, static), pde, task, batch, causal)
+        return jnp.dot(lam, terms)
+
+    @eqx.filter_jit
+    def run(params, opt_state, key, lam, length):
+        def body(carry, _):
+            p, s, k = carry
+            k, draw = jax.random.split(k)
+            loss, grads = jax.value_and_grad(objective)(p, lam, sampler(draw))
+            updates, s = optimizer_update(optimizer, grads, s, p)
+            return (optax.apply_updates(p, updates), s, k), loss
+
+        (params, opt_state, key), losses = jax.lax.scan(
+            body, (params, opt_state, key), length=length
+        )
+        return params, opt_state, key, losses[-1]
+
+    @eqx.filter_jit
+    def rebalance(params, lam, key):
+        norms = term_gradient_norms(eqx.combine(params, static), pde, task, sampler(key), causal)
+        assert balance is not None
+        return balance.update(lam, norms)
+
+    opt_state = optimizer.init(params)
+    log: dict[str, list] = {k: [] for k in ("steps", "seconds", "loss", "weights", "evaluation")}
+    done, seconds, compile_seconds = 0, 0.0, 0.0
+    compiled: dict[int, Any] = {}
+    while done < steps:
+        length = min(chunk, steps - done)
+        if balance is not None:
+            key, draw = jax.random.split(key)
+            t0 = time.perf_counter()
+            lam = jax.block_until_ready(rebalance(params, lam, draw))
+            seconds += time.perf_counter() - t0
+        if length not in compiled:
+            t0 = time.perf_counter()
+            lowered = cast(Any, run).lower(params, opt_state, key, lam, length)  # filtered jit
+            compiled[length] = lowered.compile()
+            compile_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        params, opt_state, key, loss = jax.block_until_ready(
+            compiled[length](params, opt_state, key, lam, length)
+        )
+        seconds += time.perf_counter() - t0
+        done += length
+        model = eqx.combine(params, static)
+        log["steps"].append(done)
+        log["seconds"].append(seconds)
+        log["loss"].append(float(loss))
+        log["weights"].append(tuple(float(w) for w in np.asarray(lam)))
+        log["evaluation"].append(float("nan") if evaluate is None else float(evaluate(model)))
+        if progress is not None:
+            progress(done, float(loss))
+    return (
+        eqx.combine(params, static),
+        lam,
+        TrainLog(**{k: tuple(v) for k, v in log.items()}, compile_seconds=compile_seconds),
+    )
