@@ -42,7 +42,8 @@ class GradNormBalance(eqx.Module):
 
     so that every weighted term pulls on the parameters with the same force. A term
     whose gradient vanishes (e.g. the periodic boundary term of a network with an
-    exact periodic embedding, zero by construction) keeps its weight.
+    exact periodic embedding, zero up to rounding) keeps its weight, and a term of
+    weight 0 stays off (such a network's recipe turns that term off).
 
     **Fields:** `every` (steps between updates, static), `momentum` ($\alpha$, static).
     """
@@ -57,17 +58,24 @@ class GradNormBalance(eqx.Module):
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
             raise ValueError(f"balance momentum must be in [0, 1), got {m!r}")
 
-    def target(self, grad_norms: Float[Array, " 3"]) -> Float[Array, " 3"]:
-        r"""$\hat\lambda$ from the terms' gradient norms (`nan` for a vanishing one)."""
-        active = grad_norms > 1e-12 * jnp.max(grad_norms)
+    def target(
+        self, grad_norms: Float[Array, " 3"], weights: Float[Array, " 3"] | None = None
+    ) -> Float[Array, " 3"]:
+        r"""$\hat\lambda$ from the terms' gradient norms: `nan` for a term left out, one
+        whose gradient vanishes (below 1e-6 of the largest, float32's rounding of a
+        zero) or whose weight is 0."""
+        active = grad_norms > 1e-6 * jnp.max(grad_norms)
+        if weights is not None:
+            active = active & (weights > 0)
         total = jnp.sum(jnp.where(active, grad_norms, 0.0))
         return jnp.where(active, total / jnp.where(active, grad_norms, 1.0), jnp.nan)
 
     def update(
         self, weights: Float[Array, " 3"], grad_norms: Float[Array, " 3"]
     ) -> Float[Array, " 3"]:
-        """The weights after one update (a vanishing term's unchanged)."""
-        target = self.target(grad_norms)
+        """The weights after one update (a term left out keeps its weight: a term of
+        weight 0 stays off)."""
+        target = self.target(grad_norms, weights)
         new = self.momentum * weights + (1 - self.momentum) * target
         return jnp.where(jnp.isnan(target), weights, new)
 

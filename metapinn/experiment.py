@@ -12,7 +12,8 @@
   [`evaluate`][metapinn.experiment.evaluate] (arrays, nothing written),
   [`evaluate_runs`][metapinn.experiment.evaluate_runs] (and written),
   [`reproduce`][metapinn.experiment.reproduce] (both), the ablation grid and
-  [`solve`][metapinn.experiment.solve].
+  [`solve`][metapinn.experiment.solve], with each family's
+  [`Recipe`][metapinn.experiment.Recipe] for solving from scratch.
 - The report's plots, and the XLA settings the command line starts with.
 
 ```python
@@ -55,6 +56,7 @@ from ._experiment import (
     train_runs as train_runs,
     workload as workload,
 )
+from ._experiment._recipes import RECIPES as RECIPES, Recipe as Recipe, recipe as recipe
 from ._experiment._solve import solve as solve
 from ._plots import (
     plot_ablation as plot_ablation,

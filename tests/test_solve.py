@@ -1,12 +1,14 @@
 """`metapinn solve`: one family member from a trained initialisation (or from scratch),
 timed, against the reference; and its one-line errors."""
 
+import dataclasses
 import json
 import re
 
 import numpy as np
 import pytest
 
+import metapinn as mp
 from metapinn._cli import main
 
 from .helpers import TINY_RUN
@@ -113,6 +115,24 @@ def test_solve_from_scratch_writes_its_record(tmp_path):
     assert result["init"] == "random (from scratch)"
     assert (result["optimizer"], result["steps"], result["task"]) == ("adam", 2, 0.05)
     assert result["curve"]["steps"] == [0, 2]  # the recipe's training: one record a chunk
-    assert result["recipe"]["network"] == "modified-mlp"
+    recipe = dataclasses.asdict(mp.experiment.recipe("heat"))
+    assert result["recipe"] == json.loads(json.dumps(recipe))
     assert 0 < result["rel_l2"] < 10
     assert not (out / "solve.png").exists()
+
+
+def test_every_family_has_a_valid_recipe(capsys):
+    from metapinn._pde._registry import FAMILIES
+
+    for name in FAMILIES:
+        rec = mp.experiment.recipe(name)
+        config = rec.config(name)  # checked: the network fits the family
+        assert config.network == rec.network and config.causal_chunks == rec.causal_chunks
+        if config.periodic_embedding:  # the boundary term is zero by construction: off
+            assert rec.weights[2] == 0.0
+        assert rec.chosen  # how it was chosen is recorded
+    assert main(["families", "--recipes"]) == 0
+    table = capsys.readouterr().out
+    assert all(f"| {name} |" in table for name in FAMILIES)
+    assert main(["families", "--recipes", "--family", "heat"]) == 0
+    assert capsys.readouterr().out.count("\n") == 3

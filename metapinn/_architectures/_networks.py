@@ -264,10 +264,11 @@ class ModifiedMLP(AbstractEmbeddedPINN):
     def hidden_state(self, features: Float[Array, "n f"]) -> Float[Array, "n w"]:
         u = self.activation(self.gate_u(features))
         v = self.activation(self.gate_v(features))
+        d = u - v  # z ⊙ U + (1 - z) ⊙ V = V + z ⊙ (U - V)
         h = features
         for layer in self.hidden:
             z = self.activation(layer(h))
-            h = z * u + (1 - z) * v
+            h = v + z * d
         return h
 
 
@@ -365,11 +366,12 @@ class PirateNet(AbstractEmbeddedPINN):
     def hidden_state(self, features: Float[Array, "n f"]) -> Float[Array, "n w"]:
         act = self.activation
         u, v = act(self.gate_u(features)), act(self.gate_v(features))
+        d = u - v  # z ⊙ U + (1 - z) ⊙ V = V + z ⊙ (U - V)
         x = features
         for block in self.blocks:
             f = act(block.first(x))
-            g = act(block.second(f * u + (1 - f) * v))
-            h = act(block.third(g * u + (1 - g) * v))
+            g = act(block.second(v + f * d))
+            h = act(block.third(v + g * d))
             x = block.alpha * h + (1 - block.alpha) * x
         return x
 
