@@ -13,6 +13,7 @@ from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._architectures import AbstractEmbeddedPINN
+from ._architectures._networks import check_condition
 from ._custom_types import Points, Scalar, Values
 from ._loss import AbstractLoss
 from ._pinn import MLPPINN, AbstractPINN, glorot_layers
@@ -97,15 +98,7 @@ class ConditionedPINN(eqx.Module):
         return len(self.layers) - 1
 
     def _condition(self, condition: ArrayLike) -> Array:
-        shape = jnp.shape(condition)
-        if shape != (self.n_conditions,):
-            raise ValueError(
-                f"condition must have shape ({self.n_conditions},), one value per input of "
-                f"the conditioned network; got shape {shape}. For several conditions, use "
-                "jax.vmap."
-            )
-        # The condition is an input, like the points: it takes the parameters' dtype.
-        return jnp.asarray(condition).astype(self.layers[0].dtype)
+        return check_condition(condition, self.n_conditions, self.layers[0].dtype)
 
     def bind(self, condition: ArrayLike) -> MLPPINN:
         """The network for one condition, as a plain two-input PINN.

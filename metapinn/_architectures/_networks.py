@@ -28,6 +28,19 @@ def _check_count(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+def check_condition(condition: ArrayLike, n_conditions: int, dtype) -> Array:
+    """`condition` as an array of the parameters' `dtype` (an input, like the points).
+
+    **Raises:** `ValueError` at trace time unless its shape is `(n_conditions,)`."""
+    shape = jnp.shape(condition)
+    if shape != (n_conditions,):
+        raise ValueError(
+            f"condition must have shape ({n_conditions},), one value per condition input of "
+            f"the network; got shape {shape}. For several conditions, use jax.vmap."
+        )
+    return jnp.asarray(condition).astype(dtype)
+
+
 class AbstractEmbeddedPINN(AbstractPINN):
     r"""A network $u(x, t[, c]) = \text{head}\big(\text{body}([\gamma(x, t), c])\big)$:
     an [`metapinn.nn.Embedding`][] $\gamma$ of the point, the task's condition vector $c$
@@ -69,14 +82,7 @@ class AbstractEmbeddedPINN(AbstractPINN):
 
         **Raises:** `ValueError` at trace time for a condition of another shape.
         """
-        shape = jnp.shape(condition)
-        if shape != (self.n_conditions,):
-            raise ValueError(
-                f"condition must have shape ({self.n_conditions},), one value per condition "
-                f"input of the network; got shape {shape}. For several conditions, use "
-                "jax.vmap."
-            )
-        c = jnp.asarray(condition).astype(self.output.weight.dtype)
+        c = check_condition(condition, self.n_conditions, self.output.weight.dtype)
         kept = self.embedding.n_features
         folded = tuple(layer.fold_inputs(kept, c) for layer in self.input_layers())
         return eqx.tree_at(lambda net: net.input_layers(), self, folded)
@@ -125,6 +131,12 @@ def _common(
     n_conditions = _check_count("n_conditions", n_conditions, minimum=0)
     embedding = Embedding(period, fourier_features, fourier_scale, time_period, dtype, key=key)
     return embedding, n_conditions, check_rwf(rwf), check_forward_mode(forward_mode)
+
+
+def _dense_stack(sizes: list[int], rwf: RWF, dtype, keys) -> tuple[Dense, ...]:
+    """Dense layers `sizes[0] -> sizes[1] -> ...`, one key each."""
+    pairs = zip(sizes[:-1], sizes[1:], keys, strict=True)
+    return tuple(Dense(a, b, rwf, dtype, key=k) for a, b, k in pairs)
 
 
 class EmbeddedMLP(AbstractEmbeddedPINN):
@@ -182,10 +194,7 @@ class EmbeddedMLP(AbstractEmbeddedPINN):
             forward_mode, dtype, e_key,
         )  # fmt: skip
         sizes = [self.embedding.n_features + n_conditions] + [width] * depth
-        self.hidden = tuple(
-            Dense(a, b, rwf, dtype, key=k)
-            for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-1], strict=True)
-        )
+        self.hidden = _dense_stack(sizes, rwf, dtype, keys[:-1])
         self.output = Dense(width, 1, rwf, dtype, key=keys[-1])
         self.activation = activation
 
@@ -251,10 +260,7 @@ class ModifiedMLP(AbstractEmbeddedPINN):
         self.gate_u = Dense(fan_in, width, rwf, dtype, key=u_key)
         self.gate_v = Dense(fan_in, width, rwf, dtype, key=v_key)
         sizes = [fan_in] + [width] * depth
-        self.hidden = tuple(
-            Dense(a, b, rwf, dtype, key=k)
-            for a, b, k in zip(sizes[:-1], sizes[1:], keys[:-1], strict=True)
-        )
+        self.hidden = _dense_stack(sizes, rwf, dtype, keys[:-1])
         self.output = Dense(width, 1, rwf, dtype, key=keys[-1])
         self.activation = activation
 
