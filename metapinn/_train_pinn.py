@@ -20,7 +20,8 @@ import optax
 from jaxtyping import Array, Float, PyTree
 
 from ._causal import CausalWeights
-from ._loss import loss_terms
+from ._few_shot import adapt_recording
+from ._loss import PINNLoss, loss_terms
 from ._meta._gradients import optimizer_update
 from ._pde._base import AbstractPDE
 from ._sampling import CollocationBatch
@@ -151,6 +152,9 @@ def train_pinn(
     chunk: int = 500,
     evaluate: Callable[[Any], float] | None = None,
     progress: Callable[[int, float], object] | None = None,
+    finisher: Any = None,
+    finish_steps: int = 0,
+    finish_points: CollocationBatch | None = None,
 ) -> tuple[Any, Float[Array, " 3"], TrainLog]:
     r"""Train `model` on one task: `steps` steps of `optimizer` on the weighted PINN loss
     $\lambda_r\mathcal L_r + \lambda_0\mathcal L_0 + \lambda_b\mathcal L_b$ (the
@@ -176,14 +180,21 @@ def train_pinn(
     - `chunk`: steps per compiled scan (default 500).
     - `evaluate`: `evaluate(model) -> float`, called after each chunk (not timed).
     - `progress`: `progress(steps_done, loss)`, called after each chunk.
+    - `finisher`, `finish_steps`, `finish_points`: after the `steps`, `finish_steps`
+      steps of a second-order adapter (e.g. [`metapinn.GaussNewton`][] or
+      [`metapinn.LBFGS`][]) on the loss with the final weights, on the fixed batch
+      `finish_points` (default: one draw of `points`); recorded as one more entry of
+      the log, at `steps + finish_steps`. Default: no finisher.
 
     **Returns:** `(model, weights, log)`: the trained model, the final weights, and a
     [`metapinn.training.TrainLog`][].
 
-    **Raises:** `ValueError` for `steps < 0` or `chunk < 1`.
+    **Raises:** `ValueError` for `steps < 0`, `chunk < 1` or `finish_steps < 0`.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if isinstance(finish_steps, bool) or not isinstance(finish_steps, int) or finish_steps < 0:
+        raise ValueError(f"finish_steps must be an integer >= 0, got {finish_steps!r}")
     if balance is not None:
         chunk = balance.every
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -247,6 +258,31 @@ def train_pinn(
         log["evaluation"].append(float("nan") if evaluate is None else float(evaluate(model)))
         if progress is not None:
             progress(done, float(loss))
+    if finisher is not None and finish_steps:
+        if finish_points is None:
+            finish_points = sampler(jax.random.fold_in(key, 1))
+        loss_fn = PINNLoss(pde, weights=tuple(float(w) for w in np.asarray(lam)), causal=causal)
+        finish = eqx.filter_jit(
+            lambda p: adapt_recording(
+                p, static, loss_fn, task, finish_points, steps=(finish_steps,), optimizer=finisher
+            )
+        )
+        t0 = time.perf_counter()
+        lowered = cast(Any, finish).lower(params).compile()
+        compile_seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        trace = jax.block_until_ready(lowered(params))
+        seconds += time.perf_counter() - t0
+        params = jax.tree.map(lambda leaf: leaf[0], trace.params)
+        done += finish_steps
+        model = eqx.combine(params, static)
+        log["steps"].append(done)
+        log["seconds"].append(seconds)
+        log["loss"].append(float(trace.losses[0]))
+        log["weights"].append(tuple(float(w) for w in np.asarray(lam)))
+        log["evaluation"].append(float("nan") if evaluate is None else float(evaluate(model)))
+        if progress is not None:
+            progress(done, float(trace.losses[0]))
     return (
         eqx.combine(params, static),
         lam,

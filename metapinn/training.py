@@ -7,8 +7,13 @@ chunks), causal weighting of the residual
 [`metapinn.PINNLoss`][] option that every learner's loss can use), loss terms balanced
 by their gradient norms ([`GradNormBalance`][metapinn.training.GradNormBalance]) and
 Adam's warm-up with exponential decay
-([`warmup_exponential_decay`][metapinn.training.warmup_exponential_decay]). What
-`metapinn solve` runs from scratch with each family's recipe.
+([`warmup_exponential_decay`][metapinn.training.warmup_exponential_decay]). A long time
+interval can be marched in windows
+([`train_marching`][metapinn.training.train_marching] over
+[`TimeWindow`][metapinn.training.TimeWindow]s, giving a
+[`MarchedPINN`][metapinn.training.MarchedPINN]), and a second-order adapter can
+finish a training (`train_pinn(..., finisher=GaussNewton(), finish_steps=...)`).
+What `metapinn solve` runs from scratch with each family's recipe.
 
 From an initialisation, [`timed_adaptation`][metapinn.training.timed_adaptation] runs
 any adapter on one task, timed, with the error against the reference at the steps
@@ -18,6 +23,12 @@ and `metapinn solve --init` measure.
 """
 
 from ._causal import CausalWeights as CausalWeights
+from ._time_marching import (
+    MarchedPINN as MarchedPINN,
+    TimeWindow as TimeWindow,
+    train_marching as train_marching,
+    window_edges as window_edges,
+)
 from ._timed import (
     TimedTrace as TimedTrace,
     record_steps as record_steps,

@@ -121,6 +121,26 @@ def test_solve_from_scratch_writes_its_record(tmp_path):
     assert not (out / "solve.png").exists()
 
 
+def test_solve_from_scratch_marches_in_time_and_finishes(tmp_path, monkeypatch):
+    from metapinn._experiment import _recipes
+
+    small = dataclasses.replace(
+        _recipes.RECIPES["convection"], windows=2, steps=2, finish_steps=1, finish_cg_steps=3,
+        width=8, depth=2, fourier_features=8, n_interior=32, n_initial=8, n_boundary=4,
+        balance_every=0, causal_chunks=4,
+    )  # fmt: skip
+    monkeypatch.setitem(_recipes.RECIPES, "convection", small)
+    out = tmp_path / "marched"
+    argv = ["solve", "--family", "convection", "--task", "5", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    result = json.loads((out / "solve.json").read_text())
+    # Each window: its Adam chunk, then its finisher; the curve runs on across windows.
+    assert result["curve"]["steps"] == [0, 2, 3, 5, 6]
+    assert sorted(result["curve"]["seconds"]) == result["curve"]["seconds"]
+    assert len(result["final_weights"]) == 2 and 0 < result["rel_l2"] < 10
+    assert (out / "solve.png").exists()
+
+
 def test_every_family_has_a_valid_recipe(capsys):
     from metapinn._pde._registry import FAMILIES
 

@@ -12,6 +12,7 @@ from typing import Any
 import optax
 
 from .._causal import CausalWeights
+from .._meta._gauss_newton import GaussNewton
 from .._train_pinn import GradNormBalance, warmup_exponential_decay
 from ._config import ExperimentConfig
 from ._workloads import workload
@@ -31,7 +32,12 @@ class Recipe:
       `causal_tol` (0 chunks: no causal weighting), `balance_every` (steps between
       gradient-norm balancing updates; 0: fixed weights);
     - the optimiser: Adam at `learning_rate` after `warmup` steps of linear warm-up,
-      decaying by `decay_rate` every `decay_steps`, for `steps` steps;
+      decaying by `decay_rate` every `decay_steps`, for `steps` steps; then
+      `finish_steps` Levenberg–Marquardt steps ([`metapinn.GaussNewton`][], at most
+      `finish_cg_steps` CG iterations a step) on one fixed draw of the points;
+    - `windows`: the number of time windows marched through
+      ([`metapinn.training.train_marching`][]), each trained as above (so `steps`
+      and `finish_steps` are per window; 1: no marching);
     - `chosen`: how the recipe was chosen (on which training tasks, measured how).
     """
 
@@ -54,6 +60,9 @@ class Recipe:
     decay_rate: float = 0.9
     decay_steps: int = 250
     steps: int = 10000
+    finish_steps: int = 0
+    finish_cg_steps: int = 50
+    windows: int = 1
     chosen: str = ""
 
     def config(self, family: str) -> ExperimentConfig:
@@ -86,6 +95,15 @@ class Recipe:
         return optax.adam(schedule)
 
     @property
+    def finisher(self) -> GaussNewton | None:
+        return GaussNewton(cg_steps=self.finish_cg_steps) if self.finish_steps else None
+
+    @property
+    def total_steps(self) -> int:
+        """Every step of every window: `windows × (steps + finish_steps)`."""
+        return self.windows * (self.steps + self.finish_steps)
+
+    @property
     def causal(self) -> CausalWeights | None:
         return CausalWeights(self.causal_tol, self.causal_chunks) if self.causal_chunks else None
 
@@ -116,6 +134,12 @@ class Recipe:
             "optimiser": (
                 f"Adam {self.learning_rate:g}, warm-up {self.warmup}, × {self.decay_rate:g} "
                 f"every {self.decay_steps}, {self.steps} steps"
+                + (
+                    f"; then {self.finish_steps} Levenberg–Marquardt steps"
+                    if self.finish_steps
+                    else ""
+                )
+                + (f"; in each of {self.windows} time windows" if self.windows > 1 else "")
             ),
             "points per step": f"{self.n_interior} / {self.n_initial} / {self.n_boundary}",
         }

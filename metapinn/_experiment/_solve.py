@@ -2,7 +2,6 @@
 with a chosen adapter, timed and judged against the family's reference."""
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -21,6 +20,7 @@ from .._loss import pinn_loss
 from .._meta._adapters import AbstractAdapter, Optax
 from .._pde._registry import family as get_family
 from .._sampling import sample_collocation
+from .._time_marching import train_marching
 from .._timed import TimedTrace, record_steps, timed_adaptation
 from .._train_pinn import train_pinn
 from ._adapter_evaluation import evaluation_adapter
@@ -200,8 +200,9 @@ def solve(
     xx, tt = np.meshgrid(x, t)
     grid = jnp.asarray(np.stack([xx.ravel(), tt.ravel()], 1), jnp.dtype(config.dtype))
     extra: dict[str, Any] = {}
+    trained = None
     if init is None and optimizer == "adam":
-        adapted, trace, weights = _train_from_scratch(
+        trained, trace, weights = _train_from_scratch(
             the_recipe, problem.pde, one, params, static, config, steps, seed, grid,
             u_ref, progress,
         )  # fmt: skip
@@ -243,7 +244,7 @@ def solve(
     if plot:
         from .._plots import plot_solve
 
-        model = eqx.combine(adapted, static)
+        model = trained if trained is not None else eqx.combine(adapted, static)
         if isinstance(loss, ConditionedLoss):
             model = loss.bind(model, one)
         u = np.asarray(model(grid), np.float64).reshape(u_ref.shape)
@@ -255,18 +256,22 @@ def solve(
 def _train_from_scratch(
     the_recipe: Recipe, pde, task, params, static, config, steps, seed, grid, u_ref, progress
 ):
-    """The recipe's training of the random initialisation on one task, recorded as a
-    [`metapinn.training.TimedTrace`][]: rel-L2 on the grid after every chunk of steps."""
+    """The recipe's training of the random initialisation on one task (window by window
+    if it marches in time), recorded as a [`metapinn.training.TimedTrace`][]: rel-L2 on
+    the grid after every chunk of steps. **Returns:** `(model, trace, final weights)`."""
     u_ref_flat = jnp.asarray(u_ref.ravel(), grid.dtype)
     norm = jnp.linalg.norm(u_ref_flat)
     predict = eqx.filter_jit(lambda m: jnp.linalg.norm(m(grid) - u_ref_flat) / norm)
-    sampler = functools.partial(
-        sample_collocation, pde=pde, n_interior=config.n_interior, n_initial=config.n_initial,
-        n_boundary=config.n_boundary, dtype=config.dtype,
-    )  # fmt: skip
+
+    def sampler(key, window):
+        return sample_collocation(
+            key, window, n_interior=config.n_interior, n_initial=config.n_initial,
+            n_boundary=config.n_boundary, dtype=config.dtype,
+        )  # fmt: skip
+
     model = eqx.combine(params, static)
     start = float(predict(model))
-    start_batch = sampler(jr.fold_in(jr.key(seed), 2))
+    start_batch = sampler(jr.fold_in(jr.key(seed), 2), pde)
     loss_at = eqx.filter_jit(pinn_loss)
     start_loss = float(
         loss_at(model, pde, task, start_batch, the_recipe.weights, the_recipe.causal)
@@ -279,18 +284,34 @@ def _train_from_scratch(
             progress(n - done[0])
         done[0] = n
 
-    model, weights, log = train_pinn(
-        model, pde, task, lambda key: sampler(key), steps=steps,
-        optimizer=the_recipe.optimizer(steps), key=jr.fold_in(jr.key(seed), 1),
+    common = dict(
+        steps=steps, optimizer=the_recipe.optimizer(steps), key=jr.fold_in(jr.key(seed), 1),
         weights=the_recipe.weights, causal=the_recipe.causal, balance=the_recipe.balance,
         chunk=chunk, evaluate=lambda m: float(predict(m)), progress=report,
+        finisher=the_recipe.finisher, finish_steps=the_recipe.finish_steps,
     )  # fmt: skip
-    params = eqx.filter(model, eqx.is_inexact_array)
+    if the_recipe.windows > 1:
+        model, logs = train_marching(
+            model, pde, task, sampler, windows=the_recipe.windows, **common
+        )
+        weights = [list(log.weights[-1]) for log in logs]
+    else:
+        model, lam, log = train_pinn(model, pde, task, lambda key: sampler(key, pde), **common)
+        logs, weights = [log], [float(w) for w in np.asarray(lam)]
+    # One curve across the windows: each window's steps and seconds after the last's.
+    curve_steps, curve_seconds, evaluation, losses = [0], [0.0], [start], [start_loss]
+    offset_steps, offset_seconds = 0, 0.0
+    for log in logs:
+        curve_steps += [offset_steps + s for s in log.steps]
+        curve_seconds += [offset_seconds + s for s in log.seconds]
+        evaluation += list(log.evaluation)
+        losses += list(log.loss)
+        offset_steps, offset_seconds = curve_steps[-1], curve_seconds[-1]
     trace = TimedTrace(
-        steps=(0, *log.steps),
-        seconds=(0.0, *log.seconds),
-        rel_l2=(start, *log.evaluation),
-        loss=(start_loss, *log.loss),
-        compile_seconds=log.compile_seconds,
+        steps=tuple(curve_steps),
+        seconds=tuple(curve_seconds),
+        rel_l2=tuple(evaluation),
+        loss=tuple(losses),
+        compile_seconds=sum(log.compile_seconds for log in logs),
     )
-    return params, trace, [float(w) for w in np.asarray(weights)]
+    return model, trace, weights
