@@ -55,8 +55,10 @@ class TimeWindow(AbstractPDE):
     error the family's at the physical times. Its initial data: the family's initial
     condition for the first window; for a later one, the previous window's network at
     its end ($\tau = 1$): the value and every derivative the family's initial error
-    reads (the wave's velocity $u_t$), in physical time, so that the initial error is
-    $[u - u_{\text{prev}},\ u_t - u_{t,\text{prev}}, \dots]$ at $\tau = 0$.
+    reads (the wave's velocity $u_t$), so that the initial error is
+    $[u - u_{\text{prev}},\ \Delta(u_t - u_{t,\text{prev}}), \dots]$ at $\tau = 0$:
+    a time derivative's error in local units ($\Delta^k$ for the $k$-th), as the
+    window's residual is.
 
     **Fields:** `pde` (the family), `previous` (the previous window's network, or
     `None` for the first window), `start` ($t_k$), `length` ($\Delta$), and
@@ -135,11 +137,26 @@ class TimeWindow(AbstractPDE):
     def initial_error(self, derivs: Derivatives, points: Points, task: PyTree) -> Errors:
         here = _in_physical_time(derivs, self.length)
         if self.previous is None:
-            return self.pde.initial_error(here, points, task)
+            return self._in_local_units(self.pde.initial_error(here, points, task))
         needs = check_needs(self.pde.jet_needs[1])
         at_end = points.at[:, 1].set(1.0)
         there = _in_physical_time(self.previous.derivatives(at_end, needs), self.previous_length)
-        return jnp.concatenate([getattr(here, n) - getattr(there, n) for n in ("u", *needs)])
+        return self._in_local_units(
+            jnp.concatenate([getattr(here, n) - getattr(there, n) for n in ("u", *needs)])
+        )
+
+    def _in_local_units(self, errors: Errors) -> Errors:
+        r"""The initial errors of the time derivatives (a family's blocks after the
+        value's, in the order of `jet_needs[1]`) times $\Delta^k$ for the $k$-th
+        derivative: the errors of the local-time problem, so that a window weighs
+        value and velocity as the whole interval does at $\Delta = 1$. Errors not
+        in equal blocks are left as they are."""
+        needs = check_needs(self.pde.jet_needs[1])
+        if not needs or errors.shape[0] % (1 + len(needs)):
+            return errors
+        blocks = jnp.split(errors, 1 + len(needs))
+        orders = [0] + [name.count("t") for name in needs]
+        return jnp.concatenate([self.length**k * b for k, b in zip(orders, blocks, strict=True)])
 
     def boundary_error(self, derivs: Derivatives, points: Points, task: PyTree) -> Errors:
         physical = points.at[:, 1].set(self.physical_time(points[:, 1]))
@@ -224,7 +241,9 @@ def train_marching(
     - `windows`: the number of windows (1: plain training, in local time).
     - `steps`: the steps of each window.
     - `warm_start`: start each window's network from the previous window's trained one
-      (default) instead of `model`.
+      instead of from `model` (default `False`: measured on convection at β = 10 in two
+      windows of 2000 Adam + 20 Levenberg–Marquardt steps, the second window read
+      rel-L2 1.0e-2 warm-started and 1.2e-3 from `model`).
     - `evaluate`: `evaluate(marched) -> float`, called after each chunk on the
       [`metapinn.training.MarchedPINN`][] of the windows trained so far and the
       current one (a window not yet reached is the current network, unused).

@@ -116,6 +116,7 @@ def solve(
     seed: int = 0,
     progress: Callable[[int], object] | None = None,
     plot: bool = True,
+    with_recipe: Recipe | None = None,
 ) -> dict[str, Any]:
     """Solve one member of a family: adapt a trained initialisation to it (or train a
     random one from scratch) with one adapter, timed, against the reference; write
@@ -138,6 +139,9 @@ def solve(
     - `seed`: which seed's initialisation (default 0).
     - `progress`: called with the number of steps just taken.
     - `plot`: draw `solve.png` (default True).
+    - `with_recipe`: a [`metapinn.experiment.Recipe`][] to solve from scratch with,
+      instead of the family's (e.g. a variant of it, as `benchmarks/recipe_ablation.py`
+      makes); its `steps` are the default `steps`.
 
     **Returns:** the dict written to `solve.json`: `family`, `task`, `optimizer`,
     `steps`, `seconds`, `rel_l2` (final), `compile_seconds`, `init`, and the curve
@@ -155,11 +159,14 @@ def solve(
         raise ConfigError(
             f"unknown optimizer {optimizer!r}; choose one of {list(SOLVE_OPTIMIZERS)}"
         )
-    steps = default_steps(family, optimizer, init) if steps is None else steps
+    the_recipe = recipe(family) if with_recipe is None else with_recipe
+    if steps is None:
+        steps = default_steps(family, optimizer, init)
+        if with_recipe is not None and init is None and optimizer == "adam":
+            steps = with_recipe.steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"--steps must be an integer >= 0, got {steps!r}")
     conditioned = False
-    the_recipe = recipe(family)
     if init is None:
         config = the_recipe.config(family)
         params, static, _ = initialisation(config, seed)
@@ -200,13 +207,17 @@ def solve(
     xx, tt = np.meshgrid(x, t)
     grid = jnp.asarray(np.stack([xx.ravel(), tt.ravel()], 1), jnp.dtype(config.dtype))
     extra: dict[str, Any] = {}
-    trained = None
+    trained: Any = None
     if init is None and optimizer == "adam":
         trained, trace, weights = _train_from_scratch(
             the_recipe, problem.pde, one, params, static, config, steps, seed, grid,
             u_ref, progress,
         )  # fmt: skip
-        description = "the family's recipe (metapinn families --recipes)"
+        description = (
+            "the family's recipe (metapinn families --recipes)"
+            if with_recipe is None
+            else "a recipe of the caller's"
+        )
         extra = {"recipe": dataclasses.asdict(the_recipe), "final_weights": weights}
     else:
         adapter: AbstractAdapter = solve_adapter(optimizer, steps, config, init is None)
@@ -216,6 +227,9 @@ def solve(
             progress=progress,
         )  # fmt: skip
         description = repr(adapter)
+        trained = eqx.combine(adapted, static)
+        if isinstance(loss, ConditionedLoss):
+            trained = loss.bind(trained, one)
         if init is None:
             extra = {"recipe": dataclasses.asdict(the_recipe)}
     result = {
@@ -244,10 +258,7 @@ def solve(
     if plot:
         from .._plots import plot_solve
 
-        model = trained if trained is not None else eqx.combine(adapted, static)
-        if isinstance(loss, ConditionedLoss):
-            model = loss.bind(model, one)
-        u = np.asarray(model(grid), np.float64).reshape(u_ref.shape)
+        u = np.asarray(trained(grid), np.float64).reshape(u_ref.shape)
         fig = plot_solve(x, t, u_ref, u, trace, f"{family}, {label}, {optimizer}")
         fig.savefig(out / "solve.png", dpi=120)
     return result
@@ -284,7 +295,7 @@ def _train_from_scratch(
             progress(n - done[0])
         done[0] = n
 
-    common = dict(
+    common: dict[str, Any] = dict(
         steps=steps, optimizer=the_recipe.optimizer(steps), key=jr.fold_in(jr.key(seed), 1),
         weights=the_recipe.weights, causal=the_recipe.causal, balance=the_recipe.balance,
         chunk=chunk, evaluate=lambda m: float(predict(m)), progress=report,
