@@ -2,7 +2,8 @@
 `--init`) on each of the family's held-out tasks, float32, on this machine.
 
 For each task: rel-L2 against the reference on the 256 × 101 grid at the end and along
-the way (every chunk of the recipe's steps), the steps, the training seconds
+the way (every chunk of the recipe's steps), the steps (every window's Adam and
+finisher steps), the training seconds
 (compilation and the error's measurement apart) and the compile seconds. Writes
 `benchmarks/results/solve_<family>.json`.
 
@@ -16,6 +17,7 @@ the way (every chunk of the recipe's steps), the steps, the training seconds
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import tempfile
 import time
@@ -32,6 +34,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--append", action="store_true",
+        help="add these tasks to the rows already in --out (same recipe), replacing a "
+        "task measured again: one table measured in several runs, e.g. one per core",
+    )  # fmt: skip
     args = parser.parse_args()
     mp.experiment.configure_cpu()
     jax.config.update("jax_enable_x64", True)  # the references (training stays float32)
@@ -51,8 +58,9 @@ def main() -> None:
             {
                 "task": r["task"],
                 "task_label": r["task_label"],
+                "held_out": (not fam.scalar) or float(r["task"]) in fam.test_values,
                 "rel_l2": r["rel_l2"],
-                "steps": r["steps"],
+                "steps": r["curve"]["steps"][-1],
                 "seconds": r["seconds"],
                 "compile_seconds": r["compile_seconds"],
                 "final_weights": r["final_weights"],
@@ -64,23 +72,40 @@ def main() -> None:
             f"steps, {r['seconds']:.0f} s (compile {r['compile_seconds']:.1f} s)",
             flush=True,
         )
-    mean = sum(r["rel_l2"] for r in rows) / len(rows)
-    print(f"mean rel-L2 {mean:.3g} over {len(rows)} tasks")
+    path = args.out or f"benchmarks/results/solve_{args.family}.json"
+    recipe = dataclasses.asdict(mp.experiment.recipe(args.family))
+    commands, wall_before = [], 0.0
+    if args.append and os.path.exists(path):
+        with open(path) as f:
+            before = json.load(f)
+        if json.loads(json.dumps(recipe)) != before["recipe"]:
+            raise SystemExit(f"--append: {path} was measured with another recipe")
+        ours = {r["task"] for r in rows}
+        rows = [r for r in before["tasks"] if r["task"] not in ours] + rows
+        commands = before["command"] if isinstance(before["command"], list) else [before["command"]]
+        wall_before = before["wall_seconds"]
+    held_out = [r["rel_l2"] for r in rows if r["held_out"]]
+    mean = sum(held_out) / len(held_out) if held_out else float("nan")
+    print(f"mean rel-L2 {mean:.3g} over {len(held_out)} held-out tasks")
+    command = "python benchmarks/solve_family.py " + " ".join(
+        [args.family]
+        + ([f"--steps {args.steps}"] if args.steps is not None else [])
+        + (["--tasks", *args.tasks] if args.tasks is not None else [])
+        + (["--append"] if args.append else [])
+    )
     out = {
-        "command": "python benchmarks/solve_family.py "
-        + " ".join(
-            [args.family]
-            + ([f"--steps {args.steps}"] if args.steps is not None else [])
-            + (["--tasks", *args.tasks] if args.tasks is not None else [])
-        ),
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "command": [*commands, command] if commands else command,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cores_used": len(os.sched_getaffinity(0)),  # e.g. under taskset -c 1
+            "platform": platform.platform(),
+        },
         "jax": jax.__version__,
-        "recipe": dataclasses.asdict(mp.experiment.recipe(args.family)),
-        "mean_rel_l2": mean,
-        "wall_seconds": time.perf_counter() - start,
+        "recipe": recipe,
+        "mean_rel_l2": mean,  # over the held-out tasks only
+        "wall_seconds": wall_before + time.perf_counter() - start,
         "tasks": rows,
     }
-    path = args.out or f"benchmarks/results/solve_{args.family}.json"
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")

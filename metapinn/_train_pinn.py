@@ -46,6 +46,12 @@ class GradNormBalance(eqx.Module):
     exact periodic embedding, zero up to rounding) keeps its weight, and a term of
     weight 0 stays off (such a network's recipe turns that term off).
 
+    Balancing is a device of single-task training: the weights change between
+    compiled chunks and are never differentiated. Inside a meta-learner's inner loop
+    the loss weights are the loss's fixed `weights` (a [`metapinn.PINNLoss`][] field),
+    e.g. a recipe's balanced final weights (`final_weights` in `solve.json`) passed
+    as a workload's `loss_weights`.
+
     **Fields:** `every` (steps between updates, static), `momentum` ($\alpha$, static).
     """
 
