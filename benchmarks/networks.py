@@ -11,9 +11,12 @@ compiled `value_and_grad`, the loss's own gradient as `adapt` calls it):
   point) through the generic path, in each forward mode (`jvp`: nested `jax.jvp`;
   `taylor`: `jax.experimental.jet`) — what the generic path costs against the hand jet;
 - `mlp-fourier-rwf`: `EmbeddedMLP` with 64 Fourier features (sigma 1) and weight
-  factorisation (1, 0.1);
+  factorisation (1, 0.1) — the recipes' network;
 - `modified-mlp`: `ModifiedMLP(0, 64, 4)` with 64 Fourier features;
-- `pirate-net`: `PirateNet(0, 64, 2)` (two blocks of three layers).
+- `pirate-net`: `PirateNet(0, 64, 2)` (two blocks of three layers);
+- `…/hand`: the `EmbeddedMLP` cases with `forward_mode="hand"`, the hand-written jet
+  and adjoint (`mlp-generic/hand` is then the function of `mlp-hand` by the same
+  method, its first layer a full product rather than two columns).
 
 The floor: analytic matmul FLOPs ÷ a same-run 2048³ float32 matmul rate. The jet
 forward of a network is `F = 2 · Σ_layers fan_in·fan_out · (4 n_int + n_ic + 2 n_bc)`
@@ -44,17 +47,20 @@ N_INT, N_IC, N_BC = 2000, 250, 125
 
 
 def networks(mode: str) -> dict[str, eqx.Module]:
+    """The cases of one derivative mode (`"hand"`: the networks that have a hand jet)."""
     key = jr.key(0)
     fourier = dict(fourier_features=64, fourier_scale=1.0)
     nets = {
-        "mlp-generic": mp.nn.EmbeddedMLP(0, 64, 4, forward_mode=mode, key=key),
-        "mlp-fourier-rwf": mp.nn.EmbeddedMLP(
+        "mlp-generic": lambda: mp.nn.EmbeddedMLP(0, 64, 4, forward_mode=mode, key=key),
+        "mlp-fourier-rwf": lambda: mp.nn.EmbeddedMLP(
             0, 64, 4, rwf=(1.0, 0.1), forward_mode=mode, key=key, **fourier
         ),
-        "modified-mlp": mp.nn.ModifiedMLP(0, 64, 4, forward_mode=mode, key=key, **fourier),
-        "pirate-net": mp.nn.PirateNet(0, 64, 2, forward_mode=mode, key=key),
+        "modified-mlp": lambda: mp.nn.ModifiedMLP(0, 64, 4, forward_mode=mode, key=key, **fourier),
+        "pirate-net": lambda: mp.nn.PirateNet(0, 64, 2, forward_mode=mode, key=key),
     }
-    return {f"{name}/{mode}": net for name, net in nets.items()}
+    if mode == "hand":
+        nets = {name: make for name, make in nets.items() if name.startswith("mlp-")}
+    return {f"{name}/{mode}": make() for name, make in nets.items()}
 
 
 def dense_sizes(net) -> int:
@@ -110,7 +116,7 @@ def main() -> None:
     loss = mp.PINNLoss(pde)
     ceiling = matmul_ceiling()
     cases = {"mlp-hand": mp.MLPPINN(64, 4, key=jr.key(0))}
-    for mode in ("jvp", "taylor"):
+    for mode in ("jvp", "taylor", "hand"):
         cases.update(networks(mode))
     rows = {}
     for name, net in cases.items():

@@ -10,9 +10,10 @@ recipe's Adam steps of every window in one run (the same Adam budget), with the 
 stretched to match; the recipe's loss weights otherwise stay. Per row: rel-L2 against the
 reference on the 256 × 101 grid, training seconds (compilation apart), steps. A part the
 recipe does not use (e.g. a periodic embedding for a family that is not periodic) makes
-no row. Writes `benchmarks/results/ablation_<family>.json`.
+no row. Writes `benchmarks/results/ablation_<family>.json` after every row; `--resume`
+keeps the rows an interrupted run of the same command already wrote.
 
-    python benchmarks/recipe_ablation.py FAMILY --task VALUE [--out PATH]
+    python benchmarks/recipe_ablation.py FAMILY --task VALUE [--out PATH] [--resume]
 
 e.g. `python benchmarks/recipe_ablation.py convection --task 40` and
 `python benchmarks/recipe_ablation.py allen-cahn --task 1e-4`: the issue's ablation
@@ -22,6 +23,7 @@ beside Wang et al. (2023)'s.
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import tempfile
 import time
@@ -69,13 +71,26 @@ def main() -> None:
     parser.add_argument("family")
     parser.add_argument("--task", required=True)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     mp.experiment.configure_cpu()
     jax.config.update("jax_enable_x64", True)  # the references (training stays float32)
     full = mp.experiment.recipe(args.family)
-    out_rows = []
+    command = f"python benchmarks/recipe_ablation.py {args.family} --task {args.task}"
+    path = args.out or f"benchmarks/results/ablation_{args.family}.json"
+    out_rows: list[dict] = []
+    if args.resume and os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous["command"] != command:
+            raise SystemExit(f"--resume: {path} holds {previous['command']!r}, not {command!r}")
+        out_rows = previous["rows"]
     start = time.perf_counter()
     for label, variant in ablation_rows(full):
+        done = [r for r in out_rows if r["row"] == label]
+        if done and done[0]["recipe"] == dataclasses.asdict(variant):
+            continue
+        out_rows = [r for r in out_rows if r["row"] != label]
         with tempfile.TemporaryDirectory() as folder:
             r = mp.experiment.solve(args.family, args.task, folder, plot=False, with_recipe=variant)
         out_rows.append(
@@ -88,19 +103,19 @@ def main() -> None:
             }
         )
         print(f"{label}: rel-L2 {r['rel_l2']:.3g}, {r['seconds']:.0f} s", flush=True)
-    result = {
-        "command": f"python benchmarks/recipe_ablation.py {args.family} --task {args.task}",
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
-        "jax": jax.__version__,
-        "family": args.family,
-        "task": args.task,
-        "wall_seconds": time.perf_counter() - start,
-        "rows": out_rows,
-    }
-    path = args.out or f"benchmarks/results/ablation_{args.family}.json"
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
+        result = {
+            "command": command,
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+            "jax": jax.__version__,
+            "family": args.family,
+            "task": args.task,
+            "wall_seconds_this_run": time.perf_counter() - start,
+            "rows": out_rows,
+        }
+        with open(path + ".tmp", "w") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+        os.replace(path + ".tmp", path)  # a finished row is never lost
     print(f"written: {path}")
 
 

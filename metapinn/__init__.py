@@ -89,6 +89,7 @@ from ._metrics_file import (
     DamagedMetricsError as DamagedMetricsError,
     read_metrics as read_metrics,
 )
+from ._mlp import MLPPINN as MLPPINN
 from ._pde._allen_cahn import AllenCahn as AllenCahn, AllenCahnTask as AllenCahnTask
 from ._pde._base import AbstractPDE as AbstractPDE
 from ._pde._burgers import Burgers as Burgers, BurgersTask as BurgersTask
@@ -115,7 +116,6 @@ from ._pde._registry import FAMILIES as FAMILIES, Family as Family, family as fa
 from ._pde._wave import Wave as Wave, WaveTask as WaveTask
 from ._pinn import (
     BURGERS_NEEDS as BURGERS_NEEDS,
-    MLPPINN as MLPPINN,
     STREAMS as STREAMS,
     AbstractPINN as AbstractPINN,
     Derivatives as Derivatives,

@@ -16,7 +16,8 @@ from ._architectures import AbstractEmbeddedPINN
 from ._architectures._networks import check_condition
 from ._custom_types import Points, Scalar, Values
 from ._loss import AbstractLoss
-from ._pinn import MLPPINN, AbstractPINN, glorot_layers
+from ._mlp import MLPPINN, glorot_layers
+from ._pinn import AbstractPINN
 
 
 def _check_positive_int(name: str, value: Any) -> None:

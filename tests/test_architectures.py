@@ -61,7 +61,13 @@ NETWORKS = {
 
 @pytest.mark.parametrize(
     ("name", "n_conditions", "mode"),
-    [(name, p, "jvp") for name in NETWORKS for p in (0, 2)] + [("pirate", 2, "taylor")],
+    [(name, p, "jvp") for name in NETWORKS for p in (0, 2)]
+    + [("pirate", 2, "taylor")]
+    + [
+        (name, p, "hand")
+        for name in ("mlp-fourier-periodic-rwf", "mlp-time-period")
+        for p in (0, 2)
+    ],
 )
 def test_derivatives_match_nested_grad(getkey, name, n_conditions, mode):
     net = NETWORKS[name](n_conditions, mode, getkey())
@@ -91,6 +97,64 @@ def test_generic_path_equals_the_hand_jet(getkey, make):
     for mode in ("jvp", "taylor"):
         generic = forward_derivatives(net, points, ALL_STREAMS, mode)
         assert tree_allclose(generic, net.derivatives(points, ALL_STREAMS), rtol=1e-11)
+
+
+EMBEDDED_MLPS = {
+    "raw": {},
+    "fourier": {"fourier_features": 8, "fourier_scale": 2.0},
+    "periodic-fourier-rwf": {"period": 2.0, "fourier_features": 8, "rwf": (1.0, 0.1)},
+    "periodic-time-rwf": {"period": 2.0, "time_period": 3.0, "rwf": (1.0, 0.1)},
+}
+
+
+@pytest.mark.parametrize("options", list(EMBEDDED_MLPS))
+def test_hand_jet_and_adjoint_equal_the_generic_path(getkey, options):
+    key = getkey()
+    generic = mp.nn.EmbeddedMLP(0, 10, 3, key=key, **EMBEDDED_MLPS[options])
+    hand = mp.nn.EmbeddedMLP(0, 10, 3, forward_mode="hand", key=key, **EMBEDDED_MLPS[options])
+    sets = tuple(jr.uniform(getkey(), (n, 2), minval=-1.0, maxval=1.0) for n in (7, 4, 3))
+    needs = (ALL_STREAMS, (), ("u_t",))
+    expected, expected_pullback = generic.jet_vjp(sets, needs)
+    cotangent = jax.tree.map(lambda a: jr.normal(getkey(), a.shape, a.dtype), expected)
+
+    @eqx.filter_jit
+    def jet_and_grads(net):
+        jet, pullback = net.jet_vjp(sets, needs)
+        return jet, pullback(cotangent)
+
+    jet, grads = jet_and_grads(hand)
+    assert tree_allclose(jet, expected, rtol=1e-12, atol=1e-13)
+    assert tree_allclose(hand.jet(sets, needs), expected, rtol=1e-12, atol=1e-13)
+    assert tree_allclose(  # leaf by leaf (the static forward_mode differs)
+        jax.tree.leaves(grads),
+        jax.tree.leaves(expected_pullback(cotangent)),
+        rtol=1e-10,
+        atol=1e-13,
+    )
+
+
+def test_hand_loss_gradient_against_finite_differences(getkey):
+    net = mp.nn.EmbeddedMLP(
+        0, 6, 2, period=2.0, fourier_features=4, rwf=(1.0, 0.1), forward_mode="hand",
+        key=getkey(),
+    )  # fmt: skip
+    pde, task = mp.Burgers(), mp.BurgersTask(jnp.asarray(0.02))
+    batch = mp.sample_collocation(getkey(), pde, 10, 4, 4)
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    _, grads = eqx.filter_jit(mp.pinn_loss_and_grad)(net, pde, task, batch)
+    direction = jax.tree.map(lambda a: jr.normal(getkey(), a.shape, a.dtype), params)
+
+    def loss(step):
+        moved = jax.tree.map(lambda p, d: p + step * d, params, direction)
+        return mp.pinn_loss(eqx.combine(moved, static), pde, task, batch)
+
+    eps = 1e-6
+    slope = (loss(eps) - loss(-eps)) / (2 * eps)
+    inner = sum(
+        jnp.vdot(g, d)
+        for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True)
+    )
+    assert jnp.allclose(inner, slope, rtol=1e-6)
 
 
 def test_a_users_network_needs_only_call(getkey):
@@ -166,9 +230,11 @@ def test_fit_output_layer_fits_the_initial_condition(getkey):
     assert jnp.allclose(design.T @ (fitted(points) - target), 0.0, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", list(NETWORKS))
-def test_conditioned_call_and_loss_gradient(getkey, name):
-    net = NETWORKS[name](1, "jvp", getkey())
+@pytest.mark.parametrize(
+    ("name", "mode"), [(name, "jvp") for name in NETWORKS] + [("mlp-fourier-periodic-rwf", "hand")]
+)
+def test_conditioned_call_and_loss_gradient(getkey, name, mode):
+    net = NETWORKS[name](1, mode, getkey())
     pde = mp.Burgers()
     loss = mp.ConditionedLoss(mp.PINNLoss(pde), mp.LogScaledFeature(0.005, 0.05))
     task = mp.BurgersTask(jnp.asarray(0.01))

@@ -112,14 +112,19 @@ class Embedding(eqx.Module):
         """The length of $\\gamma(x, t)$."""
         return self.coordinates if self.fourier is None else 2 * self.fourier.shape[1]
 
-    def __call__(self, points: Points) -> Float[Array, "n features"]:
-        """**Returns:** $\\gamma$ at each of the `(n, 2)` points, shape `(n, n_features)`."""
+    def coordinates_at(self, points: Points) -> Float[Array, "n d"]:
+        """**Returns:** $z$, the coordinates before the Fourier features, at each of the
+        `(n, 2)` points, shape `(n, coordinates)`."""
         x, t = points[:, 0:1], points[:, 1:2]
         if self.x_frequency is not None:
             x = _circle(self.x_frequency * x)
         if self.time_frequency is not None:
             t = _circle(self.time_frequency * t)
-        z = jnp.concatenate([x, t], 1)
+        return jnp.concatenate([x, t], 1)
+
+    def __call__(self, points: Points) -> Float[Array, "n features"]:
+        """**Returns:** $\\gamma$ at each of the `(n, 2)` points, shape `(n, n_features)`."""
+        z = self.coordinates_at(points)
         if self.fourier is None:
             return z
         zb = z @ self.fourier

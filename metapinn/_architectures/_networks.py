@@ -5,8 +5,8 @@ forward-mode path ([`metapinn.nn.forward_derivatives`][])."""
 
 import abc
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -15,11 +15,12 @@ import jax.random as jr
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
-from .._custom_types import Points, Values
+from .._custom_types import Points, PointSet, Values
 from .._forward_jet import ForwardMode, check_forward_mode, forward_derivatives
-from .._pinn import BURGERS_NEEDS, AbstractPINN, Derivatives, Needs, check_points
+from .._pinn import BURGERS_NEEDS, AbstractPINN, Derivatives, JetPullback, Needs, check_points
 from ._dense import RWF, Dense, check_rwf
 from ._embedding import Embedding
+from ._hand_mlp import hand_jet, hand_jet_vjp
 
 
 def _check_count(name: str, value: Any, minimum: int = 1) -> int:
@@ -58,7 +59,7 @@ class AbstractEmbeddedPINN(AbstractPINN):
     embedding: eqx.AbstractVar[Embedding]
     output: eqx.AbstractVar[Dense]
     activation: eqx.AbstractVar[Callable[[Array], Array]]
-    forward_mode: eqx.AbstractVar[ForwardMode]
+    forward_mode: eqx.AbstractVar[Any]
 
     @abc.abstractmethod
     def input_layers(self) -> tuple[Dense, ...]:
@@ -116,6 +117,9 @@ class AbstractEmbeddedPINN(AbstractPINN):
 
     def derivatives(self, points: Points, needs: Needs = BURGERS_NEEDS) -> Derivatives:
         self._plain()
+        if self.forward_mode == "hand":
+            check_points(points)
+            return self.jet((points,), (needs,))[0]
         return forward_derivatives(self, points, needs, self.forward_mode)
 
 
@@ -127,10 +131,17 @@ def _hidden_sizes(width: int, depth: int) -> None:
 def _common(
     n_conditions: Any, period, fourier_features, fourier_scale, time_period, rwf, forward_mode,
     dtype, key,
-) -> tuple[Embedding, int, RWF, ForwardMode]:  # fmt: skip
+) -> tuple[Embedding, int, RWF, Any]:  # fmt: skip
     n_conditions = _check_count("n_conditions", n_conditions, minimum=0)
     embedding = Embedding(period, fourier_features, fourier_scale, time_period, dtype, key=key)
-    return embedding, n_conditions, check_rwf(rwf), check_forward_mode(forward_mode)
+    if forward_mode != "hand":  # EmbeddedMLP checks its own
+        forward_mode = check_forward_mode(forward_mode)
+    return embedding, n_conditions, check_rwf(rwf), forward_mode
+
+
+MLPMode = Literal["jvp", "taylor", "hand"]
+"""How [`metapinn.nn.EmbeddedMLP`][] takes its derivatives: a generic forward mode
+([`metapinn.nn.ForwardMode`][]) or `"hand"`, its hand-written jet and adjoint."""
 
 
 def _dense_stack(sizes: list[int], rwf: RWF, dtype, keys) -> tuple[Dense, ...]:
@@ -146,6 +157,12 @@ class EmbeddedMLP(AbstractEmbeddedPINN):
     rather than [`metapinn.MLPPINN`][]'s hand-written jet); with Fourier features it is
     the Fourier-feature network of Wang, Wang and Perdikaris (2021).
 
+    With `forward_mode="hand"` its jet and the jet's adjoint are written by hand, as
+    [`metapinn.MLPPINN`][]'s (the coordinates and Fourier features by forward mode and
+    their adjoint by AD, the hidden layers' adjoint by hand; see
+    `benchmarks/networks.py` for what it saves): the same function and derivatives to
+    rounding, a different order of floating-point operations.
+
     **Fields:** `embedding`, `hidden` (the $D$ hidden layers), `output`, and the static
     `activation` and `forward_mode`.
     """
@@ -154,7 +171,7 @@ class EmbeddedMLP(AbstractEmbeddedPINN):
     hidden: tuple[Dense, ...]
     output: Dense
     activation: Callable[[Array], Array] = eqx.field(static=True)
-    forward_mode: ForwardMode = eqx.field(static=True)
+    forward_mode: MLPMode = eqx.field(static=True)
 
     def __init__(
         self,
@@ -168,7 +185,7 @@ class EmbeddedMLP(AbstractEmbeddedPINN):
         time_period: float | None = None,
         rwf: RWF = None,
         activation: Callable[[Array], Array] = jnp.tanh,
-        forward_mode: ForwardMode = "jvp",
+        forward_mode: MLPMode = "jvp",
         dtype: DTypeLike | None = None,
         key: PRNGKeyArray,
     ):
@@ -181,12 +198,18 @@ class EmbeddedMLP(AbstractEmbeddedPINN):
           [`metapinn.nn.Embedding`][]'s.
         - `rwf`: $(\\mu, \\sigma)$ of random weight factorisation for every dense layer
           (e.g. `(1.0, 0.1)`), or `None` (default) for plain layers.
-        - `activation`: elementwise and twice differentiable (default `tanh`).
-        - `forward_mode`: `"jvp"` or `"taylor"` (see [`metapinn.nn.forward_derivatives`][]).
+        - `activation`: elementwise and twice differentiable (default `tanh`; three
+          times for `"hand"`, whose adjoint needs $\\sigma^{(3)}$).
+        - `forward_mode`: `"jvp"` or `"taylor"` (see [`metapinn.nn.forward_derivatives`][]),
+          or `"hand"`: the hand-written jet and adjoint.
         - `dtype`: parameter dtype; `key`: a PRNG key (keyword only).
 
         **Raises:** `ValueError` naming a bad value.
         """
+        if forward_mode not in ("jvp", "taylor", "hand"):
+            raise ValueError(
+                f"forward_mode must be 'jvp', 'taylor' or 'hand', got {forward_mode!r}"
+            )
         _hidden_sizes(width, depth)
         e_key, *keys = jr.split(key, depth + 2)
         self.embedding, n_conditions, rwf, self.forward_mode = _common(
@@ -206,6 +229,22 @@ class EmbeddedMLP(AbstractEmbeddedPINN):
         for layer in self.hidden:
             h = self.activation(layer(h))
         return h
+
+    def jet(
+        self, point_sets: Sequence[PointSet], needs: Sequence[Needs]
+    ) -> tuple[Derivatives, ...]:
+        if self.forward_mode != "hand":
+            return super().jet(point_sets, needs)
+        self._plain()
+        return hand_jet(self, point_sets, needs)
+
+    def jet_vjp(
+        self, point_sets: Sequence[PointSet], needs: Sequence[Needs]
+    ) -> tuple[tuple[Derivatives, ...], JetPullback]:
+        if self.forward_mode != "hand":
+            return super().jet_vjp(point_sets, needs)
+        self._plain()
+        return hand_jet_vjp(self, point_sets, needs)
 
 
 class ModifiedMLP(AbstractEmbeddedPINN):

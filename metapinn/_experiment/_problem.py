@@ -26,9 +26,9 @@ from .._architectures import EmbeddedMLP, ModifiedMLP, PirateNet, network_parame
 from .._causal import CausalWeights
 from .._conditioned import ConditionedLoss, ConditionedPINN
 from .._loss import AbstractLoss, PINNLoss
+from .._mlp import MLPPINN
 from .._pde._base import AbstractPDE
 from .._pde._registry import family as get_family
-from .._pinn import MLPPINN
 from .._sampling import CollocationBatch, sample_collocation
 from ._config import ConfigError, ExperimentConfig
 from ._methods import warmup_adam
