@@ -22,12 +22,13 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PyTree
 
+from ._balance import AbstractBalance
 from ._causal import CausalWeights
 from ._custom_types import Errors, Points, Values
 from ._pde._base import AbstractPDE
 from ._pinn import AbstractPINN, Derivatives, Needs, check_needs
 from ._sampling import CollocationBatch
-from ._train_pinn import GradNormBalance, TrainLog, train_pinn
+from ._train_pinn import TrainLog, train_pinn
 
 
 def _in_physical_time(derivs: Derivatives, length: float) -> Derivatives:
@@ -221,7 +222,7 @@ def train_marching(
     key: jax.Array,
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
     causal: CausalWeights | None = None,
-    balance: GradNormBalance | None = None,
+    balance: AbstractBalance | None = None,
     chunk: int = 500,
     warm_start: bool = False,
     evaluate: Callable[[Any], float] | None = None,

@@ -19,87 +19,13 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PyTree
 
+from ._balance import AbstractBalance, terms_vector
 from ._causal import CausalWeights
 from ._few_shot import adapt_recording
-from ._loss import PINNLoss, loss_terms
+from ._loss import PINNLoss
 from ._meta._gradients import optimizer_update
 from ._pde._base import AbstractPDE
 from ._sampling import CollocationBatch
-
-
-def _terms_vector(model, pde, task, batch, causal) -> Float[Array, " 3"]:
-    terms = loss_terms(model, pde, task, batch, causal)
-    return jnp.stack([terms.residual, terms.initial, terms.boundary])
-
-
-class GradNormBalance(eqx.Module):
-    r"""Loss-term weights balanced by the norms of the terms' gradients (Wang, Wang,
-    Perdikaris et al. 2023, "An expert's guide to training physics-informed neural
-    networks", §3.2): every `every` steps,
-
-    $$\hat\lambda_j = \frac{\sum_k \lVert\nabla_\theta \mathcal L_k\rVert}
-    {\lVert\nabla_\theta\mathcal L_j\rVert},\qquad
-    \lambda_j \leftarrow \alpha\,\lambda_j + (1 - \alpha)\,\hat\lambda_j,$$
-
-    so that every weighted term pulls on the parameters with the same force. A term
-    whose gradient vanishes (e.g. the periodic boundary term of a network with an
-    exact periodic embedding, zero up to rounding) keeps its weight, and a term of
-    weight 0 stays off (such a network's recipe turns that term off).
-
-    Balancing is a device of single-task training: the weights change between
-    compiled chunks and are never differentiated. Inside a meta-learner's inner loop
-    the loss weights are the loss's fixed `weights` (a [`metapinn.PINNLoss`][] field),
-    e.g. a recipe's balanced final weights (`final_weights` in `solve.json`) passed
-    as a workload's `loss_weights`.
-
-    **Fields:** `every` (steps between updates, static), `momentum` ($\alpha$, static).
-    """
-
-    every: int = eqx.field(static=True, default=1000)
-    momentum: float = eqx.field(static=True, default=0.9)
-
-    def __check_init__(self):
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ValueError(f"balance every must be an integer >= 1, got {self.every!r}")
-        m = self.momentum
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < 1:
-            raise ValueError(f"balance momentum must be in [0, 1), got {m!r}")
-
-    def target(
-        self, grad_norms: Float[Array, " 3"], weights: Float[Array, " 3"] | None = None
-    ) -> Float[Array, " 3"]:
-        r"""$\hat\lambda$ from the terms' gradient norms: `nan` for a term left out, one
-        whose gradient vanishes (below 1e-6 of the largest, float32's rounding of a
-        zero) or whose weight is 0."""
-        active = grad_norms > 1e-6 * jnp.max(grad_norms)
-        if weights is not None:
-            active = active & (weights > 0)
-        total = jnp.sum(jnp.where(active, grad_norms, 0.0))
-        return jnp.where(active, total / jnp.where(active, grad_norms, 1.0), jnp.nan)
-
-    def update(
-        self, weights: Float[Array, " 3"], grad_norms: Float[Array, " 3"]
-    ) -> Float[Array, " 3"]:
-        """The weights after one update (a term left out keeps its weight: a term of
-        weight 0 stays off)."""
-        target = self.target(grad_norms, weights)
-        new = self.momentum * weights + (1 - self.momentum) * target
-        return jnp.where(jnp.isnan(target), weights, new)
-
-
-def term_gradient_norms(
-    model: Any, pde: AbstractPDE, task: PyTree, batch: CollocationBatch, causal=None
-) -> Float[Array, " 3"]:
-    """The 2-norms of the gradients of the residual, initial and boundary terms with
-    respect to the model's floating-point arrays (one reverse pass per term)."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    jac = jax.jacrev(lambda p: _terms_vector(eqx.combine(p, static), pde, task, batch, causal))(
-        params
-    )
-    squares = sum(
-        jnp.sum(leaf**2, axis=tuple(range(1, leaf.ndim))) for leaf in jax.tree.leaves(jac)
-    )
-    return jnp.sqrt(squares)
 
 
 def warmup_exponential_decay(
@@ -154,7 +80,7 @@ def train_pinn(
     key: jax.Array,
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
     causal: CausalWeights | None = None,
-    balance: GradNormBalance | None = None,
+    balance: AbstractBalance | None = None,
     chunk: int = 500,
     evaluate: Callable[[Any], float] | None = None,
     progress: Callable[[int, float], object] | None = None,
@@ -182,7 +108,8 @@ def train_pinn(
     - `key`: the PRNG key of the point draws.
     - `weights`: the initial $(\lambda_r, \lambda_0, \lambda_b)$ (default all 1).
     - `causal`, `balance`: a [`metapinn.training.CausalWeights`][] and a
-      [`metapinn.training.GradNormBalance`][], or `None` (default) for neither.
+      [`metapinn.training.GradNormBalance`][] or [`metapinn.training.NTKBalance`][],
+      or `None` (default) for neither.
     - `chunk`: steps per compiled scan (default 500).
     - `evaluate`: `evaluate(model) -> float`, called after each chunk (not timed).
     - `progress`: `progress(steps_done, loss)`, called after each chunk.
@@ -211,7 +138,7 @@ def train_pinn(
     sampler = points if callable(points) else (lambda _key: points)
 
     def objective(p, lam, batch):
-        terms = _terms_vector(eqx.combine(p, static), pde, task, batch, causal)
+        terms = terms_vector(eqx.combine(p, static), pde, task, batch, causal)
         return jnp.dot(lam, terms)
 
     @eqx.filter_jit
@@ -230,20 +157,25 @@ def train_pinn(
 
     @eqx.filter_jit
     def rebalance(params, lam, key):
-        norms = term_gradient_norms(eqx.combine(params, static), pde, task, sampler(key), causal)
         assert balance is not None
-        return balance.update(lam, norms)
+        model = eqx.combine(params, static)
+        return balance.update(lam, balance.statistic(model, pde, task, sampler(key), causal))
 
     opt_state = optimizer.init(params)
     log: dict[str, list] = {k: [] for k in ("steps", "seconds", "loss", "weights", "evaluation")}
     done, seconds, compile_seconds = 0, 0.0, 0.0
-    compiled: dict[int, Any] = {}
+    compiled: dict[int | str, Any] = {}
     while done < steps:
         length = min(chunk, steps - done)
         if balance is not None:
             key, draw = jax.random.split(key)
+            if "rebalance" not in compiled:  # its compilation is not training time
+                t0 = time.perf_counter()
+                lowered = cast(Any, rebalance).lower(params, lam, draw)  # filtered jit
+                compiled["rebalance"] = lowered.compile()
+                compile_seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
-            lam = jax.block_until_ready(rebalance(params, lam, draw))
+            lam = jax.block_until_ready(compiled["rebalance"](params, lam, draw))
             seconds += time.perf_counter() - t0
         if length not in compiled:
             t0 = time.perf_counter()

@@ -5,7 +5,8 @@ From scratch, with the accurate-PINN recipes' parts:
 chunks), causal weighting of the residual
 ([`CausalWeights`][metapinn.training.CausalWeights], also a
 [`metapinn.PINNLoss`][] option that every learner's loss can use), loss terms balanced
-by their gradient norms ([`GradNormBalance`][metapinn.training.GradNormBalance]) and
+by their gradient norms ([`GradNormBalance`][metapinn.training.GradNormBalance]) or by
+their neural-tangent-kernel traces ([`NTKBalance`][metapinn.training.NTKBalance]), and
 Adam's warm-up with exponential decay
 ([`warmup_exponential_decay`][metapinn.training.warmup_exponential_decay]). A long time
 interval can be marched in windows
@@ -22,6 +23,11 @@ any adapter on one task, timed, with the error against the reference at the step
 and `metapinn solve --init` measure.
 """
 
+from ._balance import (
+    AbstractBalance as AbstractBalance,
+    GradNormBalance as GradNormBalance,
+    NTKBalance as NTKBalance,
+)
 from ._causal import CausalWeights as CausalWeights
 from ._time_marching import (
     MarchedPINN as MarchedPINN,
@@ -35,7 +41,6 @@ from ._timed import (
     timed_adaptation as timed_adaptation,
 )
 from ._train_pinn import (
-    GradNormBalance as GradNormBalance,
     TrainLog as TrainLog,
     train_pinn as train_pinn,
     warmup_exponential_decay as warmup_exponential_decay,

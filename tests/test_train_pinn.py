@@ -1,6 +1,7 @@
-"""Single-task training from scratch: gradient-norm balancing against a hand
-computation, the schedule, the trainer against a Python loop."""
+"""Single-task training from scratch: gradient-norm and NTK balancing against hand
+computations, the schedule, the trainer against a Python loop."""
 
+import dataclasses
 import functools
 
 import equinox as eqx
@@ -12,7 +13,7 @@ import optax
 import pytest
 
 import metapinn as mp
-from metapinn._train_pinn import term_gradient_norms
+from metapinn._balance import term_gradient_norms, term_ntk_traces
 
 from .helpers import tree_allclose
 
@@ -54,6 +55,35 @@ def test_a_vanishing_term_keeps_its_weight(getkey):
     assert float(new[0]) == pytest.approx(float((norms[0] + norms[1]) / norms[0]), rel=1e-12)
 
 
+@pytest.mark.parametrize("period", [None, 2 * np.pi])
+def test_ntk_traces_by_hand(getkey, period):
+    pde, net, batch, task = _problem(getkey, period=period)
+    causal = mp.training.CausalWeights(1.0, 4)
+    traces = term_ntk_traces(net, pde, task, batch, causal, chunk=5)
+    jac = eqx.filter_jacrev(lambda m: mp.pinn_residuals(m, pde, task, batch, causal=causal))(net)
+    rows = sum(jnp.sum(leaf.reshape(leaf.shape[0], -1) ** 2, 1) for leaf in jax.tree.leaves(jac))
+    n_int, n_ic = batch.interior.shape[0], batch.initial.shape[0]
+    expected = [rows[:n_int].sum(), rows[n_int : n_int + n_ic].sum(), rows[n_int + n_ic :].sum()]
+    assert np.allclose(traces, expected, rtol=1e-12, atol=1e-25)
+    if period is not None:  # exactly periodic: the boundary's kernel vanishes
+        assert float(traces[2]) < 1e-20 * float(traces[0])
+
+
+def test_ntk_balance_takes_the_first_points_and_pairs(getkey):
+    pde, net, batch, task = _problem(getkey, period=2 * np.pi)
+    balance = mp.training.NTKBalance(points=(10, 3, 4))
+    b, half = batch.boundary, batch.boundary.shape[0] // 2
+    pairs = jnp.concatenate([b[:2], b[half : half + 2]])
+    first = mp.CollocationBatch(batch.interior[:10], batch.initial[:3], pairs)
+    assert np.allclose(
+        balance.statistic(net, pde, task, batch), term_ntk_traces(net, pde, task, first), rtol=1e-14
+    )
+    new = balance.update(jnp.array([1.0, 1.0, 0.0]), balance.statistic(net, pde, task, batch))
+    s = term_ntk_traces(net, pde, task, first)
+    assert float(new[2]) == 0.0  # off stays off
+    assert float(new[0]) == pytest.approx(0.9 + 0.1 * float((s[0] + s[1]) / s[0]), rel=1e-12)
+
+
 def test_schedule_warms_up_then_decays():
     schedule = mp.training.warmup_exponential_decay(1e-3, 10, 0.5, 100)
     assert float(schedule(0)) == 0.0
@@ -84,7 +114,8 @@ def test_trainer_equals_a_python_loop(getkey):
     assert tree_allclose(eqx.filter(trained, eqx.is_inexact_array), params, rtol=1e-9)
 
 
-def test_trainer_resamples_balances_and_lowers_the_loss(getkey):
+@pytest.mark.parametrize("kind", ["grad-norm", "ntk"])
+def test_trainer_resamples_balances_and_lowers_the_loss(getkey, kind):
     pde, net, _, task = _problem(getkey)
     sampler = functools.partial(
         mp.sample_collocation, pde=pde, n_interior=32, n_initial=16, n_boundary=8
@@ -93,7 +124,9 @@ def test_trainer_resamples_balances_and_lowers_the_loss(getkey):
     trained, weights, log = mp.training.train_pinn(
         net, pde, task, lambda k: sampler(k), steps=60,
         optimizer=optax.adam(mp.training.warmup_exponential_decay(1e-2, 5, 0.9, 50)), key=getkey(),
-        balance=mp.training.GradNormBalance(every=20), evaluate=lambda m: calls.append(m) or 0.5,
+        balance=mp.training.GradNormBalance(every=20) if kind == "grad-norm"
+        else mp.training.NTKBalance(every=20, points=(16, 8, 4)),
+        evaluate=lambda m: calls.append(m) or 0.5,
     )  # fmt: skip
     assert log.steps == (20, 40, 60) and len(calls) == 3 and log.evaluation == (0.5,) * 3
     assert not np.allclose(weights, 1.0)  # balanced
@@ -114,3 +147,7 @@ def test_bad_arguments_are_named(getkey, kwargs, match):
         mp.training.train_pinn(net, pde, task, batch, **settings)
     with pytest.raises(ValueError, match="momentum"):
         mp.training.GradNormBalance(momentum=1.0)
+    with pytest.raises(ValueError, match="points"):
+        mp.training.NTKBalance(points=(16, 0, 4))
+    with pytest.raises(ValueError, match="balance_by"):
+        _ = dataclasses.replace(mp.experiment.recipe("heat"), balance_by="gradnorm").balance

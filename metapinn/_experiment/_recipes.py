@@ -11,9 +11,10 @@ from typing import Any
 
 import optax
 
+from .._balance import AbstractBalance, GradNormBalance, NTKBalance
 from .._causal import CausalWeights
 from .._meta._gauss_newton import GaussNewton
-from .._train_pinn import GradNormBalance, warmup_exponential_decay
+from .._train_pinn import warmup_exponential_decay
 from ._config import ExperimentConfig
 from ._workloads import workload
 
@@ -30,7 +31,9 @@ class Recipe:
     - the loss: `weights` (the initial term weights; the boundary's 0 for a network
       whose periodic embedding makes it zero by construction), `causal_chunks` and
       `causal_tol` (0 chunks: no causal weighting), `balance_every` (steps between
-      gradient-norm balancing updates; 0: fixed weights);
+      balancing updates; 0: fixed weights) and `balance_by` (`"grad-norm"`,
+      [`metapinn.training.GradNormBalance`][], or `"ntk"`,
+      [`metapinn.training.NTKBalance`][]);
     - the optimiser: Adam at `learning_rate` after `warmup` steps of linear warm-up,
       decaying by `decay_rate` every `decay_steps`, for `steps` steps; then
       `finish_steps` Levenberg–Marquardt steps ([`metapinn.GaussNewton`][], at most
@@ -55,6 +58,7 @@ class Recipe:
     causal_chunks: int = 16
     causal_tol: float = 1.0
     balance_every: int = 1000
+    balance_by: str = "grad-norm"
     learning_rate: float = 1e-3
     warmup: int = 500
     decay_rate: float = 0.9
@@ -108,8 +112,16 @@ class Recipe:
         return CausalWeights(self.causal_tol, self.causal_chunks) if self.causal_chunks else None
 
     @property
-    def balance(self) -> GradNormBalance | None:
-        return GradNormBalance(self.balance_every) if self.balance_every else None
+    def balance(self) -> AbstractBalance | None:
+        """The balancing rule, or `None` for fixed weights.
+
+        **Raises:** `ValueError` for a `balance_by` other than `"grad-norm"` or `"ntk"`."""
+        if self.balance_by not in ("grad-norm", "ntk"):
+            raise ValueError(f"balance_by must be 'grad-norm' or 'ntk', got {self.balance_by!r}")
+        if not self.balance_every:
+            return None
+        kind = GradNormBalance if self.balance_by == "grad-norm" else NTKBalance
+        return kind(self.balance_every)
 
     def row(self) -> dict[str, Any]:
         """The recipe as one row of `metapinn families --recipes`."""
@@ -129,7 +141,11 @@ class Recipe:
                     if self.causal_chunks
                     else []
                 )
-                + ([f"grad-norm balance every {self.balance_every}"] if self.balance_every else [])
+                + (
+                    [f"{self.balance_by} balance every {self.balance_every}"]
+                    if self.balance_every
+                    else []
+                )
             ),  # fmt: skip
             "optimiser": (
                 f"Adam {self.learning_rate:g}, warm-up {self.warmup}, × {self.decay_rate:g} "
