@@ -194,6 +194,13 @@ def test_a_run_evaluated_with_every_adapter(tmp_path):
     assert list(results["adapters"]) == ["adam", "gauss-newton", "lbfgs"]
     assert results["adapters"]["adam"]["steps"] == list(config.eval_steps)
     assert "### Gauss–Newton" in me.to_markdown(results)
+    # Spread over two devices: the same numbers, each adaptation on one device.
+    spread = me.evaluate(config, tmp_path / "run", log=lambda _: None, mesh=mp.task_mesh(2))
+    for name, one in evaluation.adapters.items():
+        two = spread.adapters[name]
+        np.testing.assert_allclose(two.rel_l2, one.rel_l2, rtol=1e-6)  # float32
+        np.testing.assert_allclose(two.loss, one.loss, rtol=1e-6)
+    np.testing.assert_allclose(spread.measures["rel_l2"], evaluation.measures["rel_l2"], rtol=1e-6)
     # Without eval_adapters the results are what they were: no adapter tables.
     shutil.rmtree(tmp_path / "run" / "plots", ignore_errors=True)
     plain = me.evaluate(config.replace(eval_adapters=[]), tmp_path / "run", log=lambda _: None)

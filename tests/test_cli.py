@@ -99,6 +99,13 @@ def test_evaluate_with_other_settings(tiny_run, tmp_path, capsys):
     assert "| Random init | 3 |" in printed
     results = json.loads((run / "results.json").read_text())
     assert results["steps"] == [0, 3]
+    # Spread over the two host devices: the same table, to float32 rounding.
+    assert main(["evaluate", str(run), "--eval-steps", "0", "3", "--budget", "3",
+                 "--no-plots", "--devices", "2"]) == 0  # fmt: skip
+    spread = json.loads((run / "results.json").read_text())
+    for measure in ("rel_l2", "loss"):
+        one, two = results["per_run"][measure], spread["per_run"][measure]
+        assert np.allclose(np.array(two, float), np.array(one, float), rtol=1e-6, equal_nan=True)
     # Settings of the training cannot be changed at evaluation.
     with pytest.raises(SystemExit) as exit_info:
         main(["evaluate", str(run), "--inner-lr", "0.1"])

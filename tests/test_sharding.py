@@ -124,3 +124,15 @@ def test_sharded_meta_step_catches_a_bad_viscosity(getkey):
         with pytest.raises((ValueError, RuntimeError), match="nu must be finite and > 0"):
             run(jnp.asarray([0.01, -0.02])).block_until_ready()
         assert jnp.all(jnp.isfinite(run(jnp.asarray([0.03, 0.02]))))
+
+
+@pytest.mark.parametrize(("n_inits", "at_once"), [(3, 1), (2, 2), (3, None)])
+def test_few_shot_spread_over_devices_equals_one_device(getkey, n_inits, at_once):
+    params, static, loss_fn, batch = small_problem(getkey())
+    inits = jax.tree.map(lambda p: jnp.stack([p * (1 + 0.1 * i) for i in range(n_inits)]), params)
+    tasks = _tasks(3)  # 3 inits x 3 tasks = 9 adaptations: one device gets a filler
+    kwargs = dict(steps=(0, 2, 5), optimizer=optax.adam(1e-2), at_once=at_once)
+    expected = mp.few_shot(inits, static, loss_fn, tasks, batch, **kwargs)
+    spread = mp.few_shot(inits, static, loss_fn, tasks, batch, mesh=mp.task_mesh(2), **kwargs)
+    assert spread.losses.shape == (n_inits, 3, 3)
+    assert tree_allclose(spread, expected, rtol=1e-12, atol=1e-14)

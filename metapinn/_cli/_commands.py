@@ -175,7 +175,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     changes = _overrides(args)
     if changes:
         config = config.replace(**changes)
-    results = evaluate_runs(config, args.run, plots=not args.no_plots)
+    mesh = None if args.devices is None else _mesh(args)  # one device unless asked
+    results = evaluate_runs(config, args.run, plots=not args.no_plots, mesh=mesh)
     print()
     print(format_summary(results))
     print(f"\nwritten: {args.run / 'results.md'}, {args.run / 'results.json'}")

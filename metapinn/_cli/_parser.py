@@ -65,15 +65,23 @@ def _add_config_flags(
 
 def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> None:
     group = parser.add_argument_group("devices and processes")
+    if distributed:
+        what = (
+            "split each meta-step's task batch over N devices (on CPU: N host devices; "
+            "a batch that N does not divide runs on one; 1: no splitting)"
+        )
+        default = "every local device, on CPU one per core; in a multi-process job, every "
+        default += "device of every process"
+
+    else:
+        what = (
+            "spread the evaluation's independent adaptations (initialisation x seed x "
+            "held-out task) over N devices, on CPU N host devices (at most one per core); "
+            "a timed adapter's seconds are then one device's"
+        )
+        default = "1, one at a time on one device, as reproduce evaluates"
     group.add_argument(
-        "--devices",
-        type=int,
-        default=None,
-        metavar="N",
-        help="split each meta-step's task batch over N devices (on CPU: N host devices; "
-        "a batch that N does not divide runs on one; 1: no splitting) (default: every "
-        "local device, on CPU one per core; in a multi-process job, every device of "
-        "every process)",
+        "--devices", type=int, default=None, metavar="N", help=f"{what} (default: {default})"
     )
     if not distributed:
         return
@@ -227,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=folder_path, metavar="RUN", help="the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
+    _add_device_flags(p, distributed=False)
     _add_config_flags(
         p, fields_with_role("evaluation"), workload(DEFAULT_WORKLOAD),
         f"evaluation settings (default: the run's own; shown: workload {DEFAULT_WORKLOAD}'s)",

@@ -6,15 +6,23 @@ adapt each (initialisation, seed, held-out task) alone, through
 [`metapinn.training.timed_adaptation`][], so that each task has its own wall-clock: rel-L2
 *and* seconds after each of `eval_adapter_steps`. Adam's seconds are its steps times
 the measured seconds of one of its steps on the same network.
+
+Given a device mesh, those independent adaptations are spread over its devices, one
+adaptation per device at a time (a thread per device, each adaptation's inputs put on
+its device): on CPU with one host device per core, each adaptation then runs on one
+core, and its seconds are one core's.
 """
 
+import concurrent.futures
 import dataclasses
+import queue
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from .._meta._adapters import LBFGS, AbstractAdapter
 from .._meta._gauss_newton import GaussNewton
@@ -78,6 +86,29 @@ def adam_measures(
     )
 
 
+def spread_over_devices(
+    jobs: Sequence[Any], devices: Sequence[Any], work: Callable[[Any, Any], Any]
+) -> list[Any]:
+    """`[work(job, device) for job in jobs]`, each job on one of `devices`, at most one
+    job per device at a time (a thread per device; `device` is `None` when `devices`
+    is `[None]`, and the jobs then run one after another in this thread)."""
+    if len(devices) <= 1:
+        return [work(job, devices[0] if devices else None) for job in jobs]
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for device in devices:
+        free.put(device)
+
+    def run(job):
+        device = free.get()
+        try:
+            return work(job, device)
+        finally:
+            free.put(device)
+
+    with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
+        return list(pool.map(run, jobs))
+
+
 def time_adapters(
     config: ExperimentConfig,
     problem: Any,
@@ -89,6 +120,7 @@ def time_adapters(
     valid: np.ndarray,
     *,
     log: Callable[[str], None] = print,
+    mesh: Mesh | None = None,
 ) -> dict[str, AdapterMeasures]:
     """Every initialisation of `rows` adapted to every held-out task by each adapter
     of `config.eval_adapters`, one task at a time, timed.
@@ -96,7 +128,8 @@ def time_adapters(
     **Arguments:** the config, its problem (`build_problem`), the rows (`"random"` and
     the methods), their parameters per seed (a transfer row's with a leading axis over
     the held-out tasks), the plain and the conditioned network's static parts, the
-    reference grid `(T, X, 2)` and fields `(N, T, X)`, and `valid` `(row, seed)`.
+    reference grid `(T, X, 2)` and fields `(N, T, X)`, and `valid` `(row, seed)`;
+    `mesh`, the devices to spread the adaptations over (default: this one).
 
     **Returns:** `{adapter: AdapterMeasures}`, in the order of `eval_adapters`.
     """
@@ -113,29 +146,41 @@ def time_adapters(
             f"{config.eval_adapter_steps[-1]} steps"
         )
         rel, seconds, losses = (np.full(shape, np.nan) for _ in range(3))
-        compile_seconds = 0.0
-        for r, row in enumerate(rows):
+        jobs = [
+            (r, s, n)
+            for r in range(len(rows))
+            for s in range(len(config.seeds))
+            if valid[r, s]
+            for n in range(config.n_test)
+        ]
+
+        def adapt(job: tuple[int, int, int], device, adapter=adapter):
+            r, s, n = job
+            row: str = rows[r]
             spec = None if row == RANDOM else config.method(row)
             conditioned = spec is not None and spec.conditioned
-            transfer = spec is not None and spec.transfer
-            loss_fn = problem.loss(conditioned=conditioned)
-            static = statics[1] if conditioned else statics[0]
-            for s in range(len(config.seeds)):
-                if not valid[r, s]:
-                    continue
-                for n in range(config.n_test):
-                    params = found[row][s]
-                    if transfer:
-                        params = jax.tree_util.tree_map(lambda a, n=n: a[n], params)
-                    task = jax.tree_util.tree_map(lambda a, n=n: a[n], problem.test_tasks)
-                    _, trace = timed_adaptation(
-                        params, static, loss_fn, task, problem.points, adapter=adapter,
-                        steps=config.eval_adapter_steps, points=points, u_ref=references[n],
-                    )  # fmt: skip
-                    rel[r, s, n] = trace.rel_l2
-                    seconds[r, s, n] = trace.seconds
-                    losses[r, s, n] = trace.loss
-                    compile_seconds += trace.compile_seconds
+            params = found[row][s]
+            if spec is not None and spec.transfer:
+                params = jax.tree_util.tree_map(lambda a: a[n], params)
+            task = jax.tree_util.tree_map(lambda a: a[n], problem.test_tasks)
+            inputs = (params, task, problem.points, points, references[n])
+            if device is not None:
+                inputs = jax.device_put(inputs, device)
+            params, task, batch, grid_points, u_ref = inputs
+            _, trace = timed_adaptation(
+                params, statics[1] if conditioned else statics[0],
+                problem.loss(conditioned=conditioned), task, batch, adapter=adapter,
+                steps=config.eval_adapter_steps, points=grid_points, u_ref=u_ref,
+            )  # fmt: skip
+            return trace
+
+        devices = [None] if mesh is None else list(mesh.devices.flat)
+        compile_seconds = 0.0
+        for (r, s, n), trace in zip(jobs, spread_over_devices(jobs, devices, adapt), strict=True):
+            rel[r, s, n] = trace.rel_l2
+            seconds[r, s, n] = trace.seconds
+            losses[r, s, n] = trace.loss
+            compile_seconds += trace.compile_seconds
         out[name] = AdapterMeasures(
             name, tuple(rows), config.eval_adapter_steps, rel, seconds, losses, True,
             compile_seconds,

@@ -21,6 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from .._checkpoint import atomic_write, write_json, write_text
 from .._few_shot import adapt_recording, few_shot, field_metrics, pinn_field
@@ -114,7 +115,9 @@ def _initialisations(config: ExperimentConfig, folder: RunFolder, inits: tuple[s
     return found, diverged
 
 
-def _adapt_group(config, problem, names, found, static, loss_fn, steps, optimizer, per_task):
+def _adapt_group(
+    config, problem, names, found, static, loss_fn, steps, optimizer, per_task, mesh=None
+):
     """One `few_shot` call for the initialisations `names` of one network; the
     traces' leading axes are `(S * len(names), N)`, seed-major."""
     stacked = [found[name][s] for s in range(len(config.seeds)) for name in names]
@@ -127,10 +130,11 @@ def _adapt_group(config, problem, names, found, static, loss_fn, steps, optimize
         steps=steps,
         optimizer=optimizer,
         per_task_inits=per_task,
+        mesh=mesh,
     )
 
 
-def _adapt_all(config, problem, inits, found, statics, steps, optimizer):
+def _adapt_all(config, problem, inits, found, statics, steps, optimizer, mesh=None):
     """Every initialisation adapted to every held-out task, a scan per network.
 
     **Returns:** `(params, losses)`: the plain network's parameters after each of
@@ -155,7 +159,7 @@ def _adapt_all(config, problem, inits, found, statics, steps, optimizer):
         own_static = cond_static if group == "conditioned" else static
         trace = _adapt_group(
             config, problem, names, found, own_static, loss_fn, steps, optimizer,
-            group == "transfer",
+            group == "transfer", mesh,
         )  # fmt: skip
         params = trace.params
         if group == "conditioned":
@@ -345,6 +349,7 @@ def evaluate(
     *,
     log: Callable[[str], None] = print,
     reference: concurrent.futures.Future | None = None,
+    mesh: Mesh | None = None,
 ) -> Evaluation:
     """Few-shot evaluation of the trained initialisations in `out_dir` and of the
     random ones, against the reference; writes nothing.
@@ -355,7 +360,7 @@ def evaluate(
     (see [`metapinn.experiment.train_runs`][]) has no initialisation: its seed is left out of
     that method's statistics and flagged.
 
-    **Arguments:** as [`metapinn.experiment.evaluate_runs`][].
+    **Arguments:** as [`metapinn.experiment.evaluate_runs`][] (`mesh` included).
 
     **Returns:** an [`metapinn.experiment.Evaluation`][].
 
@@ -378,7 +383,7 @@ def evaluate(
         f"{config.n_test} held-out tasks for {config.eval_steps[-1]} Adam steps"
     )
     all_params, losses = _adapt_all(
-        config, problem, inits, found, statics, config.eval_steps, eval_optimizer(config)
+        config, problem, inits, found, statics, config.eval_steps, eval_optimizer(config), mesh
     )
     if reference is None:
         x, t, grid, u_ref = reference_fields(config)
@@ -437,14 +442,21 @@ def evaluate(
         n_rows = len(trained_inits)
         adapters.update(time_adapters(
             config, problem, trained_inits, found, statics, grid, u_ref, valid[:n_rows],
-            log=log,
+            log=log, mesh=mesh,
         ))  # fmt: skip
         eval_seconds += time.perf_counter() - t1
     plain = None
     if (config.eval_lr, max(config.eval_warmup, 1)) != (PLAIN_ADAM_LR, 1):
         # Every initialisation (a learned rule's row is its method's initialisation).
         plain_params, _ = _adapt_all(
-            config, problem, trained_inits, found, statics, (config.budget,), adam(PLAIN_ADAM_LR)
+            config,
+            problem,
+            trained_inits,
+            found,
+            statics,
+            (config.budget,),
+            adam(PLAIN_ADAM_LR),
+            mesh,
         )
         plain = _measure(config, problem, static, plain_params, grid, u_ref)["rel_l2"][..., 0]
         plain[~valid[: len(trained_inits)]] = np.nan
@@ -469,6 +481,7 @@ def evaluate_runs(
     log: Callable[[str], None] = print,
     plots: bool = True,
     reference: concurrent.futures.Future | None = None,
+    mesh: Mesh | None = None,
 ) -> dict[str, Any]:
     """Few-shot evaluation of the trained initialisations in `out_dir` and of the
     random ones, against the reference ([`metapinn.experiment.evaluate`][]); writes
@@ -483,6 +496,11 @@ def evaluate_runs(
       `True`).
     - `reference`: a `concurrent.futures.Future` of [`metapinn.experiment.reference_fields`][]
       for `config` (see [`metapinn.experiment.reproduce`][]); default `None`, computed here.
+    - `mesh`: spread the independent adaptations (initialisation × seed × held-out
+      task) over these devices, an equal share each (default `None`: this device); the
+      numbers are those of one device up to float32 rounding, and a timed adapter's
+      seconds are then those of one device (on CPU with a host device per core: one
+      core).
 
     **Returns:** the results, a dict of plain data as written to `results.json`.
 
@@ -498,7 +516,7 @@ def evaluate_runs(
     if not folder.path.is_dir():  # before the lock would make it
         raise FileNotFoundError(f"cannot evaluate {folder.path}: no such run folder")
     with folder.writing():
-        evaluation = evaluate(config, folder.path, log=log, reference=reference)
+        evaluation = evaluate(config, folder.path, log=log, reference=reference, mesh=mesh)
         results = evaluation.summary()
         write_json(folder.results_file, results)
         write_text(folder.report_file, to_markdown(results))

@@ -66,10 +66,11 @@ def reproduce(
     - `previous_checkpoint`: with `resume`, a run whose checkpoint is damaged
       continues from the one kept before it (see [`metapinn.experiment.train_runs`][]).
     - `mesh`: split each meta-step's task batch over these devices (see
-      [`metapinn.experiment.train_runs`][]); in a multi-process job every process trains,
-      process 0 alone evaluates and writes, and the others wait for it before they
-      return (on a barrier without a time limit: JAX's exit barrier gives up after 5
-      minutes).
+      [`metapinn.experiment.train_runs`][]); in a multi-process job every process
+      trains, process 0 alone evaluates and writes, and the others wait for it before
+      they return (on a barrier without a time limit: JAX's exit barrier gives up
+      after 5 minutes). The evaluation runs on one device, as it always has
+      (`metapinn evaluate --devices N` spreads it).
 
     **Returns:** the results, as written to `results.json` (`None` on the other
     processes of a multi-process job).
