@@ -104,6 +104,7 @@ EMBEDDED_MLPS = {
     "fourier": {"fourier_features": 8, "fourier_scale": 2.0},
     "periodic-fourier-rwf": {"period": 2.0, "fourier_features": 8, "rwf": (1.0, 0.1)},
     "periodic-time-rwf": {"period": 2.0, "time_period": 3.0, "rwf": (1.0, 0.1)},
+    "periodic-time-fourier": {"period": 2.0, "time_period": 3.0, "fourier_features": 6},
 }
 
 

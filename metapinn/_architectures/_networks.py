@@ -158,8 +158,8 @@ class EmbeddedMLP(AbstractEmbeddedPINN):
     the Fourier-feature network of Wang, Wang and Perdikaris (2021).
 
     With `forward_mode="hand"` its jet and the jet's adjoint are written by hand, as
-    [`metapinn.MLPPINN`][]'s (the coordinates and Fourier features by forward mode and
-    their adjoint by AD, the hidden layers' adjoint by hand; see
+    [`metapinn.MLPPINN`][]'s (the Fourier features and hidden layers and their adjoints
+    by hand, only the 2–4 coordinates by forward mode and their adjoint by AD; see
     `benchmarks/networks.py` for what it saves): the same function and derivatives to
     rounding, a different order of floating-point operations.
 
