@@ -88,8 +88,8 @@ def main() -> None:
     start = time.perf_counter()
     for label, variant in ablation_rows(full):
         done = [r for r in out_rows if r["row"] == label]
-        if done and done[0]["recipe"] == dataclasses.asdict(variant):
-            continue
+        if done and done[0]["recipe"] == json.loads(json.dumps(dataclasses.asdict(variant))):
+            continue  # (compared as JSON holds it: tuples are lists there)
         out_rows = [r for r in out_rows if r["row"] != label]
         with tempfile.TemporaryDirectory() as folder:
             r = mp.experiment.solve(args.family, args.task, folder, plot=False, with_recipe=variant)
@@ -102,6 +102,8 @@ def main() -> None:
                 "recipe": dataclasses.asdict(variant),
             }
         )
+        order = [label for label, _ in ablation_rows(full)]
+        out_rows.sort(key=lambda row: order.index(row["row"]) if row["row"] in order else -1)
         print(f"{label}: rel-L2 {r['rel_l2']:.3g}, {r['seconds']:.0f} s", flush=True)
         result = {
             "command": command,

@@ -126,8 +126,9 @@ class NTKBalance(AbstractBalance):
     the mean over the term's points of the kernel's diagonal $\lVert\nabla_\theta
     e_i\rVert^2$: how fast gradient flow moves that term's errors. The kernel's
     diagonal needs one reverse pass per error, so it is taken on the first `points`
-    of each set of a fresh draw (an unbiased estimate of the mean; for a periodic
-    family the first pairs of boundary points), `chunk` reverse passes at a time.
+    of each set of a fresh draw (the boundary's half from each side; for a periodic
+    family, the first pairs), `chunk` reverse passes at a time: the draw is uniform,
+    so these are a uniform sample of its points.
 
     **Fields:** `every`, `momentum` (as [`metapinn.training.GradNormBalance`][]),
     `points` (interior, initial and boundary points used, default `(256, 64, 32)`),
@@ -157,16 +158,14 @@ class NTKBalance(AbstractBalance):
 
 
 def _first_points(batch: CollocationBatch, pde: AbstractPDE, counts) -> CollocationBatch:
-    """The first `counts` points of each set (for a periodic family's boundary, the
-    first pairs: a count of each half)."""
+    """The first `counts` points of each set; the boundary's from each of its halves
+    (`x_min`, then `x_max`: for a periodic family, the first pairs)."""
+    del pde  # every family's boundary comes as two halves (CollocationBatch)
     n_int, n_ic, n_bc = counts
     boundary = batch.boundary
-    if pde.periodic:
-        half = boundary.shape[0] // 2
-        k = min(max(n_bc // 2, 1), half)
-        boundary = jnp.concatenate([boundary[:k], boundary[half : half + k]])
-    else:
-        boundary = boundary[:n_bc]
+    half = boundary.shape[0] // 2
+    k = min(max(n_bc // 2, 1), half)
+    boundary = jnp.concatenate([boundary[:k], boundary[half : half + k]])
     return CollocationBatch(batch.interior[:n_int], batch.initial[:n_ic], boundary)
 
 

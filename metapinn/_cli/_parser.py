@@ -76,8 +76,8 @@ def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> Non
     else:
         what = (
             "spread the evaluation's independent adaptations (initialisation x seed x "
-            "held-out task) over N devices, on CPU N host devices (at most one per core); "
-            "a timed adapter's seconds are then one device's"
+            "held-out task) over N devices (on CPU: N host devices, which share the "
+            "cores, so a timed adapter's seconds are not those of one adaptation alone)"
         )
         default = "1, one at a time on one device, as reproduce evaluates"
     group.add_argument(

@@ -8,9 +8,12 @@ adapt each (initialisation, seed, held-out task) alone, through
 the measured seconds of one of its steps on the same network.
 
 Given a device mesh, those independent adaptations are spread over its devices, one
-adaptation per device at a time (a thread per device, each adaptation's inputs put on
-its device): on CPU with one host device per core, each adaptation then runs on one
-core, and its seconds are one core's.
+adaptation per device at a time (a thread per device taking the next adaptation from a
+queue, each adaptation's inputs put on its device), each timed on its own. Host CPU
+devices share the machine's cores: on 2 cores, concurrent W3-size adaptations each
+took about twice as long as alone (no gain), so on CPU the seconds measured this way
+are not those of one adaptation alone, and Adam's (one step measured alone, times the
+steps) are comparable only on one device.
 """
 
 import concurrent.futures

@@ -497,10 +497,11 @@ def evaluate_runs(
     - `reference`: a `concurrent.futures.Future` of [`metapinn.experiment.reference_fields`][]
       for `config` (see [`metapinn.experiment.reproduce`][]); default `None`, computed here.
     - `mesh`: spread the independent adaptations (initialisation × seed × held-out
-      task) over these devices, an equal share each (default `None`: this device); the
-      numbers are those of one device up to float32 rounding, and a timed adapter's
-      seconds are then those of one device (on CPU with a host device per core: one
-      core).
+      task) over these devices (default `None`: this device): the Adam schedule's in
+      equal shares, the timed adapters' one at a time per device from a queue. The
+      numbers are those of one device up to float32 rounding; a timed adapter's seconds
+      are its device's while the others run (on CPU, where host devices share the
+      cores, not those of an adaptation alone).
 
     **Returns:** the results, a dict of plain data as written to `results.json`.
 
