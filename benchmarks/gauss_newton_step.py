@@ -12,7 +12,9 @@ forward at every point (`meta_step.gradient_flops` / 3):
   residual 4F and 4F per iteration (a product J v, 2F, and its transpose, 2F), the
   predicted decrease J δ 2F and the trial residual F: (10 + 4c) F;
 - an L-BFGS step: one gradient and the line search's evaluations (not counted: their
-  number varies; the table gives its time only).
+  number varies; the table gives its time only);
+- a Jacobi-preconditioned step (`preconditioner="jacobi"`): the same plus the
+  diagonal's `s` probes, one transpose product (2F) each: (10 + 4c + 2s) F.
 
 The task batch: the same step vmapped over `--batch` held-out viscosities (each task
 its own parameters and state; the W3 held-out nu), against the floor of that many
@@ -23,7 +25,7 @@ For each case: the cold compile (`.lower().compile()`), then the median and min�
 floor (analytic FLOPs ÷ a same-run 2048³ float32 matmul rate), and XLA's FLOP count.
 
     python benchmarks/gauss_newton_step.py [--cg-steps 10 20 50] [--steps 20]
-        [--batch 4] [--out benchmarks/results/gauss_newton_step.json]
+        [--batch 4] [--jacobi-samples 16] [--out benchmarks/results/gauss_newton_step.json]
 """
 
 import argparse
@@ -84,6 +86,9 @@ def main() -> None:
     parser.add_argument("--cg-steps", type=int, nargs="+", default=[10, 20, 50])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4, help="tasks vmapped (0: none)")
+    parser.add_argument(
+        "--jacobi-samples", type=int, default=16, help="probes of the Jacobi rows (0: none)"
+    )
     parser.add_argument("--out", default="benchmarks/results/gauss_newton_step.json")
     args = parser.parse_args()
 
@@ -105,6 +110,12 @@ def main() -> None:
         if args.batch > 1:
             name = f"gauss-newton c={c}, {len(nus)} tasks vmapped"
             cases[name] = (gn, len(nus) * (10 + 4 * c) * f, True)
+        if args.jacobi_samples:
+            s = args.jacobi_samples
+            jacobi = mp.GaussNewton(
+                cg_steps=c, cg_rtol=0.0, preconditioner="jacobi", jacobi_samples=s
+            )
+            cases[f"gauss-newton c={c}, jacobi s={s}"] = (jacobi, (10 + 4 * c + 2 * s) * f, False)
     rows = []
     print(f"ceiling: 2048³ float32 matmul at {ceiling / 1e9:.1f} GFLOP/s (same run)")
     print("| case | compile s | median ms (min–max) | analytic GFLOP | XLA GFLOP | × floor |")

@@ -66,6 +66,7 @@ def test_inner_adapters_from_the_config():
         ({"eval_adapter_steps": []}, "eval_adapter_steps"),
         ({"eval_damping": 0.0}, "eval_damping=0.0"),
         ({"eval_cg_steps": 0}, "eval_cg_steps=0"),
+        ({"eval_preconditioner": "ilu"}, "eval_preconditioner='ilu'"),
         ({"eps_seconds": [0.01, -1]}, "eps_seconds=-1"),
     ],
 )
@@ -82,6 +83,10 @@ def test_maml_through_lbfgs_is_refused_with_the_reason():
 def test_evaluation_adapters():
     config = _config(eval_adapters=["gauss-newton", "lbfgs"], eval_damping=0.1, eval_cg_steps=9)
     assert evaluation_adapter("gauss-newton", config) == mp.GaussNewton(damping=0.1, cg_steps=9)
+    jacobi = config.replace(eval_preconditioner="jacobi")
+    assert evaluation_adapter("gauss-newton", jacobi) == mp.GaussNewton(
+        damping=0.1, cg_steps=9, preconditioner="jacobi"
+    )
     assert isinstance(evaluation_adapter("lbfgs", config), mp.LBFGS)
     with pytest.raises(ValueError, match="'sgd'"):
         evaluation_adapter("sgd", config)

@@ -329,6 +329,22 @@ def test_named_workloads():
         workload("W9")
 
 
+def test_workload_a_takes_each_familys_recipe_network():
+    a = workload("A")
+    burgers = mp.experiment.recipe("burgers")
+    assert a.name == "A-burgers" and a.family == "burgers"
+    assert (a.network, a.width, a.depth, a.fourier_features, a.rwf, a.causal_chunks) == (
+        burgers.network, burgers.width, burgers.depth, burgers.fourier_features,
+        burgers.rwf, burgers.causal_chunks,
+    )  # fmt: skip
+    assert a.train_params == workload("W3").train_params
+    assert a.method("cond-multitask").meta_steps == 4000
+    convection = workload("A", family="convection")
+    assert convection.name == "A-convection" and convection.periodic_embedding
+    assert convection.loss_weights == mp.experiment.recipe("convection").weights
+    assert convection.test_params == workload("W3", family="convection").test_params
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [

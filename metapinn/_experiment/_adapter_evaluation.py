@@ -41,12 +41,16 @@ ADAM = "adam"
 def evaluation_adapter(name: str, config: ExperimentConfig) -> AbstractAdapter:
     """The adapter `name` of `eval_adapters`: `"gauss-newton"`, Levenberg–Marquardt
     from `eval_damping` with at most `eval_cg_steps` CG iterations a step (stopping at
-    a relative residual of 1e-6); `"lbfgs"`, L-BFGS with its zoom line search
-    (memory 10).
+    a relative residual of 1e-6), preconditioned by `eval_preconditioner`; `"lbfgs"`,
+    L-BFGS with its zoom line search (memory 10).
 
     **Raises:** `ValueError` for another name."""
     if name == "gauss-newton":
-        return GaussNewton(damping=config.eval_damping, cg_steps=config.eval_cg_steps)
+        return GaussNewton(
+            damping=config.eval_damping,
+            cg_steps=config.eval_cg_steps,
+            preconditioner=config.eval_preconditioner,
+        )
     if name == "lbfgs":
         return LBFGS()
     raise ValueError(f"unknown evaluation adapter {name!r}; choose gauss-newton or lbfgs")

@@ -141,7 +141,9 @@ class ExperimentConfig:
       held-out task timed alone: `"gauss-newton"`, `"lbfgs"` (default `()`: the common
       Adam schedule only); read at `eval_adapter_steps` (default
       `(0, 1, 3, 10, 30, 100)`); Gauss–Newton's initial damping `eval_damping`
-      (default 1e-2) and CG iterations `eval_cg_steps` (default 50).
+      (default 1e-2), CG iterations `eval_cg_steps` (default 50) and CG
+      preconditioner `eval_preconditioner` (`"none"`, default, or `"jacobi"`; see
+      [`metapinn.GaussNewton`][]).
     - `eps_seconds`: the relative-L2 targets of the "seconds to eps" table of every
       (initialisation, adapter) pair (default `(1e-2, 3e-3, 1e-3)`).
 
@@ -370,6 +372,12 @@ class ExperimentConfig:
         "evaluation",
         "resumable",
     )
+    eval_preconditioner: str = _field(
+        "none",
+        "gauss-newton evaluation adapter: the CG preconditioner, none or jacobi",
+        "evaluation",
+        "resumable",
+    )
     eps_seconds: tuple[float, ...] = _field(
         (1e-2, 3e-3, 1e-3),
         "relative-L2 targets for the 'seconds to eps' table of every (initialisation, "
@@ -580,6 +588,8 @@ class ExperimentConfig:
         if not (math.isfinite(self.eval_damping) and self.eval_damping > 0):
             _fail("eval_damping", self.eval_damping, "must be finite and > 0")
         _at_least("eval_cg_steps", self.eval_cg_steps, 1)
+        if self.eval_preconditioner not in ("none", "jacobi"):
+            _fail("eval_preconditioner", self.eval_preconditioner, "choose none or jacobi")
 
     @property
     def n_train(self) -> int:

@@ -50,7 +50,7 @@ def solve_adapter(optimizer: str, steps: int, config: ExperimentConfig, scratch:
     """The adapter behind `--optimizer` (Adam from a trained initialisation: the
     run's common adaptation schedule; from scratch Adam is the recipe's training, not
     an adapter). L-BFGS and Gauss–Newton are the evaluation's (`eval_damping`,
-    `eval_cg_steps` of the run's config, or of W3 from scratch).
+    `eval_cg_steps`, `eval_preconditioner` of the run's config, or of W3 from scratch).
 
     **Raises:** [`metapinn.experiment.ConfigError`][] for an unknown name."""
     del steps, scratch

@@ -83,7 +83,36 @@ W2_TEST_NUS = (0.0015, 0.003, 0.0075, 0.015, 0.03, 0.075, 0.0007, 0.15)
 W2 = {**W3, "name": "W2", "train_params": W2_TRAIN_NUS, "test_params": W2_TEST_NUS}
 """Workload W2 (docs/design.md §3), the wide Burgers family: W3 with nu from 0.001 to 0.1."""
 
-WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W2": W2, "W3": W3}
+A = {
+    **{k: W3[k] for k in ("n_interior", "n_initial", "n_boundary", "resample", "eps")},
+    "meta_steps": W3["meta_steps"],
+    "name": "A",
+    "tasks_at_once": 6,
+    "seeds": (0,),
+    "methods": ("cond-multitask",),
+    "overrides": (
+        "cond-multitask.meta_steps=4000", "cond-multitask.outer_lr=0.003",
+        "cond-multitask.outer_schedule=cosine",
+    ),
+    "eval_steps": (0, 10, 100, 1000),
+    # Chosen on the training tasks (seed 0, the conditioned network, mean rel-L2 after
+    # 100 / 1000 steps): 1e-3 1.2e-2 / 1.2e-2, 3e-4 4.6e-3 / 5.5e-3, 1e-4 4.0e-3 /
+    # 3.4e-3, 3e-5 4.0e-3 / 2.1e-3; 1e-4 leaves random init a schedule that moves.
+    "eval_lr": 1e-4,
+    "eval_warmup": 20,
+    "eval_adapters": ("gauss-newton", "lbfgs"),
+    "eval_adapter_steps": (0, 1, 3, 10),
+}  # fmt: skip
+"""Workload A (accurate), first slice: the family's accurate recipe network
+([`metapinn.experiment.recipe`][]: Fourier features, random weight factorisation, causal
+weighting, and for periodic families the exact periodic embedding) as the conditioned
+PINN, pre-trained on W3's points and tasks by 4000 multi-task steps of Adam decaying
+from 3e-3 (one seed: 14 minutes on one core for Burgers), then adapted by the common
+Adam schedule, Gauss–Newton and L-BFGS. Named `A-<family>`; the recipe's Adam schedule,
+gradient-norm balancing, time-marching and finisher are single-task training's and do
+not enter meta-training."""
+
+WORKLOADS: dict[str, dict[str, Any]] = {"W1": {}, "W2": W2, "W3": W3, "A": A}
 """The named workloads, as changes to the defaults (which are W1)."""
 FAMILY_WORKLOADS: dict[str, tuple[str, ...]] = {"W2": ("burgers",)}
 """The workloads that fix their family (W2 is a range of Burgers viscosities); the
@@ -115,6 +144,8 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
     if name not in WORKLOADS:
         raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
     data = dict(WORKLOADS[name])
+    if name == "A":
+        data.update(_recipe_network(family or "burgers"))
     if family is not None and family != data.get("family", "burgers"):
         try:
             own = get_family(family).name  # a family of the user's is named by its own name
@@ -124,7 +155,24 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
             _fail("family", family, f"workload {name} is defined on {FAMILY_WORKLOADS[name]}")
         data = {k: v for k, v in data.items() if k not in fields_with_role("tasks")}
         data.update(family=family, name=f"{data.get('name', name)}-{own}")
+    elif name == "A":
+        data["name"] = "A-burgers"
     return ExperimentConfig.from_dict({**data, **changes})
+
+
+def _recipe_network(family: str) -> dict[str, Any]:
+    """The network, loss weights and causal weighting of `family`'s recipe, as config
+    settings."""
+    from ._recipes import RECIPES, Recipe  # the recipes build on the workloads
+
+    r = RECIPES.get(family, Recipe())
+    return {
+        "network": r.network, "width": r.width, "depth": r.depth,
+        "fourier_features": r.fourier_features, "fourier_scale": r.fourier_scale,
+        "periodic_embedding": r.periodic_embedding, "rwf": r.rwf,
+        "causal_chunks": r.causal_chunks, "causal_tol": r.causal_tol,
+        "loss_weights": r.weights,
+    }  # fmt: skip
 
 
 QUICK_SUFFIX = "-quick"
