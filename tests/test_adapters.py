@@ -141,6 +141,36 @@ def test_preconditioned_cg_needs_fewer_iterations_on_a_badly_scaled_system(getke
     assert relative_residual(n, jacobi) < 1e-10  # exact in n steps, up to rounding
 
 
+def test_preconditioned_cg_stops_on_the_residual_norm(getkey):
+    n = 40
+    q = jr.normal(getkey(), (n, n))
+    scale = jnp.diag(jnp.logspace(0.0, 3.0, n))
+    matrix = scale @ (q @ q.T / n + jnp.eye(n)) @ scale
+    rhs = jr.normal(getkey(), (n,))
+    for rtol in (1e-3, 1e-8):
+        x = mp.conjugate_gradient(
+            lambda v: matrix @ v, rhs, jnp.zeros(n), steps=10 * n, rtol=rtol,
+            preconditioner=lambda v: v / jnp.diag(matrix),
+        )  # fmt: skip
+        residual = float(jnp.linalg.norm(matrix @ x - rhs) / jnp.linalg.norm(rhs))
+        assert rtol * 1e-4 < residual <= rtol, (rtol, residual)  # stopped, not run out
+
+
+def test_jacobi_gauss_newton_with_a_zero_column_and_no_damping(getkey):
+    # A parameter the residuals do not depend on: diag(J^T J) is 0 there, and at
+    # damping 0 the preconditioner must not divide 0 by 0.
+    matrix = jnp.concatenate([jr.normal(getkey(), (12, 4)), jnp.zeros((12, 1))], axis=1)
+    loss = LinearResiduals(matrix, jr.normal(getkey(), (12,)))
+    theta = jr.normal(getkey(), (5,))
+    adapter = mp.GaussNewton(
+        damping=0.0, adaptive=False, cg_steps=20, cg_rtol=0.0, preconditioner="jacobi"
+    )
+    adapted, _ = mp.adapt(theta, None, loss, None, None, steps=1, optimizer=adapter)
+    best = np.linalg.lstsq(np.asarray(matrix[:, :4]), np.asarray(loss.target), rcond=None)[0]
+    np.testing.assert_allclose(adapted[:4], best, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(adapted[4], theta[4], rtol=0, atol=1e-12)
+
+
 def test_jacobi_probes_estimate_the_gauss_newton_diagonal(linear):
     loss, _ = linear
     adapter = mp.GaussNewton(preconditioner="jacobi", jacobi_samples=20_000)
@@ -284,14 +314,20 @@ def test_imaml_with_a_gauss_newton_inner_solve_against_finite_differences(getkey
     np.testing.assert_allclose(jnp.vdot(flat(grads), flat(v)), fd, rtol=1e-5)
 
 
-def test_second_order_maml_through_gauss_newton_steps_against_finite_differences(getkey):
+@pytest.mark.parametrize("preconditioner", ["none", "jacobi"])
+def test_second_order_maml_through_gauss_newton_steps_against_finite_differences(
+    getkey, preconditioner
+):
     params, static, loss, support = small_problem(getkey(), width=4, depth=1)
     query = mp.sample_collocation(getkey(), mp.Burgers(), 24, 8, 4)
     task = mp.BurgersTask(jnp.asarray(0.05))
     # Well damped: with lambda = 1e-2 the truncated CG amplifies rounding so much that
     # central differences stop converging below eps = 1e-4 (autodiff agrees with them
-    # above it).
-    inner = mp.GaussNewton(damping=1.0, adaptive=False, cg_steps=8, cg_rtol=0.0)
+    # above it). Truncated CG's step depends on the preconditioner, so its derivative
+    # must go through the Jacobi diagonal too.
+    inner = mp.GaussNewton(
+        damping=1.0, adaptive=False, cg_steps=8, cg_rtol=0.0, preconditioner=preconditioner
+    )
     learner = mp.MAML(inner_steps=2, inner_optimizer=inner)
     grads, _ = learner.meta_gradient(params, static, loss, task, support, query)
 

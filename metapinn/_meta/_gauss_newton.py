@@ -162,8 +162,8 @@ class GaussNewton(AbstractAdapter):
       $\operatorname{diag}(J^\top J) + \lambda I$, the diagonal estimated at every step
       from `jacobi_samples` Rademacher probes $z$ as the mean of $(J^\top z)^2$
       (Bekas, Kokiopoulou & Saad 2007: $\mathbb{E}[(J^\top z)^2] =
-      \operatorname{diag}(J^\top J)$), one reverse pass each, vmapped; no derivative
-      goes through it. Martens (2010) preconditions Hessian-free optimisation of
+      \operatorname{diag}(J^\top J)$), one reverse pass each, vmapped, the same
+      probes at every step (a fixed key). Martens (2010) preconditions Hessian-free optimisation of
       networks with a diagonal of the same kind: the parameters' scales differ by
       orders of magnitude between layers (a Fourier embedding's against an output
       layer's), and CG without it spends its iterations on the largest.
@@ -225,13 +225,20 @@ class GaussNewton(AbstractAdapter):
 
         rhs = jtu.tree_map(jnp.negative, gradient)
         start = guess if self.warm_start else jtu.tree_map(jnp.zeros_like, gradient)
-        preconditioner = None
+        preconditioner: Callable[[PyTree], PyTree] | None = None
         if self.preconditioner == "jacobi":
-            diagonal = jax.lax.stop_gradient(self._jacobi_diagonal(vjp, r))
-            shift = jax.lax.stop_gradient(damping)
+            # Differentiable (fixed probes): a truncated CG's step depends on M, so
+            # reverse mode through a step must see it.
+            diagonal = self._jacobi_diagonal(vjp, r)
 
-            def preconditioner(v):
-                return jtu.tree_map(lambda a, d: a / (d + shift), v, diagonal)
+            def jacobi(v):
+                def scale(a, d):
+                    m = d + damping  # 0 only for a column of J that is zero, at damping 0
+                    return a / jnp.where(m > 0, m, 1.0)
+
+                return jtu.tree_map(scale, v, diagonal)
+
+            preconditioner = jacobi
 
         return conjugate_gradient(
             matvec, rhs, start, steps=self.cg_steps, rtol=self.cg_rtol,
