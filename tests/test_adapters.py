@@ -119,13 +119,19 @@ def test_levenberg_marquardt_lowers_a_pinn_loss_monotonically(getkey, solver):
     assert curve[-1] < 0.2 * curve[0], curve
 
 
-def test_preconditioned_cg_needs_fewer_iterations_on_a_badly_scaled_system(getkey):
-    # A = D (C + I) D with D spanning three decades: Jacobi preconditioning undoes D.
+@pytest.fixture
+def badly_scaled(getkey):
+    """`(A, b)` with A = D (C + I) D, C a random Gram matrix and D spanning three
+    decades: Jacobi preconditioning undoes D."""
     n = 40
     q = jr.normal(getkey(), (n, n))
     scale = jnp.diag(jnp.logspace(0.0, 3.0, n))
-    matrix = scale @ (q @ q.T / n + jnp.eye(n)) @ scale
-    rhs = jr.normal(getkey(), (n,))
+    return scale @ (q @ q.T / n + jnp.eye(n)) @ scale, jr.normal(getkey(), (n,))
+
+
+def test_preconditioned_cg_needs_fewer_iterations_on_a_badly_scaled_system(badly_scaled):
+    matrix, rhs = badly_scaled
+    n = rhs.shape[0]
 
     def relative_residual(steps, preconditioner):
         x = mp.conjugate_gradient(
@@ -141,12 +147,9 @@ def test_preconditioned_cg_needs_fewer_iterations_on_a_badly_scaled_system(getke
     assert relative_residual(n, jacobi) < 1e-10  # exact in n steps, up to rounding
 
 
-def test_preconditioned_cg_stops_on_the_residual_norm(getkey):
-    n = 40
-    q = jr.normal(getkey(), (n, n))
-    scale = jnp.diag(jnp.logspace(0.0, 3.0, n))
-    matrix = scale @ (q @ q.T / n + jnp.eye(n)) @ scale
-    rhs = jr.normal(getkey(), (n,))
+def test_preconditioned_cg_stops_on_the_residual_norm(badly_scaled):
+    matrix, rhs = badly_scaled
+    n = rhs.shape[0]
     for rtol in (1e-3, 1e-8):
         x = mp.conjugate_gradient(
             lambda v: matrix @ v, rhs, jnp.zeros(n), steps=10 * n, rtol=rtol,

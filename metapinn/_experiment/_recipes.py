@@ -73,20 +73,22 @@ class Recipe:
         """The experiment config of this recipe's network and points on `family` (W3's
         other settings): what builds the network and draws the points."""
         return workload("W3", family).replace(
-            width=self.width,
-            depth=self.depth,
-            network=self.network,
-            fourier_features=self.fourier_features,
-            fourier_scale=self.fourier_scale,
-            periodic_embedding=self.periodic_embedding,
-            rwf=self.rwf,
+            **self.network_settings(),
             n_interior=self.n_interior,
             n_initial=self.n_initial,
             n_boundary=self.n_boundary,
-            causal_chunks=self.causal_chunks,
-            causal_tol=self.causal_tol,
-            loss_weights=self.weights,
         )
+
+    def network_settings(self) -> dict[str, Any]:
+        """The recipe's network, loss weights and causal weighting as the experiment
+        config's settings (what workload A takes from each family's recipe)."""
+        return {
+            "network": self.network, "width": self.width, "depth": self.depth,
+            "fourier_features": self.fourier_features, "fourier_scale": self.fourier_scale,
+            "periodic_embedding": self.periodic_embedding, "rwf": self.rwf,
+            "causal_chunks": self.causal_chunks, "causal_tol": self.causal_tol,
+            "loss_weights": self.weights,
+        }  # fmt: skip
 
     def optimizer(self, steps: int | None = None) -> optax.GradientTransformation:
         """Adam with the recipe's warm-up and decay (the warm-up shortened to a tenth of

@@ -163,10 +163,12 @@ class GaussNewton(AbstractAdapter):
       from `jacobi_samples` Rademacher probes $z$ as the mean of $(J^\top z)^2$
       (Bekas, Kokiopoulou & Saad 2007: $\mathbb{E}[(J^\top z)^2] =
       \operatorname{diag}(J^\top J)$), one reverse pass each, vmapped, the same
-      probes at every step (a fixed key). Martens (2010) preconditions Hessian-free optimisation of
-      networks with a diagonal of the same kind: the parameters' scales differ by
-      orders of magnitude between layers (a Fourier embedding's against an output
-      layer's), and CG without it spends its iterations on the largest.
+      probes at every step (a fixed key). Martens (2010) preconditions Hessian-free
+      optimisation of networks with a diagonal of the same kind, for parameters whose
+      scales differ by orders of magnitude between layers. The probes cost about as
+      much as 10–15 CG iterations, and on workload A's Burgers network they bought no
+      accuracy at a fixed number of iterations (docs/benchmarks.md), so it is off by
+      default.
     - `jacobi_samples`: the probes of the Jacobi estimate, $\ge 1$ (default 16).
 
     **Raises:** `ValueError` on construction naming a bad value (a negative or
