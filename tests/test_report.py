@@ -223,6 +223,18 @@ def test_verdict_lines():
     assert not any(p.startswith("beats") and "within" in p for p in parts)
 
 
+def test_verdict_of_a_run_with_only_baselines():
+    # No meta-learner: each baseline is judged against random init (and the others).
+    config = _config(methods=["multitask"], overrides=[])
+    inits = ("random", "multitask")
+    per_run = {k: v[[0, 2]] for k, v in _per_run(CURVES).items()}
+    (line,) = summarise(config, inits, per_run)["verdict"]
+    assert line == (
+        "Multi-task + 10 steps does not beat random init + 100 steps "
+        "(0.35 vs 0.1); beats random init + 10 (0.35 vs 0.9)."
+    )
+
+
 def test_verdict_of_one_seed_and_of_diverged_seeds():
     one = {k: [v[0]] for k, v in CURVES.items()}
     verdict = _results(_config(seeds=[0]), curves=one)["verdict"]

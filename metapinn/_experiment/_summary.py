@@ -241,7 +241,9 @@ def _verdict(
     n_total: int,
 ) -> list[str]:
     """Plain sentences: does each meta-initialisation + budget steps beat random init +
-    the longest adaptation, and multi-task + budget steps, in relative L2?
+    the longest adaptation, and multi-task + budget steps, in relative L2? A run with
+    no meta-learned initialisation (only baselines, e.g. workload A's conditioned PINN)
+    has one line per baseline instead, against random init.
 
     **Arguments:** the config, the initialisations (`"random"` first), the mean and
     the spread over seeds of the rel-L2 error, each `(init, k)`; the seeds each
@@ -261,20 +263,23 @@ def _verdict(
             "One seed: no comparison below can be judged against a spread over seeds "
             "(run more, e.g. --seeds 0 1 2)."
         )
+    judged = [init for init in inits if init not in baselines]
+    if not judged:  # only baselines: each against random init
+        judged = [init for init in inits if init != "random"]
     for i, init in enumerate(inits):
-        if init in baselines:
+        if init not in judged:
             continue
         parts = []
         if steps[-1] != config.budget:
             parts.append(versus(i, 0, len(steps) - 1, f"random init + {steps[-1]} steps"))
-        if "multitask" in inits:
+        if "multitask" in inits and init != "multitask":
             parts.append(versus(i, inits.index("multitask"), kb, f"multi-task + {config.budget}"))
-        if CONDITIONED_PREFIX + "multitask" in inits:
+        if CONDITIONED_PREFIX + "multitask" in inits and init != CONDITIONED_PREFIX + "multitask":
             j = inits.index(CONDITIONED_PREFIX + "multitask")
             if steps[0] == 0:
                 parts.append(versus(i, j, 0, "the conditioned PINN zero-shot"))
             parts.append(versus(i, j, kb, f"the conditioned PINN + {config.budget}"))
-        if TRANSFER in inits:
+        if TRANSFER in inits and init != TRANSFER:
             parts.append(versus(i, inits.index(TRANSFER), kb, f"transfer + {config.budget}"))
         parts.append(versus(i, 0, kb, f"random init + {config.budget}"))
         note = ""
