@@ -6,6 +6,7 @@ saves them as PNG) and display inline in a notebook. Each function returns its
 """
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -286,4 +287,62 @@ def plot_solve(x: np.ndarray, t: np.ndarray, u_ref: np.ndarray, u: np.ndarray, t
     axes[3].set_ylabel("relative L2 error")
     axes[3].grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
+    return fig
+
+
+ADAPTER_STYLES = {"adam": "-", "gauss-newton": "--", "lbfgs": ":"}
+"""The line style of each adapter in `plot_error_vs_seconds` (another: dash-dot)."""
+
+
+def plot_error_vs_seconds(
+    curves: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]],
+    labels: Mapping[str, str] | None = None,
+    title: str = "",
+):
+    """Error against wall-clock for each (initialisation, adapter): the relative L2
+    error after each recorded step count against the seconds it took.
+
+    **Arguments:**
+
+    - `curves`: `curves[init, adapter] = (seconds, rel_l2)`, each of shape
+      `(seed, task, k)`; both are averaged over the tasks, then the line is the mean
+      over seeds (at the seeds' mean seconds) and the band their min–max. A seed
+      with a NaN entry (diverged) is left out. One colour per initialisation, one line style
+      per adapter (`ADAPTER_STYLES`).
+    - `labels`: display labels of the initialisations and adapters (default: the keys).
+    - `title`: the figure's title.
+
+    **Returns:** a `matplotlib.figure.Figure` (one axes; y logarithmic, x linear up
+    to 0.1 s and logarithmic beyond, so that k = 0, at 0 s, is drawn).
+    """
+    labels = labels or {}
+    fig = _figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot()
+    colours: dict[str, Any] = {}
+    for (init, adapter), (seconds, rel) in curves.items():
+        seconds = np.asarray(seconds, dtype=np.float64).mean(axis=1)  # (seed, k)
+        rel = np.asarray(rel, dtype=np.float64).mean(axis=1)
+        keep = np.isfinite(rel).all(axis=1) & np.isfinite(seconds).all(axis=1)
+        if not keep.any():
+            continue
+        seconds, rel = seconds[keep], rel[keep]
+        x = seconds.mean(axis=0)
+        (line,) = ax.plot(
+            x, rel.mean(axis=0), ls=ADAPTER_STYLES.get(adapter, "-."), marker="o", ms=3,
+            color=colours.get(init),
+            label=f"{labels.get(init, init)} · {labels.get(adapter, adapter)}",
+        )  # fmt: skip
+        colours[init] = line.get_color()
+        if rel.shape[0] > 1:
+            ax.fill_between(x, rel.min(axis=0), rel.max(axis=0), alpha=0.15, lw=0,
+                            color=line.get_color())  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlim(left=0.0)
+    ax.set_xlabel("seconds of adaptation per task (compilation excluded)")
+    ax.set_ylabel("rel-L2 vs reference (mean over tasks)")
+    ax.set_title(title or "Error against wall-clock (line: mean over seeds; band: min–max)")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return fig

@@ -54,12 +54,14 @@ from ._experiment import (
     run_ablation as run_ablation,
     to_markdown as to_markdown,
     train_runs as train_runs,
+    wall_clock_figure as wall_clock_figure,
     workload as workload,
 )
 from ._experiment._recipes import RECIPES as RECIPES, Recipe as Recipe, recipe as recipe
 from ._experiment._solve import solve as solve
 from ._plots import (
     plot_ablation as plot_ablation,
+    plot_error_vs_seconds as plot_error_vs_seconds,
     plot_few_shot as plot_few_shot,
     plot_fields as plot_fields,
     plot_meta_training as plot_meta_training,

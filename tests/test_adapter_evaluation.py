@@ -206,6 +206,9 @@ def test_a_run_evaluated_with_every_adapter(tmp_path):
         np.testing.assert_allclose(two.rel_l2, one.rel_l2, rtol=1e-6)  # float32
         np.testing.assert_allclose(two.loss, one.loss, rtol=1e-6)
     np.testing.assert_allclose(spread.measures["rel_l2"], evaluation.measures["rel_l2"], rtol=1e-6)
+    # Written out, the run's plots include the error against wall-clock.
+    me.evaluate_runs(config, tmp_path / "run", log=lambda _: None)
+    assert (tmp_path / "run" / "plots" / "wall_clock.png").stat().st_size > 0
     # Without eval_adapters the results are what they were: no adapter tables.
     shutil.rmtree(tmp_path / "run" / "plots", ignore_errors=True)
     plain = me.evaluate(config.replace(eval_adapters=[]), tmp_path / "run", log=lambda _: None)

@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 
 import metapinn as mp
+from metapinn._checkpoint import read_checkpoint_meta
 from metapinn._cli import main
 from metapinn._experiment import format_summary, workload
 from metapinn._experiment._folder import RunFolder
 from metapinn._experiment._methods import adapt_spec
 from metapinn._experiment._problem import initialisation, nearest_training_tasks
+from metapinn._experiment._summary import in_range
 from metapinn._experiment._training import training_order
 
 from .helpers import tree_allclose
@@ -342,7 +344,15 @@ def test_workload_a_takes_each_familys_recipe_network():
     convection = workload("A", family="convection")
     assert convection.name == "A-convection" and convection.periodic_embedding
     assert convection.loss_weights == mp.experiment.recipe("convection").weights
-    assert convection.test_params == workload("W3", family="convection").test_params
+    # The standard held-out values, then one below and one above the training values,
+    # reported apart as extrapolation; a family of drawn functions keeps its draws.
+    w3 = workload("W3", family="convection")
+    assert convection.test_params == (*w3.test_params, 0.6667, 60.0)  # 4 digits
+    assert convection.train_params == w3.train_params
+    assert in_range(convection).tolist() == [True] * 4 + [False] * 2
+    assert a.test_params[-2:] == (0.003333, 0.06886) and len(a.test_params) == 6
+    f6 = workload("A", family="burgers-random-ic")
+    assert f6.test_params == () and f6.n_test == workload("W3", family="burgers-random-ic").n_test
 
 
 @pytest.mark.parametrize(
@@ -450,3 +460,46 @@ def test_loss_weights_reach_every_methods_loss():
     assert _weights_text(config.to_dict()).endswith("terms by 1, 100, 2.")
     unit = config.replace(loss_weights=(1, 1, 1)).to_dict()
     assert _weights_text({}) == _weights_text(unit) == ""
+
+
+def test_the_curriculum_trains_its_chain_each_run_from_the_one_before(tmp_path, monkeypatch):
+    from metapinn._experiment import _training
+    from metapinn._experiment._evaluation import _initialisations
+
+    # Burgers: smaller nu is harder. Held-out 0.025 starts from 0.03, 0.045 (easier than
+    # every training task) from the easiest, 0.04: the chain 0.04 -> 0.03.
+    config = mp.experiment.ExperimentConfig.from_dict({
+        **{k: TINY_W3[k] for k in ("width", "depth", "n_interior", "n_initial", "n_boundary",
+                                   "train_params", "checkpoint_every")},
+        "test_params": [0.025, 0.045], "methods": ["curriculum", "transfer"], "seeds": [0],
+        "meta_steps": 3, "tasks_per_step": 1,
+    })  # fmt: skip
+    spec = config.method("curriculum")
+    assert spec.run_tasks(config) == (2, 1) and spec.source_tasks(config) == (1, 2)
+    starts = {}
+    real = _training.meta_train
+
+    def recording(*args, run_dir, **kwargs):
+        starts[run_dir.relative_to(tmp_path).as_posix()] = args[1]
+        return real(*args, run_dir=run_dir, **kwargs)
+
+    monkeypatch.setattr(_training, "meta_train", recording)
+    mp.experiment.train_runs(config, tmp_path, progress=False, log=lambda _: None)
+    folder = RunFolder(tmp_path)
+    random, _, _ = initialisation(config, 0)
+    trained = {t: folder.load_trained(config, "curriculum", 0, random, t) for t in (1, 2)}
+    assert tree_allclose(starts["train/curriculum/seed0/task2"], random)
+    assert tree_allclose(starts["train/curriculum/seed0/task1"], trained[2])
+    # Its first run is transfer's run of that task (the same start, key and steps); the
+    # next one is not (transfer starts every task afresh).
+    transfer = {t: folder.load_trained(config, "transfer", 0, random, t) for t in (1, 2)}
+    assert tree_allclose(transfer[2], trained[2])
+    assert not tree_allclose(transfer[1], trained[1])
+    # A run's stored settings name the run it started from: a resume checks them.
+    meta = read_checkpoint_meta(tmp_path / "train/curriculum/seed0/task1/checkpoint.npz")
+    assert meta["config"]["start_task"] == 2 and meta["config"]["task"] == 1
+    # The evaluation starts each held-out task from its source task's run.
+    found, _ = _initialisations(config, folder, ("random", "curriculum"))
+    (stacked,) = found["curriculum"]
+    assert tree_allclose(jax.tree_util.tree_map(lambda a: a[0], stacked), trained[1])
+    assert tree_allclose(jax.tree_util.tree_map(lambda a: a[1], stacked), trained[2])

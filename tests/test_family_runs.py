@@ -2,6 +2,7 @@
 family's own tasks, reference and conditioned network (at a tiny size: compilation
 dominates), and the family settings of the configuration."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -101,6 +102,24 @@ def test_nearest_training_task_breaks_ties_to_the_lower_index():
     f6 = mp.FAMILIES["burgers-random-ic"]
     train = np.array([[1.0, 0.0], [0.0, 0.3]])
     assert f6.nearest(train, np.array([[0.1, 0.0], [0.6, 0.0]])) == (1, 0)
+
+
+def test_a_curriculum_goes_from_the_easiest_task_and_starts_each_from_the_next_easier():
+    convection = mp.FAMILIES["convection"]  # larger beta is harder
+    train = np.array([4.0, 1.0, 16.0, 2.0])
+    chain, sources = convection.curriculum(train, np.array([3.0, 1.5, 0.5, 4.0]))
+    # 3 -> 2 (index 3), 1.5 -> 1, 0.5 (easier than all) -> the easiest, 4 -> itself;
+    # trained from 1 up to 4: 16 is needed by none.
+    assert sources == (3, 1, 1, 0) and chain == (1, 3, 0)
+    burgers = mp.FAMILIES["burgers"]  # smaller nu is harder: the curriculum goes down
+    chain, sources = burgers.curriculum(np.array([0.01, 0.04, 0.02]), np.array([0.015, 0.05]))
+    assert sources == (2, 1) and chain == (1, 2)
+    with pytest.raises(ValueError, match="'burgers-random-ic' is not ordered"):
+        mp.FAMILIES["burgers-random-ic"].curriculum(np.zeros((2, 8)), np.zeros((1, 8)))
+    with pytest.raises(mp.experiment.ConfigError, match="curriculum needs a family ordered"):
+        mp.experiment.ExperimentConfig(family="burgers-random-ic", methods=("curriculum",))
+    with pytest.raises(ValueError, match="harder='up' is invalid"):
+        dataclasses.replace(convection, harder="up")
 
 
 def test_family_settings_are_checked():

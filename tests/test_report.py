@@ -402,3 +402,30 @@ def test_an_ablation_row_reads_each_evaluation_adapter_after_its_last_step(tmp_p
     table = ablation_table({"rows": [row], "columns": ["method"], "budget": BUDGET})
     assert "rel-L2, 3 gauss-newton steps (s)" in table and "0.01 ± 0 (2 s)" in table
     assert "gauss-newton_rel_l2_mean" in to_csv({"rows": [row], "columns": ["method"]})
+
+
+def test_wall_clock_figure_draws_each_initialisation_and_adapter_from_the_results():
+    from metapinn._experiment._adapter_evaluation import AdapterMeasures
+    from metapinn.experiment import wall_clock_figure
+
+    config = _config(methods=["maml"], overrides=[])
+    results = summarise(config, INITS, _per_run(CURVES))
+    # Per seed (3) and task (2): the tasks differ by a factor 3, seed 2 of MAML diverged.
+    rel = np.array([[1.0, 0.5], [0.6, 0.01], [0.7, 0.1]])[:, None, None, :]
+    rel = np.repeat(np.repeat(rel, 3, axis=1), 2, axis=2) * np.array([1.0, 3.0])[:, None]
+    rel[1, 2] = np.nan
+    seconds = np.broadcast_to(np.array([0.0, 2.0]), rel.shape) * np.array([1.0, 2.0])[:, None]
+    gn = AdapterMeasures("gauss-newton", INITS, (0, 3), rel, seconds, rel, True)
+    valid = np.ones((3, 3), bool)
+    valid[1, 2] = False
+    results["adapters"] = adapter_summary(config, [gn], valid)
+    results = json.loads(json.dumps(results))  # as read back from results.json
+    (ax,) = wall_clock_figure(results).get_axes()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert sorted(lines) == [f"{m} · Gauss–Newton" for m in ("MAML", "Multi-task", "Random init")]
+    maml = lines["MAML · Gauss–Newton"]
+    np.testing.assert_allclose(maml.get_xdata(), [0.0, 3.0])  # tasks' mean seconds
+    np.testing.assert_allclose(maml.get_ydata(), [0.6 * 2, 0.01 * 2])  # mean of 1x and 3x
+    assert ax.get_xlim()[0] == 0.0 and ax.get_yscale() == "log"
+    with pytest.raises(KeyError):
+        wall_clock_figure({k: v for k, v in results.items() if k != "adapters"})

@@ -220,7 +220,12 @@ def test_a_method_is_an_object_with_its_own_settings():
     with pytest.raises(ValueError, match="unknown method 'cond-transfer'"):
         Method("cond-transfer")
     # Every learner is one entry: it makes a plain and a conditioned method.
-    assert set(METHOD_NAMES) == {*LEARNERS, *("cond-" + k for k in LEARNERS), "transfer"}
+    assert set(METHOD_NAMES) == {
+        *LEARNERS,
+        *("cond-" + k for k in LEARNERS),
+        "transfer",
+        "curriculum",
+    }
 
 
 def test_every_field_carries_known_roles_and_the_key_lists_follow_from_them():

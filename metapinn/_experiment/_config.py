@@ -18,6 +18,7 @@ from .._pde._registry import FAMILIES, Family, family as get_family
 from ._compat import RENAMED_KEYS, CompatError, upgrade_config_data
 from ._methods import (
     ADAPT_SPECS,
+    CURRICULUM,
     EVAL_ADAPTERS,
     INNER_OPTIMIZERS,
     INNER_REMATS,
@@ -692,6 +693,13 @@ class ExperimentConfig:
         init = s["init"]
         if method not in self.methods:
             return  # its settings are checked; what it starts from matters in a run with it
+        if method == CURRICULUM and not self.resolved_family.scalar:
+            _fail(
+                "methods",
+                self.methods,
+                f"curriculum needs a family ordered by a scalar parameter; "
+                f"{self.resolved_family.name} has drawn functions",
+            )
         if init != RANDOM and init in METHOD_NAMES:
             if init == method:
                 _fail(where + "init", init, "a method cannot start from itself")

@@ -28,7 +28,13 @@ from .._few_shot import adapt_recording, few_shot, field_metrics, pinn_field
 from .._grid import grid_points
 from .._meta._learned_rates import MAMLPlusPlus, MetaSGD
 from .._meta_train import load_meta_params
-from .._plots import plot_few_shot, plot_fields, plot_meta_training, plot_per_task
+from .._plots import (
+    plot_error_vs_seconds,
+    plot_few_shot,
+    plot_fields,
+    plot_meta_training,
+    plot_per_task,
+)
 from ._adapter_evaluation import ADAM, AdapterMeasures, adam_measures, time_adapters
 from ._config import ExperimentConfig
 from ._folder import RunFolder
@@ -38,7 +44,6 @@ from ._problem import (
     eval_optimizer,
     experiment_tasks,
     initialisation,
-    nearest_training_tasks,
 )
 from ._report import to_markdown
 from ._summary import adapter_summary, in_range, plain_adam_summary, summarise
@@ -106,7 +111,7 @@ def _initialisations(config: ExperimentConfig, folder: RunFolder, inits: tuple[s
                     i: folder.load_trained(config, init, seed, random, i)
                     for i in spec.run_tasks(config)
                 }
-                params = _stack([trained[i] for i in nearest_training_tasks(config)])
+                params = _stack([trained[i] for i in spec.source_tasks(config)])
             else:
                 params = folder.load_trained(config, init, seed, like)
             if spec is not None and spec.transfer and record is not None:
@@ -522,11 +527,11 @@ def evaluate_runs(
         write_json(folder.results_file, results)
         write_text(folder.report_file, to_markdown(results))
         if plots:
-            _plots(evaluation, folder)
+            _plots(evaluation, folder, results)
     return results
 
 
-def _plots(evaluation: Evaluation, folder: RunFolder) -> None:
+def _plots(evaluation: Evaluation, folder: RunFolder, results: dict[str, Any]) -> None:
     config, inits, per_run, valid = (
         evaluation.config,
         evaluation.rows,
@@ -549,6 +554,8 @@ def _plots(evaluation: Evaluation, folder: RunFolder) -> None:
     inside = in_range(config)  # the curves average the tasks the tables average
     in_range_runs = {name: values[:, :, inside] for name, values in per_run.items()}
     _save(plot_few_shot(config.eval_steps, in_range_runs, labels), plot_dir, "few_shot")
+    if "adapters" in results:
+        _save(wall_clock_figure(results), plot_dir, "wall_clock")
     _save(
         plot_per_task(config.held_out_labels(), per_run["rel_l2"], labels, config.eval_steps,
                            config.budget),
@@ -574,6 +581,34 @@ def _plots(evaluation: Evaluation, folder: RunFolder) -> None:
         plot_dir,
         "fields",
     )
+
+
+def wall_clock_figure(results: dict[str, Any]):
+    """Error against wall-clock for each (initialisation, adapter) of a run's results
+    (the plain data of `results.json`, so a committed run's figure is redrawn from its
+    file), over the held-out tasks in the training range: see
+    [`metapinn.experiment.plot_error_vs_seconds`][].
+
+    **Raises:** `KeyError` if the results have no `adapters` (a run without
+    `eval_adapters`)."""
+    inside = np.asarray(results["in_range"], dtype=bool)
+    curves = {}
+    for adapter, data in results["adapters"].items():
+        rel = np.asarray(data["per_run_rel_l2"], dtype=np.float64)  # null -> NaN
+        seconds = np.asarray(data["per_run_seconds"], dtype=np.float64)
+        for i, row in enumerate(data["rows"]):
+            curves[row["init"], adapter] = (seconds[i][:, inside], rel[i][:, inside])
+    labels = {**results["labels"], **ADAPTER_NAMES}
+    config = results["config"]
+    title = (
+        f"{config['name']}: error against wall-clock, {len(results['seeds'])} seed(s) "
+        "(band: min–max)"
+    )
+    return plot_error_vs_seconds(curves, labels, title)
+
+
+ADAPTER_NAMES = {"adam": "Adam", "gauss-newton": "Gauss–Newton", "lbfgs": "L-BFGS"}
+"""Short names of the evaluation adapters, for legends."""
 
 
 def _save(fig, folder, name: str) -> None:

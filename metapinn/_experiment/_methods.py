@@ -5,10 +5,12 @@ decode.
 A method's name says what it is: `reptile` is Reptile on the plain PINN `u(x, t)`,
 `cond-reptile` Reptile on the parameter-conditioned PINN `u(x, t, c(ν))`, `transfer`
 multi-task training of the plain PINN on the one training task nearest each held-out
-task. A configuration keeps the names (they are what `config.json` and the command
-line hold) and [`metapinn.experiment.ExperimentConfig.method`][] turns one into its `Method`,
-with the run-wide settings and the method's own overrides resolved. A new learner is
-one entry of `LEARNERS`.
+task, `curriculum` the same trained along a curriculum of the training tasks (each
+warm-started from the next easier one). A configuration keeps the names (they are
+what `config.json` and the command line hold) and
+[`metapinn.experiment.ExperimentConfig.method`][] turns one into its `Method`, with
+the run-wide settings and the method's own overrides resolved. A new learner is one
+entry of `LEARNERS`.
 """
 
 import dataclasses
@@ -67,6 +69,9 @@ LEARNERS: dict[str, LearnerKind] = {
 
 CONDITIONED_PREFIX = "cond-"
 TRANSFER = "transfer"
+CURRICULUM = "curriculum"
+PER_TASK = (TRANSFER, CURRICULUM)
+"""The baselines that train one plain PINN per training task they need."""
 RANDOM = "random"
 """The random initialisation: the evaluation's baseline row, not a trained method."""
 RULE_SUFFIX = "+rule"
@@ -94,7 +99,7 @@ OUTER_SCHEDULES = ("constant", "cosine")
 
 def _names() -> tuple[str, ...]:
     plain = [k for k in LEARNERS]
-    return (*plain, *(CONDITIONED_PREFIX + k for k in plain), TRANSFER)
+    return (*plain, *(CONDITIONED_PREFIX + k for k in plain), *PER_TASK)
 
 
 METHOD_NAMES = _names()
@@ -137,10 +142,11 @@ def writers_optimizer(settings: dict[str, Any]) -> optax.GradientTransformation:
 
 
 def parse_method(name: str) -> tuple[LearnerKind, bool, bool]:
-    """`(learner, conditioned, transfer)` of a method's name.
+    """`(learner, conditioned, per_task)` of a method's name (`per_task`: the transfer
+    or curriculum baseline, one plain PINN per training task it needs).
 
     **Raises:** `ValueError` naming an unknown method."""
-    if name == TRANSFER:
+    if name in PER_TASK:
         return LEARNERS["multitask"], False, True
     conditioned = name.startswith(CONDITIONED_PREFIX)
     kind = LEARNERS.get(name.removeprefix(CONDITIONED_PREFIX))
@@ -194,9 +200,16 @@ class Method:
 
     @property
     def transfer(self) -> bool:
-        """Whether it is the transfer baseline (one plain PINN per training task it
-        needs, each trained on that task alone)."""
+        """Whether it is a per-task baseline, transfer or curriculum (one plain PINN
+        per training task it needs, each trained on that task alone)."""
         return parse_method(self.name)[2]
+
+    @property
+    def curriculum(self) -> bool:
+        """Whether it is the curriculum baseline: its per-task runs are trained one
+        after another along [`metapinn.Family.curriculum`][], each from the one
+        before."""
+        return self.name == CURRICULUM
 
     @property
     def label(self) -> str:
@@ -275,9 +288,29 @@ class Method:
         needs (the nearest to a held-out task)."""
         if not self.transfer:
             return (None,)
-        from ._problem import nearest_training_tasks
+        from ._problem import curriculum_tasks, nearest_training_tasks
 
+        if self.curriculum:
+            return curriculum_tasks(config)[0]  # in the order they train
         return tuple(sorted(set(nearest_training_tasks(config))))
+
+    def source_tasks(self, config: "ExperimentConfig") -> tuple[int, ...]:
+        """A per-task baseline's training task for each held-out task: transfer's
+        nearest, the curriculum's next easier one."""
+        from ._problem import curriculum_tasks, nearest_training_tasks
+
+        if self.curriculum:
+            return curriculum_tasks(config)[1]
+        return nearest_training_tasks(config)
+
+    def previous_task(self, config: "ExperimentConfig", task: int) -> int | None:
+        """The training task whose run a curriculum run of `task` starts from (`None`:
+        the first, from the random initialisation; always `None` for transfer)."""
+        if not self.curriculum:
+            return None
+        chain = self.run_tasks(config)
+        position = chain.index(task)
+        return None if position == 0 else chain[position - 1]
 
     def run_settings(
         self, config: "ExperimentConfig", seed: int, task: int | None = None
@@ -321,6 +354,8 @@ class Method:
             out["tasks_per_step"] = 1
         if self.transfer:
             out.pop("init", None)
+        if self.curriculum and task is not None:
+            out["start_task"] = self.previous_task(config, task)
         return out
 
 
@@ -332,6 +367,8 @@ def label(name: str) -> str:
     if name.endswith(RULE_SUFFIX):
         return f"{label(name.removesuffix(RULE_SUFFIX))}, its learned rule"
     kind, conditioned, transfer = parse_method(name)
+    if name == CURRICULUM:
+        return "Curriculum (next easier task)"
     if transfer:
         return "Transfer (nearest task)"
     if conditioned:

@@ -218,3 +218,11 @@ def nearest_training_tasks(config: ExperimentConfig) -> tuple[int, ...]:
     scalar parameter; see [`metapinn.Family.nearest`][]): the one a transfer baseline
     trains on."""
     return get_family(config.family).nearest(*task_values(config))
+
+
+def curriculum_tasks(config: ExperimentConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The curriculum baseline's training tasks in the order it trains them, and the
+    one each held-out task starts from (see [`metapinn.Family.curriculum`][]).
+
+    **Raises:** `ValueError` for a family of drawn functions."""
+    return get_family(config.family).curriculum(*task_values(config))

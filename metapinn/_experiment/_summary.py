@@ -12,7 +12,7 @@ from typing import Any, cast
 import numpy as np
 
 from ._config import ExperimentConfig
-from ._methods import CONDITIONED_PREFIX, RANDOM, RULE_SUFFIX, TRANSFER, label
+from ._methods import CONDITIONED_PREFIX, CURRICULUM, RANDOM, RULE_SUFFIX, TRANSFER, label
 
 
 def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +257,7 @@ def _verdict(
         a, sa, b, sb = (float(v) for v in (mean[i, kb], std[i, kb], mean[j, kj], std[j, kj]))
         return compare_errors(a, sa, b, sb, what)
 
-    baselines = ("random", "multitask", CONDITIONED_PREFIX + "multitask", TRANSFER)
+    baselines = ("random", "multitask", CONDITIONED_PREFIX + "multitask", TRANSFER, CURRICULUM)
     if n_total == 1:
         lines.append(
             "One seed: no comparison below can be judged against a spread over seeds "
@@ -281,6 +281,8 @@ def _verdict(
             parts.append(versus(i, j, kb, f"the conditioned PINN + {config.budget}"))
         if TRANSFER in inits and init != TRANSFER:
             parts.append(versus(i, inits.index(TRANSFER), kb, f"transfer + {config.budget}"))
+        if CURRICULUM in inits and init != CURRICULUM:
+            parts.append(versus(i, inits.index(CURRICULUM), kb, f"curriculum + {config.budget}"))
         parts.append(versus(i, 0, kb, f"random init + {config.budget}"))
         note = ""
         if n_seeds[init] < n_total:

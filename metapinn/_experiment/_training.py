@@ -2,7 +2,9 @@
 
 Each (method, seed) is one resumable [`metapinn.meta_train`][] run in
 `train/<method>/seed<s>/`; a transfer run trains one plain PINN per needed training
-task, in `train/transfer/seed<s>/task<i>/`. A method whose `init` names another
+task, in `train/transfer/seed<s>/task<i>/`, and the curriculum baseline the same
+along its chain of training tasks, each run starting from the previous one's result
+(`train/curriculum/seed<s>/task<i>/`). A method whose `init` names another
 method starts from that method's trained initialisation of the same seed (a warm
 start), so methods train in an order that puts every source first. The folder is a
 [`RunFolder`][metapinn.experiment.RunFolder], locked while this process writes it.
@@ -234,6 +236,20 @@ def _train_all(
                     train_tasks, per_step = problem.train_tasks, config.tasks_per_step
                 else:
                     start = params
+                    previous = spec.previous_task(config, task)
+                    if previous is not None and results.get((f"{method}:{previous}", seed),
+                                                            True) is None:  # fmt: skip
+                        message = f"not trained: the curriculum's task {previous} diverged"
+                        folder.mark_diverged(
+                            run_dir,
+                            {"step": 0, "tasks": [], "message": message,
+                             "checkpoint_step": None, "source": f"{method}:{previous}"},
+                        )  # fmt: skip
+                        log(f"{spec.label} (task {task}), seed {seed}: {message}")
+                        results[f"{method}:{task}", seed] = None
+                        continue
+                    if previous is not None:  # a curriculum: from the easier task's run
+                        start = folder.load_trained(config, method, seed, params, previous)
                     train_tasks = jax.tree_util.tree_map(lambda x, i=task: x[i : i + 1],
                                                          problem.train_tasks)  # fmt: skip
                     per_step = 1

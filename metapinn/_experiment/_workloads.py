@@ -108,7 +108,9 @@ A = {
 weighting, and for periodic families the exact periodic embedding) as the conditioned
 PINN, pre-trained on W3's points and tasks by 4000 multi-task steps of Adam decaying
 from 3e-3 (one Burgers seed: about 15 minutes on one core, 9 on two host devices),
-then adapted by the common Adam schedule, Gauss–Newton and L-BFGS. Named
+then adapted by the common Adam schedule, Gauss–Newton and L-BFGS, on the family's
+standard held-out tasks and, for an ordered family, one value below and one above the
+training values (reported apart as extrapolation). Named
 `A-<family>`; the recipe's Adam schedule, gradient-norm balancing, time-marching and
 finisher are single-task training's and do not enter meta-training."""
 
@@ -146,6 +148,7 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
     data = dict(WORKLOADS[name])
     if name == "A":
         data.update(_recipe_network(family or "burgers"))
+        data.update(_with_out_of_range(family or "burgers"))
     if family is not None and family != data.get("family", "burgers"):
         try:
             own = get_family(family).name  # a family of the user's is named by its own name
@@ -153,11 +156,30 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
             _fail("family", family, str(e))
         if name in FAMILY_WORKLOADS and family not in FAMILY_WORKLOADS[name]:
             _fail("family", family, f"workload {name} is defined on {FAMILY_WORKLOADS[name]}")
-        data = {k: v for k, v in data.items() if k not in fields_with_role("tasks")}
+        keep = ("test_params",) if name == "A" else ()
+        data = {k: v for k, v in data.items() if k not in fields_with_role("tasks") or k in keep}
         data.update(family=family, name=f"{data.get('name', name)}-{own}")
     elif name == "A":
         data["name"] = "A-burgers"
     return ExperimentConfig.from_dict({**data, **changes})
+
+
+OUT_OF_RANGE_FACTOR = 1.5
+"""Workload A's out-of-range held-out values: the smallest training value divided by,
+and the largest multiplied by, this factor."""
+
+
+def _with_out_of_range(family: str) -> dict[str, Any]:
+    """Workload A's held-out values on `family`: its standard ones, then one below and
+    one above its training values (`OUT_OF_RANGE_FACTOR`), reported apart as
+    extrapolation; nothing for a family of drawn functions (its tasks are the
+    family's drawn ones)."""
+    fam = get_family(family)
+    if not fam.train_values:
+        return {}
+    low, high = min(fam.train_values), max(fam.train_values)
+    outside = (low / OUT_OF_RANGE_FACTOR, high * OUT_OF_RANGE_FACTOR)
+    return {"test_params": (*fam.test_values, *(float(f"{v:.4g}") for v in outside))}
 
 
 def _recipe_network(family: str) -> dict[str, Any]:

@@ -96,6 +96,8 @@ def _check_family(fam: "Family") -> None:
                 bad(field, value, "a function family needs an integer >= 1")
         if fam.function_features is None:
             bad("function_features", None, "a function family needs its conditioned input")
+    if fam.harder not in ("larger", "smaller"):
+        bad("harder", fam.harder, "choose 'larger' or 'smaller'")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -155,6 +157,11 @@ class Family:
     own_reference: Callable[[PyTree, np.ndarray, np.ndarray], np.ndarray] | None = None
     """A family whose references have a cache of their own (Burgers); the others use
     [`metapinn.cached_family_reference`][]."""
+    harder: str = "larger"
+    """Which values of a scalar parameter are the harder tasks for a PINN, `"larger"`
+    (default: a faster wave or convection) or `"smaller"` (a lower viscosity or
+    interface width, a sharper front): the direction a curriculum goes
+    ([`metapinn.Family.curriculum`][])."""
 
     def __post_init__(self):
         _check_family(self)
@@ -222,6 +229,36 @@ class Family:
         ties = distance <= best * (1 + 1e-9) + 1e-300
         return tuple(int(np.flatnonzero(row)[0]) for row in ties)
 
+    def curriculum(
+        self, train_values: np.ndarray, test_values: np.ndarray
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """A curriculum over the training tasks (Krishnapriyan et al. 2021): trained one
+        after another from the easiest value towards the harder ones (`harder`), each
+        warm-started from the one before; a held-out task then starts from the hardest
+        training task that is no harder than it (the next easier value; the easiest
+        where it is easier than them all).
+
+        **Arguments:** the scalar parameter values of the training and held-out tasks.
+
+        **Returns:** `(chain, sources)`: the training tasks' indices in the order they
+        are trained (the easiest first, up to the hardest any held-out task needs),
+        and for each held-out task the index of its training task.
+
+        **Raises:** `ValueError` for a family of drawn functions (not ordered)."""
+        if not self.scalar:
+            raise ValueError(
+                f"family {self.name!r} is not ordered by a scalar parameter: a curriculum needs one"
+            )
+        sign = 1.0 if self.harder == "larger" else -1.0
+        hardness = sign * np.log(np.asarray(train_values, dtype=np.float64).reshape(-1))
+        order = [int(i) for i in np.argsort(hardness, kind="stable")]
+        sources = []
+        for v in np.asarray(test_values, dtype=np.float64).reshape(-1):
+            easier = [i for i in order if hardness[i] <= sign * np.log(v) + 1e-9]
+            sources.append(easier[-1] if easier else order[0])
+        last = max(order.index(i) for i in sources)
+        return tuple(order[: last + 1]), tuple(sources)
+
     def labels(self, values: np.ndarray) -> list[str]:
         """A short label per task, from its parameter values (see `values`):
         `nu=0.0091`, or `u0 #2` for a drawn function."""
@@ -277,6 +314,7 @@ FAMILIES: dict[str, Family] = {
             truth="spectral reference (diffrax), verified against Cole-Hopf",
             train_values=_BURGERS_VALUES[0], test_values=_BURGERS_VALUES[1],
             describes="the viscosity nu", own_reference=_burgers_reference,
+            harder="smaller",
         ),
         Family(
             name="heat", design="F2", pde=Heat, task=HeatTask, parameter="kappa",
@@ -302,7 +340,7 @@ FAMILIES: dict[str, Family] = {
             parameter="epsilon", train_range=(1e-4, 1e-2),
             truth="Fourier spectral reference (diffrax), self-converged under refinement",
             train_values=_ALLEN_CAHN[0], test_values=_ALLEN_CAHN[1],
-            describes="the diffusivity epsilon",
+            describes="the diffusivity epsilon", harder="smaller",
         ),
         Family(
             name="burgers-random-ic", design="F6", pde=BurgersRandomIC, task=RandomICTask,
