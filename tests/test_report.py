@@ -429,3 +429,25 @@ def test_wall_clock_figure_draws_each_initialisation_and_adapter_from_the_result
     assert ax.get_xlim()[0] == 0.0 and ax.get_yscale() == "log"
     with pytest.raises(KeyError):
         wall_clock_figure({k: v for k, v in results.items() if k != "adapters"})
+
+
+def test_every_adapter_is_reported_on_each_out_of_range_task():
+    from metapinn._experiment._adapter_evaluation import AdapterMeasures
+    from metapinn._experiment._report import out_of_range_adapter_table
+
+    config = _config(test_params=[0.03, 0.08])  # 0.08: above the training values
+    results = summarise(config, INITS, _per_run(CURVES))
+    # Gauss-Newton at k = 0 and 3: in range 0.5 -> 0.1, outside 0.75 -> 0.5.
+    rel = np.empty((3, 3, 2, 2))
+    rel[:, :, 0] = [0.5, 0.1]
+    rel[:, :, 1] = [0.75, 0.5]
+    rel[1, 1, 1, 1], rel[1, 2, 1, 1] = 0.75, 0.25  # MAML's seeds: 0.5, 0.75, 0.25
+    seconds = np.broadcast_to(np.array([0.0, 1.0]), rel.shape)
+    gn = AdapterMeasures("gauss-newton", INITS, (0, 3), rel, seconds, rel, True)
+    results["adapters"] = adapter_summary(config, [gn], np.ones((3, 3), bool))
+    table = out_of_range_adapter_table(json.loads(json.dumps(results)))
+    assert "| MAML · Gauss–Newton | nu=0.08 | 0.75 ± 0 | 0.5 ± 0.25 |" in table
+    assert "nu=0.03" not in table  # in range: in the averages, not here
+    assert "## Outside the training range" in to_markdown(results)
+    assert "| Random init · Gauss–Newton | nu=0.08 |" in to_markdown(results)
+    assert out_of_range_adapter_table(_results()) == ""  # every task in range

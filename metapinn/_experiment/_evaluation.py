@@ -45,7 +45,7 @@ from ._problem import (
     experiment_tasks,
     initialisation,
 )
-from ._report import to_markdown
+from ._report import ADAPTER_SHORT, to_markdown
 from ._summary import adapter_summary, in_range, plain_adam_summary, summarise
 
 
@@ -598,17 +598,13 @@ def wall_clock_figure(results: dict[str, Any]):
         seconds = np.asarray(data["per_run_seconds"], dtype=np.float64)
         for i, row in enumerate(data["rows"]):
             curves[row["init"], adapter] = (seconds[i][:, inside], rel[i][:, inside])
-    labels = {**results["labels"], **ADAPTER_NAMES}
+    labels = {**results["labels"], **ADAPTER_SHORT}
     config = results["config"]
     title = (
         f"{config['name']}: error against wall-clock, {len(results['seeds'])} seed(s) "
         "(band: min–max)"
     )
     return plot_error_vs_seconds(curves, labels, title)
-
-
-ADAPTER_NAMES = {"adam": "Adam", "gauss-newton": "Gauss–Newton", "lbfgs": "L-BFGS"}
-"""Short names of the evaluation adapters, for legends."""
 
 
 def _save(fig, folder, name: str) -> None:

@@ -3,9 +3,11 @@ the printed summary, from the numbers of `_summary`."""
 
 from typing import Any
 
+import numpy as np
+
 from ._config import ExperimentConfig, fields_with_role
 from ._methods import label
-from ._summary import amortisation
+from ._summary import _mean_std, _stat, amortisation
 from ._workloads import QUICK_SUFFIX
 
 
@@ -28,6 +30,41 @@ def out_of_range_table(results: dict[str, Any]) -> str:
         for r in out["rows"]
     ]
     return _md_table(["Initialisation"] + [f"rel-L2, k = {k}" for k in out["steps"]], rows)
+
+
+def out_of_range_adapter_table(results: dict[str, Any]) -> str:
+    """Every (initialisation, adapter) pair on each held-out task outside the training
+    range (Markdown; "" when every task is in range or the run has no adapters): the
+    rel-L2 after each of the adapter's step counts, mean ± spread over the valid seeds.
+    Per task, not averaged: extrapolating to either side differs too much to share a
+    mean."""
+    adapters = results.get("adapters")
+    inside = np.asarray(results.get("in_range", []), dtype=bool)
+    if not adapters or inside.all():
+        return ""
+    tasks = [(n, name) for n, name in enumerate(results["test_tasks"]) if not inside[n]]
+    steps = sorted({k for data in adapters.values() for k in data["steps"]})
+    rows = []
+    for adapter, data in adapters.items():
+        rel = np.asarray(data["per_run_rel_l2"], dtype=np.float64)  # (row, seed, task, k)
+        for i, row in enumerate(data["rows"]):
+            for n, name in tasks:
+                values = rel[i, :, n]  # (seed, k)
+                values = values[np.isfinite(values).all(axis=1)]
+                cells = []
+                for k in steps:
+                    if k not in data["steps"] or not len(values):
+                        cells.append("")
+                        continue
+                    mean, std = _mean_std(values[:, [data["steps"].index(k)]])
+                    cells.append(_fmt(_stat(mean[0], std[0])))
+                label = f"{results['labels'][row['init']]} · {ADAPTER_SHORT.get(adapter, adapter)}"
+                rows.append([label, name, *cells])
+    return _md_table(["Initialisation · adapter", "task", *(f"k = {k}" for k in steps)], rows)
+
+
+ADAPTER_SHORT = {"adam": "Adam", "gauss-newton": "Gauss–Newton", "lbfgs": "L-BFGS"}
+"""The evaluation adapters' short names, for table rows and legends."""
 
 
 def task_names(results: dict[str, Any]) -> list[str]:
@@ -361,7 +398,7 @@ def _out_of_range_lines(results: dict[str, Any]) -> list[str]:
     if not table:
         return []
     tasks = ", ".join(results["out_of_range"]["tasks"])
-    return [
+    lines = [
         f"## Outside the training range (extrapolation): {tasks}",
         "",
         "Not in the averages above: the mean over seeds of the mean over these tasks.",
@@ -369,6 +406,15 @@ def _out_of_range_lines(results: dict[str, Any]) -> list[str]:
         table,
         "",
     ]
+    per_adapter = out_of_range_adapter_table(results)
+    if per_adapter:
+        lines += [
+            "Every adapter on each of these tasks: rel-L2 after k steps, mean ± spread over seeds.",
+            "",
+            per_adapter,
+            "",
+        ]
+    return lines
 
 
 def _diverged_lines(results: dict[str, Any]) -> list[str]:
