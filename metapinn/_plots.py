@@ -316,7 +316,7 @@ def plot_error_vs_seconds(
     to 0.1 s and logarithmic beyond, so that k = 0, at 0 s, is drawn).
     """
     labels = labels or {}
-    fig = _figure(figsize=(7.5, 4.8))
+    fig = _figure(figsize=(10.5, 4.8))
     ax = fig.add_subplot()
     colours: dict[str, Any] = {}
     for (init, adapter), (seconds, rel) in curves.items():
@@ -344,5 +344,5 @@ def plot_error_vs_seconds(
     ax.set_title(title or "Error against wall-clock (line: mean over seeds; band: min–max)")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        fig.legend(loc="outside right upper", fontsize=8)
     return fig
