@@ -291,7 +291,8 @@ def plot_solve(x: np.ndarray, t: np.ndarray, u_ref: np.ndarray, u: np.ndarray, t
 
 
 ADAPTER_STYLES = {"adam": "-", "gauss-newton": "--", "lbfgs": ":"}
-"""The line style of each adapter in `plot_error_vs_seconds` (another: dash-dot)."""
+"""The line style of each adapter in `plot_error_vs_seconds` (another, e.g. a
+Gauss–Newton variant with fewer CG iterations: dash-dot, square markers)."""
 
 
 def plot_error_vs_seconds(
@@ -328,7 +329,8 @@ def plot_error_vs_seconds(
         seconds, rel = seconds[keep], rel[keep]
         x = seconds.mean(axis=0)
         (line,) = ax.plot(
-            x, rel.mean(axis=0), ls=ADAPTER_STYLES.get(adapter, "-."), marker="o", ms=3,
+            x, rel.mean(axis=0), ls=ADAPTER_STYLES.get(adapter, "-."), ms=3,
+            marker="o" if adapter in ADAPTER_STYLES else "s",
             color=colours.get(init),
             label=f"{labels.get(init, init)} · {labels.get(adapter, adapter)}",
         )  # fmt: skip

@@ -16,7 +16,7 @@ from metapinn._experiment._adapter_evaluation import (
     adam_measures,
     evaluation_adapter,
 )
-from metapinn._experiment._report import adapter_tables
+from metapinn._experiment._report import adapter_short, adapter_tables, adapter_title
 from metapinn._experiment._summary import adapter_summary
 
 from .helpers import TINY_RUN
@@ -62,6 +62,8 @@ def test_inner_adapters_from_the_config():
         ({"inner_cg_steps": 0}, "inner_cg_steps=0"),
         ({"eval_adapters": ["adam"]}, "eval_adapters='adam'"),
         ({"eval_adapters": ["lbfgs", "lbfgs"]}, "eval_adapters"),
+        ({"eval_adapters": ["gauss-newton-cg0"]}, "eval_adapters='gauss-newton-cg0'"),
+        ({"eval_adapters": ["gauss-newton-cgx"]}, "eval_adapters='gauss-newton-cgx'"),
         ({"eval_adapter_steps": [0, 3, 1]}, "eval_adapter_steps"),
         ({"eval_adapter_steps": []}, "eval_adapter_steps"),
         ({"eval_damping": 0.0}, "eval_damping=0.0"),
@@ -90,6 +92,12 @@ def test_evaluation_adapters():
     assert isinstance(evaluation_adapter("lbfgs", config), mp.LBFGS)
     with pytest.raises(ValueError, match="'sgd'"):
         evaluation_adapter("sgd", config)
+    # A Gauss-Newton variant fixes its CG iterations a step; the rest is the run's.
+    few = config.replace(eval_adapters=("gauss-newton", "gauss-newton-cg10"))
+    assert evaluation_adapter("gauss-newton-cg10", few) == mp.GaussNewton(damping=0.1, cg_steps=10)
+    assert adapter_title("gauss-newton-cg10").endswith("at most 10 iterations a step)")
+    assert adapter_title("gauss-newton") == "Gauss–Newton (Levenberg–Marquardt, matrix-free CG)"
+    assert adapter_short("gauss-newton-cg10") == "Gauss–Newton, 10 CG"
 
 
 # -------------------------------------------------------- the summary, synthetic

@@ -31,7 +31,7 @@ from .._meta._adapters import LBFGS, AbstractAdapter
 from .._meta._gauss_newton import GaussNewton
 from .._timed import timed_adaptation
 from ._config import ExperimentConfig
-from ._methods import RANDOM
+from ._methods import RANDOM, cg_steps_of
 
 
 ADAM = "adam"
@@ -41,14 +41,15 @@ ADAM = "adam"
 def evaluation_adapter(name: str, config: ExperimentConfig) -> AbstractAdapter:
     """The adapter `name` of `eval_adapters`: `"gauss-newton"`, Levenberg–Marquardt
     from `eval_damping` with at most `eval_cg_steps` CG iterations a step (stopping at
-    a relative residual of 1e-6), preconditioned by `eval_preconditioner`; `"lbfgs"`,
-    L-BFGS with its zoom line search (memory 10).
+    a relative residual of 1e-6), preconditioned by `eval_preconditioner`;
+    `"gauss-newton-cg<N>"`, the same with at most N iterations; `"lbfgs"`, L-BFGS with
+    its zoom line search (memory 10).
 
     **Raises:** `ValueError` for another name."""
-    if name == "gauss-newton":
+    if name == "gauss-newton" or cg_steps_of(name):
         return GaussNewton(
             damping=config.eval_damping,
-            cg_steps=config.eval_cg_steps,
+            cg_steps=cg_steps_of(name) or config.eval_cg_steps,
             preconditioner=config.eval_preconditioner,
         )
     if name == "lbfgs":

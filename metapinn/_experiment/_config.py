@@ -26,6 +26,7 @@ from ._methods import (
     OUTER_SCHEDULES,
     RANDOM,
     Method,
+    is_eval_adapter,
     parse_method,
 )
 
@@ -139,12 +140,12 @@ class ExperimentConfig:
     - `eps`: the relative-L2 targets of the "steps to eps" table (default
       `(0.8, 0.6, 0.5, 0.4)`).
     - `eval_adapters`: adapters every initialisation is also evaluated with, each
-      held-out task timed alone: `"gauss-newton"`, `"lbfgs"` (default `()`: the common
-      Adam schedule only); read at `eval_adapter_steps` (default
-      `(0, 1, 3, 10, 30, 100)`); Gauss–Newton's initial damping `eval_damping`
-      (default 1e-2), CG iterations `eval_cg_steps` (default 50) and CG
-      preconditioner `eval_preconditioner` (`"none"`, default, or `"jacobi"`; see
-      [`metapinn.GaussNewton`][]).
+      held-out task timed alone: `"gauss-newton"`, `"gauss-newton-cg<N>"` (with N CG
+      iterations a step), `"lbfgs"` (default `()`: the common Adam schedule only);
+      read at `eval_adapter_steps` (default `(0, 1, 3, 10, 30, 100)`); Gauss–Newton's
+      initial damping `eval_damping` (default 1e-2), CG iterations `eval_cg_steps`
+      (default 50) and CG preconditioner `eval_preconditioner` (`"none"`, default, or
+      `"jacobi"`; see [`metapinn.GaussNewton`][]).
     - `eps_seconds`: the relative-L2 targets of the "seconds to eps" table of every
       (initialisation, adapter) pair (default `(1e-2, 3e-3, 1e-3)`).
 
@@ -351,7 +352,8 @@ class ExperimentConfig:
     eval_adapters: tuple[str, ...] = _field(
         (),
         "adapters every initialisation is also evaluated with, each task timed alone "
-        "(besides the common Adam schedule): gauss-newton, lbfgs",
+        "(besides the common Adam schedule): gauss-newton, gauss-newton-cg<N> (N CG "
+        "iterations a step), lbfgs",
         "evaluation",
         "resumable",
     )
@@ -575,8 +577,13 @@ class ExperimentConfig:
     def _check_adapters(self):
         """The evaluation's adapters and their settings."""
         for name in self.eval_adapters:
-            if name not in EVAL_ADAPTERS:
-                _fail("eval_adapters", name, f"choose from {list(EVAL_ADAPTERS)}")
+            if not is_eval_adapter(name):
+                _fail(
+                    "eval_adapters",
+                    name,
+                    f"choose from {list(EVAL_ADAPTERS)} or gauss-newton-cg<N> (N >= 1 CG "
+                    "iterations a step)",
+                )
         if len(set(self.eval_adapters)) != len(self.eval_adapters):
             _fail("eval_adapters", self.eval_adapters, "an adapter is listed twice")
         steps = self.eval_adapter_steps

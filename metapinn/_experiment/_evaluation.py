@@ -45,7 +45,7 @@ from ._problem import (
     experiment_tasks,
     initialisation,
 )
-from ._report import ADAPTER_SHORT, to_markdown
+from ._report import adapter_short, to_markdown
 from ._summary import adapter_summary, in_range, plain_adam_summary, summarise
 
 
@@ -598,7 +598,7 @@ def wall_clock_figure(results: dict[str, Any]):
         seconds = np.asarray(data["per_run_seconds"], dtype=np.float64)
         for i, row in enumerate(data["rows"]):
             curves[row["init"], adapter] = (seconds[i][:, inside], rel[i][:, inside])
-    labels = {**results["labels"], **ADAPTER_SHORT}
+    labels = {**results["labels"], **{a: adapter_short(a) for a in results["adapters"]}}
     config = results["config"]
     title = (
         f"{config['name']}: error against wall-clock, {len(results['seeds'])} seed(s) "

@@ -84,7 +84,25 @@ line search ([`metapinn.LBFGS`][], not under a learner that differentiates throu
 loop)."""
 EVAL_ADAPTERS = ("gauss-newton", "lbfgs")
 """The adapters the evaluation may time besides its common Adam schedule
-(`eval_adapters`)."""
+(`eval_adapters`); `gauss-newton-cg<N>` is Gauss–Newton with N CG iterations a step
+instead of `eval_cg_steps` (see `cg_steps_of`), so that one run can set a few cheap
+steps beside fewer, more exact ones."""
+
+
+def cg_steps_of(adapter: str) -> int | None:
+    """The CG iterations a step that an evaluation adapter's name fixes:
+    `"gauss-newton-cg10"` -> 10; `None` for a name without them (`"gauss-newton"`
+    takes `eval_cg_steps`) or a name that is not a Gauss–Newton variant."""
+    match = re.fullmatch(r"gauss-newton-cg([0-9]+)", adapter)
+    return int(match.group(1)) if match else None
+
+
+def is_eval_adapter(name: str) -> bool:
+    """Whether `name` is an evaluation adapter: one of `EVAL_ADAPTERS`, or
+    `gauss-newton-cg<N>` with N >= 1."""
+    return name in EVAL_ADAPTERS or (cg_steps_of(name) or 0) >= 1
+
+
 ADAPT_SPECS = ("all", "last-layer")
 """Which parameters an inner loop adapts: all, or only the output layer (ANIL)."""
 INNER_REMATS = ("none", "sqrt", "binomial")

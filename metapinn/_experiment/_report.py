@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from ._config import ExperimentConfig, fields_with_role
-from ._methods import label
+from ._methods import cg_steps_of, label
 from ._summary import _mean_std, _stat, amortisation
 from ._workloads import QUICK_SUFFIX
 
@@ -58,7 +58,7 @@ def out_of_range_adapter_table(results: dict[str, Any]) -> str:
                         continue
                     mean, std = _mean_std(values[:, [data["steps"].index(k)]])
                     cells.append(_fmt(_stat(mean[0], std[0])))
-                label = f"{results['labels'][row['init']]} · {ADAPTER_SHORT.get(adapter, adapter)}"
+                label = f"{results['labels'][row['init']]} · {adapter_short(adapter)}"
                 rows.append([label, name, *cells])
     return _md_table(["Initialisation · adapter", "task", *(f"k = {k}" for k in steps)], rows)
 
@@ -171,7 +171,7 @@ def adapter_tables(results: dict[str, Any]) -> list[str]:
         flagged = [results["labels"].get(r["init"], r["init"]) for r in a["rows"]
                    if r["worse_than_start"]]  # fmt: skip
         lines += [
-            f"### {ADAPTER_TITLES.get(name, name)}",
+            f"### {adapter_title(name)}",
             "",
             f"rel-L2 after k steps, mean ± spread over seeds (mean seconds of adaptation; {how}). "
             "▲: worse than before any step. Seconds to a target: the slowest (seed, task) "
@@ -191,6 +191,21 @@ ADAPTER_TITLES = {
     "gauss-newton": "Gauss–Newton (Levenberg–Marquardt, matrix-free CG)",
     "lbfgs": "L-BFGS (zoom line search)",
 }
+
+
+def adapter_title(name: str) -> str:
+    """An evaluation adapter's section title; a Gauss–Newton variant's names its CG
+    iterations a step."""
+    cg = cg_steps_of(name)
+    if cg is not None:
+        return f"Gauss–Newton (Levenberg–Marquardt, matrix-free CG, at most {cg} iterations a step)"
+    return ADAPTER_TITLES.get(name, name)
+
+
+def adapter_short(name: str) -> str:
+    """An evaluation adapter's short name, for table rows and legends."""
+    cg = cg_steps_of(name)
+    return f"Gauss–Newton, {cg} CG" if cg is not None else ADAPTER_SHORT.get(name, name)
 
 
 def _target(eps: float) -> str:
