@@ -298,11 +298,15 @@ def test_all_methods_are_one_flag_away():
     assert {"maml", "mamlpp", "imaml", "cond-metasgd", "transfer"} <= set(config.methods)
     for method in config.methods:
         s = config.method_settings(method)
-        pretraining = method in ("multitask", "cond-multitask", "transfer")
+        pretraining = method in ("multitask", "cond-multitask", "transfer", "curriculum")
         if not pretraining:
             home = "cond-multitask" if method.startswith("cond-") else "multitask"
             assert s["init"] == home and s["meta_steps"] <= 100, (method, s)
     assert mp.experiment.workload("W1", methods=["all"]).methods == METHOD_NAMES
+    # The curriculum needs an ordered family: on drawn functions "all" leaves it out.
+    f6 = mp.experiment.workload("W3", family="burgers-random-ic", methods=["all"])
+    assert f6.methods == tuple(m for m in METHOD_NAMES if m != "curriculum")
+    assert config.method("curriculum").outer_lr == config.method("transfer").outer_lr
 
 
 def test_help_gives_every_option_a_default(capsys):

@@ -37,7 +37,8 @@ NETWORKS = ("mlp", "embedded-mlp", "modified-mlp", "pirate-net")
 [`metapinn.nn.PirateNet`][]."""
 
 ALL_METHODS = "all"
-"""`methods = ["all"]` (`--methods all`) runs every method of `METHOD_NAMES`."""
+"""`methods = ["all"]` (`--methods all`) runs every method of `METHOD_NAMES` (on a family
+of drawn functions, every one but the curriculum, which needs an ordered family)."""
 
 ROLES = {
     "training": "a run-wide setting every training run depends on (stored in and checked "
@@ -408,7 +409,8 @@ class ExperimentConfig:
         if ALL_METHODS in self.methods:
             if len(self.methods) > 1:
                 _fail("methods", self.methods, f"{ALL_METHODS!r} stands alone")
-            object.__setattr__(self, "methods", METHOD_NAMES)
+            every = tuple(m for m in METHOD_NAMES if fam.scalar or m != CURRICULUM)
+            object.__setattr__(self, "methods", every)
         self._check()
 
     def _check(self):

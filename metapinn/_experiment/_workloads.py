@@ -31,6 +31,7 @@ W3 = {
         "cond-multitask.meta_steps=2000", "cond-multitask.outer_lr=0.01",
         "cond-multitask.outer_schedule=cosine",
         "transfer.outer_lr=0.01", "transfer.outer_schedule=cosine",
+        "curriculum.outer_lr=0.01", "curriculum.outer_schedule=cosine",
         # The meta-learners, warm-started from multi-task pre-training of their network.
         "reptile.init=multitask", "reptile.meta_steps=60", "reptile.inner_steps=10",
         "reptile.inner_optimizer=adam", "reptile.inner_lr=0.001",
