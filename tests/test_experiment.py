@@ -503,3 +503,35 @@ def test_the_curriculum_trains_its_chain_each_run_from_the_one_before(tmp_path, 
     (stacked,) = found["curriculum"]
     assert tree_allclose(jax.tree_util.tree_map(lambda a: a[0], stacked), trained[1])
     assert tree_allclose(jax.tree_util.tree_map(lambda a: a[1], stacked), trained[2])
+
+
+def test_a_diverged_curriculum_task_leaves_the_rest_of_its_chain_untrained(tmp_path, monkeypatch):
+    from metapinn._experiment import _training
+
+    config = mp.experiment.ExperimentConfig.from_dict({
+        **{k: TINY_W3[k] for k in ("width", "depth", "n_interior", "n_initial", "n_boundary",
+                                   "train_params", "checkpoint_every")},
+        "test_params": [0.025, 0.015], "methods": ["curriculum"], "seeds": [0],
+        "meta_steps": 2, "tasks_per_step": 1,
+    })  # fmt: skip
+    assert config.method("curriculum").run_tasks(config) == (2, 1, 0)
+    real = _training.meta_train
+
+    def diverging(*args, run_dir, **kwargs):
+        if run_dir.name == "task2":  # the first, easiest task
+            raise mp.NonFiniteLossError("boom", step=1, tasks=["nu=0.04"], checkpoint_step=None)
+        return real(*args, run_dir=run_dir, **kwargs)
+
+    monkeypatch.setattr(_training, "meta_train", diverging)
+    results = mp.experiment.train_runs(
+        config, tmp_path, progress=False, log=lambda _: None, keep_going=True
+    )
+    assert all(results[f"curriculum:{t}", 0] is None for t in (2, 1, 0))
+    later = json.loads((tmp_path / "train/curriculum/seed0/task1/diverged.json").read_text())
+    assert "the curriculum's task 2 diverged" in later["message"]
+    assert RunFolder(tmp_path).diverged(config, "curriculum", 0) is not None
+
+
+def test_workload_a_names_an_unknown_family():
+    with pytest.raises(mp.experiment.ConfigError, match="family='poisson'"):
+        workload("A", family="poisson")

@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Meta-learned PINN initialisations for families of PDEs (Burgers by "
         "default; `metapinn families` lists them): meta-train initialisations (multi-task "
         "pre-training, Reptile, MAML, Meta-SGD, MAML++, iMAML, on the plain or the "
-        "parameter-conditioned network; transfer from the nearest training task), then "
+        "parameter-conditioned network; transfer from the nearest training task, a "
+        "curriculum along the training tasks), then "
         "measure few-shot adaptation on held-out tasks against a reference solution.",
     )
     parser.add_argument("--version", action="version", version=f"metapinn {__version__}")

@@ -515,7 +515,7 @@ class ExperimentConfig:
             if not kind.inner_loop and key in loop_keys:
                 _fail("overrides", item, f"{method} has no inner loop")
             if transfer and key == "init":
-                _fail("overrides", item, "transfer trains from the random initialisation")
+                _fail("overrides", item, f"{method} trains from the random initialisation")
             named.append(method)
         for method in dict.fromkeys([*self.methods, *named]):
             self._check_method(method)
@@ -722,7 +722,8 @@ class ExperimentConfig:
             if parse_method(init)[1] != conditioned:
                 _fail(where + "init", init, f"{method} and {init} train different networks")
             if parse_method(init)[2] or transfer:
-                _fail(where + "init", init, "transfer trains one network per held-out task")
+                per_task = init if parse_method(init)[2] else method
+                _fail(where + "init", init, f"{per_task} trains one network per training task")
             if init in self.methods and self.method_settings(init)["init"] == method:
                 _fail(where + "init", init, f"{method} and {init} start from each other")
 

@@ -5,7 +5,8 @@ fixed collocation points, read at `eval_steps`) on every held-out task. They fal
 three groups, each one jitted `few_shot` (a scan per initialisation and task): the
 plain network's (random init and every plain method), the conditioned network's
 (adapted with the conditioned loss: all of its parameters, its input features fixed
-by the task), and the transfer baseline's (one initialisation per held-out task).
+by the task), and the per-task baselines' (transfer and the curriculum: one
+initialisation per held-out task).
 Conditioned networks are then bound to their task, so every field is measured by the
 same code on the plain network.
 """
@@ -589,11 +590,16 @@ def wall_clock_figure(results: dict[str, Any]):
     file), over the held-out tasks in the training range: see
     [`metapinn.experiment.plot_error_vs_seconds`][].
 
-    **Raises:** `KeyError` if the results have no `adapters` (a run without
-    `eval_adapters`)."""
-    inside = np.asarray(results["in_range"], dtype=bool)
+    **Raises:** `KeyError` naming what is missing if the results have no `adapters` (a
+    run without `eval_adapters`) or no per-run measurements of them (a file written
+    before they were kept)."""
+    if "adapters" not in results:
+        raise KeyError("adapters: the run was evaluated without eval_adapters")
+    inside = np.asarray(results.get("in_range") or [True] * len(results["test_tasks"]), bool)
     curves = {}
     for adapter, data in results["adapters"].items():
+        if "per_run_rel_l2" not in data:
+            raise KeyError(f"per_run_rel_l2: the results keep no per-run {adapter} measurements")
         rel = np.asarray(data["per_run_rel_l2"], dtype=np.float64)  # null -> NaN
         seconds = np.asarray(data["per_run_seconds"], dtype=np.float64)
         for i, row in enumerate(data["rows"]):

@@ -8,6 +8,7 @@ RUN/
   train/<method>/seed<s>/      one meta-training run: checkpoint.npz, metrics.jsonl,
                                and diverged.json if its loss turned non-finite
   train/transfer/seed<s>/task<i>/   the transfer baseline: one run per training task
+  train/curriculum/seed<s>/task<i>/ the curriculum: one run per task of its chain
   results.json, results.md, plots/  the evaluation's output
 ```
 
@@ -102,7 +103,8 @@ class RunFolder:
         return self.path / self.PLOTS
 
     def run_dir(self, method: str, seed: int, task: int | None = None) -> pathlib.Path:
-        """The folder of one training run (`task`: a transfer run's training task)."""
+        """The folder of one training run (`task`: a per-task baseline's training
+        task)."""
         folder = self.path / "train" / method / f"seed{seed}"
         return folder if task is None else folder / f"task{task}"
 
@@ -110,7 +112,8 @@ class RunFolder:
         self, config: ExperimentConfig, method: str, seed: int
     ) -> dict[int | None, pathlib.Path]:
         """Every training run folder of `method` for `seed`, by its task: `{None:
-        folder}`, or the transfer baseline's one folder per training task."""
+        folder}`, or a per-task baseline's (transfer, curriculum) one folder per training
+        task."""
         return {t: self.run_dir(method, seed, t) for t in config.method(method).run_tasks(config)}
 
     # ------------------------------------------------------------- the settings

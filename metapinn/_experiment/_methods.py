@@ -303,7 +303,8 @@ class Method:
     def run_tasks(self, config: "ExperimentConfig") -> tuple[int | None, ...]:
         """The training runs it makes per seed, by training task: `(None,)`, one run on
         every training task; the transfer baseline's, one run per training task it
-        needs (the nearest to a held-out task)."""
+        needs (the nearest to a held-out task); the curriculum's, one run per task of
+        its chain, in the order they train (see [`metapinn.Family.curriculum`][])."""
         if not self.transfer:
             return (None,)
         from ._problem import curriculum_tasks, nearest_training_tasks

@@ -243,7 +243,7 @@ def _verdict(
     """Plain sentences: does each meta-initialisation + budget steps beat random init +
     the longest adaptation, and multi-task + budget steps, in relative L2? A run with
     no meta-learned initialisation (only baselines, e.g. workload A's conditioned PINN)
-    has one line per baseline instead, against random init.
+    has one line per baseline instead, against random init and the other baselines.
 
     **Arguments:** the config, the initialisations (`"random"` first), the mean and
     the spread over seeds of the rel-L2 error, each `(init, k)`; the seeds each
@@ -264,7 +264,7 @@ def _verdict(
             "(run more, e.g. --seeds 0 1 2)."
         )
     judged = [init for init in inits if init not in baselines]
-    if not judged:  # only baselines: each against random init
+    if not judged:  # only baselines: each against random init and the others
         judged = [init for init in inits if init != "random"]
     for i, init in enumerate(inits):
         if init not in judged:

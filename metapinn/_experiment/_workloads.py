@@ -134,7 +134,9 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
 
     **Arguments:**
 
-    - `name`: a key of [`metapinn.experiment.WORKLOADS`][]: `"W1"`, `"W2"` or `"W3"`.
+    - `name`: a key of [`metapinn.experiment.WORKLOADS`][]: `"W1"`, `"W2"`, `"W3"` or
+      `"A"` (whose held-out tasks add one value below and one above the family's
+      training values).
     - `family`: a key of [`metapinn.FAMILIES`][], or `MODULE:ATTR` for a family of
       your own (see [`metapinn.family`][]); default `None`, the workload's own
       (Burgers). On another family the workload's tasks are dropped for the family's
@@ -150,14 +152,15 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
     if name not in WORKLOADS:
         raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
     data = dict(WORKLOADS[name])
-    if name == "A":
-        data.update(_recipe_network(family or "burgers"))
-        data.update(_with_out_of_range(family or "burgers"))
-    if family is not None and family != data.get("family", "burgers"):
+    if family is not None:
         try:
             own = get_family(family).name  # a family of the user's is named by its own name
         except ValueError as e:
             _fail("family", family, str(e))
+    if name == "A":
+        data.update(_recipe_network(family or "burgers"))
+        data.update(_with_out_of_range(family or "burgers"))
+    if family is not None and family != data.get("family", "burgers"):
         if name in FAMILY_WORKLOADS and family not in FAMILY_WORKLOADS[name]:
             _fail("family", family, f"workload {name} is defined on {FAMILY_WORKLOADS[name]}")
         keep = ("test_params",) if name == "A" else ()
@@ -175,9 +178,10 @@ and the largest multiplied by, this factor."""
 
 def _with_out_of_range(family: str) -> dict[str, Any]:
     """Workload A's held-out values on `family`: its standard ones, then one below and
-    one above its training values (`OUT_OF_RANGE_FACTOR`), reported apart as
+    one above its standard training values (`OUT_OF_RANGE_FACTOR`), reported apart as
     extrapolation; nothing for a family of drawn functions (its tasks are the
-    family's drawn ones)."""
+    family's drawn ones). A run that changes `train_params` sets its `test_params`
+    too."""
     fam = get_family(family)
     if not fam.train_values:
         return {}
