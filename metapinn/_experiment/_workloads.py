@@ -152,6 +152,7 @@ def workload(name: str, family: str | None = None, **changes: Any) -> "Experimen
     if name not in WORKLOADS:
         raise ConfigError(f"unknown workload {name!r}; choose one of {sorted(WORKLOADS)}")
     data = dict(WORKLOADS[name])
+    own = "burgers"
     if family is not None:
         try:
             own = get_family(family).name  # a family of the user's is named by its own name
