@@ -195,10 +195,10 @@ print("exact field:", u_exact.shape, "max |u| =", float(jnp.max(jnp.abs(u_exact)
 # A `metapinn.Family` tells the experiment what it needs: the PDE, its task type, the
 # field a task varies, the standard training and held-out values, and what the truth
 # is. A family is named as `MODULE:ATTR` wherever one is asked for: in a module or a
-# `.py` file of your own (`metapinn reproduce --family my_families.py:DRIFT`), or, as
-# here, in this notebook's own namespace, `__main__`. Nothing is registered globally.
-# The speeds: 11 values spaced geometrically over $[0.5, 4]$, the even ones for
-# training and four of the others held out.
+# `.py` file of your own (`metapinn reproduce --workload W3 --family
+# my_families.py:DRIFT`), or, as here, in this notebook's own namespace, `__main__`.
+# Nothing is registered globally. The speeds: 11 values spaced geometrically over
+# $[0.5, 4]$, the even ones for training and four of the others held out.
 
 # %%
 speeds = [float(f"{v:.4g}") for v in np.geomspace(0.5, 4.0, 11)]
@@ -239,8 +239,9 @@ for init in results["inits"]:
     print(f"{results['labels'][init]:<28}" + cells)
 
 # %% [markdown]
-# The run folder holds what `metapinn reproduce --family NAME` writes for a built-in
-# family: `results.md` with the verdicts, `results.json`, checkpoints and the plots.
+# The run folder holds what `metapinn reproduce --workload W3 --family NAME` writes for
+# a built-in family: `results.md` with the verdicts, `results.json`, checkpoints and
+# the plots.
 # The few-shot curves:
 
 # %%
@@ -252,7 +253,7 @@ print("\n".join(results["verdict"]))
 
 # %% [markdown]
 # To run the family from the command line, put the two classes and `DRIFT` in one
-# module, say `my_families.py`, and name it there: `metapinn reproduce --family
+# module, say `my_families.py`, and name it there: `metapinn reproduce --workload W3 --family
 # my_families.py:DRIFT` (or `metapinn solve`, `metapinn families --family ...`). The
 # built-in families in `metapinn/_pde/` (`_heat.py` is the shortest) are the models,
 # with a diffrax reference verified against the exact solution and a disk cache.

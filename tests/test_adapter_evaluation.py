@@ -4,6 +4,8 @@ seconds to a target), and a tiny run evaluated with Gauss–Newton and L-BFGS ag
 its own Adam evaluation."""
 
 import shutil
+import threading
+import time
 
 import jax
 import numpy as np
@@ -15,6 +17,8 @@ from metapinn._experiment._adapter_evaluation import (
     AdapterMeasures,
     adam_measures,
     evaluation_adapter,
+    spread_over_devices,
+    timing_devices,
 )
 from metapinn._experiment._report import adapter_short, adapter_tables, adapter_title
 from metapinn._experiment._summary import adapter_summary
@@ -207,7 +211,7 @@ def test_a_run_evaluated_with_every_adapter(tmp_path):
     assert list(results["adapters"]) == ["adam", "gauss-newton", "lbfgs"]
     assert results["adapters"]["adam"]["steps"] == list(config.eval_steps)
     assert "### Gauss–Newton" in me.to_markdown(results)
-    # Spread over two devices: the same numbers, each adaptation on one device.
+    # Over two host devices: the same numbers (the Adam schedule split between them).
     spread = me.evaluate(config, tmp_path / "run", log=lambda _: None, mesh=mp.task_mesh(2))
     for name, one in evaluation.adapters.items():
         two = spread.adapters[name]
@@ -221,3 +225,32 @@ def test_a_run_evaluated_with_every_adapter(tmp_path):
     shutil.rmtree(tmp_path / "run" / "plots", ignore_errors=True)
     plain = me.evaluate(config.replace(eval_adapters=[]), tmp_path / "run", log=lambda _: None)
     assert "adapters" not in plain.summary()
+
+
+def test_timed_adaptations_are_spread_only_over_accelerators():
+    # Host CPU devices share the cores one adaptation already keeps busy: one at a
+    # time on the default device, whatever the mesh.
+    assert timing_devices(None) == [None]
+    assert timing_devices(mp.task_mesh(2)) == [None]
+
+
+def test_spread_over_devices_keeps_the_order_and_one_job_per_device():
+    devices = jax.devices()[:2]
+    busy: set = set()
+    guard = threading.Lock()
+    clashes = []
+
+    def work(job, device):
+        with guard:
+            clashes.append(device in busy)
+            busy.add(device)
+        time.sleep(0.01)
+        with guard:
+            busy.discard(device)
+        return job * 10, device
+
+    out = spread_over_devices(list(range(8)), devices, work)
+    assert [r for r, _ in out] == [j * 10 for j in range(8)]
+    assert {d for _, d in out} <= set(devices)
+    assert not any(clashes)
+    assert spread_over_devices([1, 2], [None], work) == [(10, None), (20, None)]

@@ -408,6 +408,13 @@ def test_the_default_workload_is_w3_and_w1_is_one_flag_away():
     assert config_of("--workload", "W1", "--seeds", "4") == mp.experiment.ExperimentConfig(
         seeds=(4,)
     )
+    # A family named without a workload runs workload A on it; W1-W3 stay a flag away.
+    assert config_of("--family", "heat") == workload("A", "heat")
+    assert config_of("--family", "heat").name == "A-heat"
+    assert config_of("--family", "burgers") == workload("A")
+    assert config_of("--family", "heat", "--workload", "W3") == workload("W3", "heat")
+    ablate = build_parser().parse_args(["ablate", "--family", "heat"])
+    assert ablate.family_workload is None  # the other commands keep their default
 
 
 def test_workload_flag_and_its_conflicts(tmp_path, capsys):

@@ -66,7 +66,10 @@ def _config_for_run(args: argparse.Namespace, extra: dict) -> ExperimentConfig:
     elif stored:
         config = _stored_config(args.out)
     else:
-        config = workload(args.workload or args.default_workload, family=args.family)
+        name = args.workload or args.default_workload
+        if args.workload is None and args.family is not None and args.family_workload:
+            name = args.family_workload  # reproduce --family X: workload A on X
+        config = workload(name, family=args.family)
     if getattr(args, "quick", False):
         # A resumed run keeps the name it has (one made before quick runs were named
         # so would otherwise not match its stored settings).
@@ -176,7 +179,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if changes:
         config = config.replace(**changes)
     mesh = None if args.devices is None else _mesh(args)  # one device unless asked
-    results = evaluate_runs(config, args.run, plots=not args.no_plots, mesh=mesh)
+    results = evaluate_runs(
+        config, args.run, plots=not args.no_plots, mesh=mesh, scratch=args.scratch or ()
+    )
     print()
     print(format_summary(results))
     print(f"\nwritten: {args.run / 'results.md'}, {args.run / 'results.json'}")

@@ -23,6 +23,10 @@ from .._experiment._methods import METHOD_NAMES
 from .._experiment._solve import DEFAULT_STEPS, SOLVE_OPTIMIZERS
 
 
+FAMILY_DEFAULT_WORKLOAD = "A"
+"""The workload of `metapinn reproduce --family X` without `--workload`: the accurate
+workload on that family (plain `metapinn reproduce` runs `DEFAULT_WORKLOAD`, W3 on
+Burgers)."""
 TRAIN_WORKLOAD = "W1"
 """The default workload of `metapinn train`: W3's meta-learners start from its
 multi-task pre-training, which a one-method run does not hold."""
@@ -76,8 +80,9 @@ def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> Non
     else:
         what = (
             "spread the evaluation's independent adaptations (initialisation x seed x "
-            "held-out task) over N devices (on CPU: N host devices, which share the "
-            "cores, so a timed adapter's seconds are not those of one adaptation alone)"
+            "held-out task) over N devices (on CPU: N host devices, the common Adam "
+            "schedule only; they share the cores one device already keeps busy, so "
+            "the gain is small and the timed adapters run one at a time)"
         )
         default = "1, one at a time on one device, as reproduce evaluates"
     group.add_argument(
@@ -116,14 +121,22 @@ def _add_device_flags(parser: argparse.ArgumentParser, distributed: bool) -> Non
     )
 
 
-def _add_run_flags(parser: argparse.ArgumentParser, what: str, default_workload: str) -> None:
-    parser.set_defaults(default_workload=default_workload)
+def _add_run_flags(
+    parser: argparse.ArgumentParser,
+    what: str,
+    default_workload: str,
+    family_workload: str | None = None,
+) -> None:
+    parser.set_defaults(default_workload=default_workload, family_workload=family_workload)
+    default = default_workload
+    if family_workload is not None:
+        default += f"; with --family, {family_workload} on that family"
     parser.add_argument(
         "--workload",
         default=None,
         choices=sorted(WORKLOADS),
         help="the named workload whose settings are the defaults, overridden by flags "
-        f"(docs/design.md §3; default: {default_workload}, or the resumed run's)",
+        f"(docs/design.md §3; default: {default}, or the resumed run's)",
     )
     parser.add_argument(
         "--config",
@@ -182,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reproduce",
         help="meta-train all methods for all seeds, evaluate, write tables and plots",
-        description=f"The whole experiment (workload {DEFAULT_WORKLOAD} by default): "
+        description=f"The whole experiment (workload {DEFAULT_WORKLOAD} by default; with "
+        f"--family, workload {FAMILY_DEFAULT_WORKLOAD} on that family): "
         "meta-training of every "
         "method for every seed, few-shot evaluation against the reference, results table "
         "(printed, results.json, results.md) and plots, all in one output folder.",
@@ -195,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         + " (default: off)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
-    _add_run_flags(p, "", DEFAULT_WORKLOAD)
+    _add_run_flags(p, "", DEFAULT_WORKLOAD, FAMILY_DEFAULT_WORKLOAD)
     _add_device_flags(p, distributed=True)
     _add_config_flags(
         p, every, workload(DEFAULT_WORKLOAD),
@@ -236,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=folder_path, metavar="RUN", help="the run folder")
     p.add_argument("--no-plots", action="store_true", help="skip the plots (default: drawn)")
+    p.add_argument(
+        "--scratch",
+        nargs="+",
+        type=folder_path,
+        default=None,
+        metavar="FILE",
+        help="the held-out tasks solved from scratch: metapinn solve's solve.json files, "
+        "or a file of them as benchmarks/solve_family.py writes; each initialisation "
+        "with its fastest adapter is set against them in seconds to each target and "
+        "tasks to pay off training (default: none)",
+    )
     _add_device_flags(p, distributed=False)
     _add_config_flags(
         p, fields_with_role("evaluation"), workload(DEFAULT_WORKLOAD),

@@ -7,13 +7,15 @@ adapt each (initialisation, seed, held-out task) alone, through
 *and* seconds after each of `eval_adapter_steps`. Adam's seconds are its steps times
 the measured seconds of one of its steps on the same network.
 
-Given a device mesh, those independent adaptations are spread over its devices, one
-adaptation per device at a time (a thread per device taking the next adaptation from a
-queue, each adaptation's inputs put on its device), each timed on its own. Host CPU
-devices share the machine's cores: on 2 cores, concurrent W3-size adaptations each
-took about twice as long as alone (no gain), so on CPU the seconds measured this way
-are not those of one adaptation alone, and Adam's (one step measured alone, times the
-steps) are comparable only on one device.
+Given a device mesh of accelerators, those independent adaptations are spread over its
+devices, one adaptation per device at a time (a thread per device taking the next
+adaptation from a queue, each adaptation's inputs put on its device), each timed on its
+own. Host CPU devices are not used so: they share the machine's cores, and one XLA:CPU
+program already keeps them busy (on 2 cores, 10 Gauss–Newton steps of the A-burgers
+conditioned network ran at 1.93 cores' worth of CPU time and 1.81x faster than pinned
+to one core), so concurrent adaptations only slowed each other (measured on 2 host
+devices: each 2.7x slower alone, the evaluation 0.73x as fast). On CPU they run one
+after another on one device, whatever the mesh.
 """
 
 import concurrent.futures
@@ -117,6 +119,16 @@ def spread_over_devices(
         return list(pool.map(run, jobs))
 
 
+def timing_devices(mesh: Mesh | None) -> list[Any]:
+    """The devices the timed adaptations are spread over: `[None]` (one after another on
+    the default device) without a mesh or for host CPU devices, which share the cores
+    that one adaptation already keeps busy (see the module notes); else the mesh's
+    devices."""
+    if mesh is None or all(d.platform == "cpu" for d in mesh.devices.flat):
+        return [None]
+    return list(mesh.devices.flat)
+
+
 def time_adapters(
     config: ExperimentConfig,
     problem: Any,
@@ -137,7 +149,8 @@ def time_adapters(
     the methods), their parameters per seed (a transfer row's with a leading axis over
     the held-out tasks), the plain and the conditioned network's static parts, the
     reference grid `(T, X, 2)` and fields `(N, T, X)`, and `valid` `(row, seed)`;
-    `mesh`, the devices to spread the adaptations over (default: this one).
+    `mesh`, the devices to spread the adaptations over (default: this one; host CPU
+    devices are not spread over, see `timing_devices`).
 
     **Returns:** `{adapter: AdapterMeasures}`, in the order of `eval_adapters`.
     """
@@ -182,7 +195,7 @@ def time_adapters(
             )  # fmt: skip
             return trace
 
-        devices = [None] if mesh is None else list(mesh.devices.flat)
+        devices = timing_devices(mesh)
         compile_seconds = 0.0
         for (r, s, n), trace in zip(jobs, spread_over_devices(jobs, devices, adapt), strict=True):
             rel[r, s, n] = trace.rel_l2

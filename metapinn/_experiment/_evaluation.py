@@ -15,7 +15,7 @@ import concurrent.futures
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -47,6 +47,7 @@ from ._problem import (
     initialisation,
 )
 from ._report import adapter_short, to_markdown
+from ._scratch import SCRATCH_ADAPTER, SCRATCH_ROW, read_scratch
 from ._summary import adapter_summary, in_range, plain_adam_summary, summarise
 
 
@@ -488,6 +489,7 @@ def evaluate_runs(
     plots: bool = True,
     reference: concurrent.futures.Future | None = None,
     mesh: Mesh | None = None,
+    scratch: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Few-shot evaluation of the trained initialisations in `out_dir` and of the
     random ones, against the reference ([`metapinn.experiment.evaluate`][]); writes
@@ -504,15 +506,22 @@ def evaluate_runs(
       for `config` (see [`metapinn.experiment.reproduce`][]); default `None`, computed here.
     - `mesh`: spread the independent adaptations (initialisation × seed × held-out
       task) over these devices (default `None`: this device): the Adam schedule's in
-      equal shares, the timed adapters' one at a time per device from a queue. The
-      numbers are those of one device up to float32 rounding; a timed adapter's seconds
-      are its device's while the others run (on CPU, where host devices share the
-      cores, not those of an adaptation alone).
+      equal shares, the timed adapters' (on accelerators) one at a time per device
+      from a queue, each timed on its device. The numbers are those of one device up
+      to float32 rounding. Host CPU devices gain little: one XLA:CPU program already
+      keeps the cores busy (on 2 cores, 2 host devices evaluated A-burgers 1.05x as
+      fast in the Adam schedule), so the timed adapters run one after another there.
+    - `scratch`: files of the held-out tasks solved from scratch (`metapinn solve`'s
+      `solve.json`, or a file of such rows as `benchmarks/solve_family.py` writes),
+      read before any work, kept in the results as `scratch` and set against each
+      initialisation's fastest adapter (see `metapinn._experiment._scratch`); default
+      none.
 
     **Returns:** the results, a dict of plain data as written to `results.json`.
 
     **Raises:** `FileNotFoundError` if a run is missing; [`metapinn.experiment.ConfigError`][] if
-    one is unfinished or was trained with other settings;
+    one is unfinished or was trained with other settings, or for a `scratch` file
+    that is not a solve of the run's held-out tasks (before any work);
     [`metapinn.CorruptCheckpointError`][] for a checkpoint that cannot be read;
     [`metapinn.DamagedMetricsError`][] for a damaged metrics file (before any work);
     what [`metapinn.experiment.reference_fields`][] raises (also through `reference`);
@@ -522,9 +531,12 @@ def evaluate_runs(
     folder = RunFolder(out_dir)
     if not folder.path.is_dir():  # before the lock would make it
         raise FileNotFoundError(f"cannot evaluate {folder.path}: no such run folder")
+    solved = read_scratch(scratch, config) if scratch else None
     with folder.writing():
         evaluation = evaluate(config, folder.path, log=log, reference=reference, mesh=mesh)
         results = evaluation.summary()
+        if solved is not None:
+            results["scratch"] = solved
         write_json(folder.results_file, results)
         write_text(folder.report_file, to_markdown(results))
         if plots:
@@ -587,7 +599,8 @@ def _plots(evaluation: Evaluation, folder: RunFolder, results: dict[str, Any]) -
 def wall_clock_figure(results: dict[str, Any]):
     """Error against wall-clock for each (initialisation, adapter) of a run's results
     (the plain data of `results.json`, so a committed run's figure is redrawn from its
-    file), over the held-out tasks in the training range: see
+    file), over the held-out tasks in the training range, with the solves from
+    scratch where the results hold them (`scratch`): see
     [`metapinn.experiment.plot_error_vs_seconds`][].
 
     **Raises:** `KeyError` naming what is missing if the results have no `adapters` (a
@@ -605,6 +618,14 @@ def wall_clock_figure(results: dict[str, Any]):
         for i, row in enumerate(data["rows"]):
             curves[row["init"], adapter] = (seconds[i][:, inside], rel[i][:, inside])
     labels = {**results["labels"], **{a: adapter_short(a) for a in results["adapters"]}}
+    solved = [t for t in (results.get("scratch") or {}).get("tasks", []) if inside[t["index"]]]
+    if solved and len({len(t["seconds"]) for t in solved}) == 1:
+        # The from-scratch solves, one per task (no seeds): the recipe's curve.
+        curves[SCRATCH_ROW, SCRATCH_ADAPTER] = (
+            np.asarray([[t["seconds"] for t in solved]]),
+            np.asarray([[t["rel_l2"] for t in solved]]),
+        )
+        labels.update({SCRATCH_ROW: "From scratch", SCRATCH_ADAPTER: "the family's recipe"})
     config = results["config"]
     title = (
         f"{config['name']}: error against wall-clock, {len(results['seeds'])} seed(s) "

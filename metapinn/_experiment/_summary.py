@@ -291,6 +291,25 @@ def _verdict(
     return lines
 
 
+def training_per_seed(results: dict[str, Any]) -> dict[str, float]:
+    """Each trained initialisation's training wall-clock per seed, its warm-start
+    source's included (a learned rule's row: its method's); `{}` where the results
+    hold no training times."""
+    train = (results.get("timing") or {}).get("training_seconds") or {}
+    if not train:
+        return {}
+    config = ExperimentConfig.from_dict(results["config"])
+    n_seeds = len(results["seeds"])
+
+    def per_seed(init: str) -> float:
+        init = init.removesuffix(RULE_SUFFIX)
+        own = train.get(init, 0.0) / n_seeds
+        source = config.method_settings(init)["init"]
+        return own + (per_seed(source) if source in train else 0.0)
+
+    return {init: per_seed(init) for init in results["inits"][1:]}
+
+
 def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
     """After how many new tasks each trained initialisation has paid for its training
     in wall-clock: training seconds per seed (its warm-start source's included) ÷ the
@@ -304,26 +323,18 @@ def amortisation(results: dict[str, Any]) -> list[dict[str, Any]]:
     column)."""
     timing = results.get("timing") or {}
     step_seconds = timing.get("adaptation_step_seconds")
-    train = timing.get("training_seconds") or {}
-    if not step_seconds or not train:
+    per_seed = training_per_seed(results)
+    if not step_seconds or not per_seed:
         return []
     config = ExperimentConfig.from_dict(results["config"])
-    n_seeds = len(results["seeds"])
     k_max = results["steps"][-1]
-
-    def per_seed(init: str) -> float:
-        init = init.removesuffix(RULE_SUFFIX)  # a learned rule's row: its method's training
-        own = train.get(init, 0.0) / n_seeds
-        source = config.method_settings(init)["init"]
-        return own + (per_seed(source) if source in train else 0.0)
-
     cell = {(r["init"], r["eps"]): r["steps"] for r in results["steps_to_eps"]}
     rows = []
     for eps in config.eps:
         k_random = cell["random", eps]
         for init in results["inits"][1:]:
             k = cell[init, eps]
-            seconds = round(per_seed(init), 2)
+            seconds = round(per_seed[init], 2)
             rows.append({"init": init, "eps": eps, "steps": k, "random_steps": k_random,
                          "training_seconds": seconds,
                          **payoff(seconds, k, k_random, k_max, step_seconds)})  # fmt: skip
