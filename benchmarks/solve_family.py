@@ -94,6 +94,7 @@ def main() -> None:
         + (["--append"] if args.append else [])
     )
     out = {
+        "family": args.family,
         "command": [*commands, command] if commands else command,
         "machine": {
             "cpu_count": os.cpu_count(),

@@ -51,6 +51,7 @@ from ._experiment import (
     read_grid_file as read_grid_file,
     reference_fields as reference_fields,
     reproduce as reproduce,
+    rewrite_report as rewrite_report,
     run_ablation as run_ablation,
     to_markdown as to_markdown,
     train_runs as train_runs,

@@ -341,6 +341,11 @@ def test_workload_a_takes_each_familys_recipe_network():
     )  # fmt: skip
     assert a.train_params == workload("W3").train_params
     assert a.method("cond-multitask").meta_steps == 4000
+    # Reptile over Gauss-Newton, warm-started from the conditioned pre-training.
+    reptile = a.method("cond-reptile")
+    assert (reptile.init, reptile.inner_optimizer, reptile.inner_steps) == (
+        "cond-multitask", "gauss-newton", 3,
+    )  # fmt: skip
     convection = workload("A", family="convection")
     assert convection.name == "A-convection" and convection.periodic_embedding
     assert convection.loss_weights == mp.experiment.recipe("convection").weights

@@ -23,6 +23,7 @@ from .._experiment import (
     load_config,
     quick,
     reproduce,
+    rewrite_report,
     train_runs,
     workload,
 )
@@ -174,8 +175,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    config = _stored_config(args.run)
     changes = _overrides(args)
+    if args.report_only:
+        if changes or args.devices is not None:
+            given = ", ".join(["--" + k.replace("_", "-") for k in changes]
+                              + (["--devices"] if args.devices is not None else []))  # fmt: skip
+            raise ConfigError(f"--report-only adapts nothing, so {given} would do nothing: drop it")
+        results = rewrite_report(args.run, args.scratch or (), log=lambda _: None)
+        print(format_summary(results))
+        print(f"\nwritten: {args.run / 'results.md'}")
+        return 0
+    config = _stored_config(args.run)
     if changes:
         config = config.replace(**changes)
     mesh = None if args.devices is None else _mesh(args)  # one device unless asked

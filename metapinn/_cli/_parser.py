@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_flags(p, distributed=True)
     _add_config_flags(
         p, every, workload(DEFAULT_WORKLOAD),
-        f"experiment settings (override --config; defaults are workload {DEFAULT_WORKLOAD}'s)",
+        f"experiment settings (override --config; defaults are workload {DEFAULT_WORKLOAD}'s, "
+        f"with --family workload {FAMILY_DEFAULT_WORKLOAD}'s on that family)",
     )  # fmt: skip
 
     p = sub.add_parser(
@@ -259,7 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the held-out tasks solved from scratch: metapinn solve's solve.json files, "
         "or a file of them as benchmarks/solve_family.py writes; each initialisation "
         "with its fastest adapter is set against them in seconds to each target and "
-        "tasks to pay off training (default: none)",
+        "tasks to pay off training (default: none; a new evaluation keeps the previous "
+        "results' solves where they are of the same held-out tasks)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="adapt nothing: write results.md and the wall-clock plot again from RUN's "
+        "results.json, with --scratch after adding those solves to it (default: off)",
     )
     _add_device_flags(p, distributed=False)
     _add_config_flags(

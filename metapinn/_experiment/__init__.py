@@ -26,6 +26,7 @@ from ._evaluation import (
     evaluate as evaluate,
     evaluate_runs as evaluate_runs,
     reference_fields as reference_fields,
+    rewrite_report as rewrite_report,
     wall_clock_figure as wall_clock_figure,
 )
 from ._folder import RunFolder as RunFolder

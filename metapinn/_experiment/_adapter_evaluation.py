@@ -14,7 +14,7 @@ own. Host CPU devices are not used so: they share the machine's cores, and one X
 program already keeps them busy (on 2 cores, 10 Gauss–Newton steps of the A-burgers
 conditioned network ran at 1.93 cores' worth of CPU time and 1.81x faster than pinned
 to one core), so concurrent adaptations only slowed each other (measured on 2 host
-devices: each 2.7x slower alone, the evaluation 0.73x as fast). On CPU they run one
+devices: each 2.7x slower than alone, the evaluation 0.73x as fast). On CPU they run one
 after another on one device, whatever the mesh.
 """
 

@@ -13,6 +13,7 @@ same code on the plain network.
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ from .._plots import (
     plot_per_task,
 )
 from ._adapter_evaluation import ADAM, AdapterMeasures, adam_measures, time_adapters
-from ._config import ExperimentConfig
+from ._config import ConfigError, ExperimentConfig
 from ._folder import RunFolder
 from ._methods import RANDOM, adam, is_conditioned, label
 from ._problem import (
@@ -489,7 +490,7 @@ def evaluate_runs(
     plots: bool = True,
     reference: concurrent.futures.Future | None = None,
     mesh: Mesh | None = None,
-    scratch: Sequence[str | os.PathLike] = (),
+    scratch: str | os.PathLike | Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Few-shot evaluation of the trained initialisations in `out_dir` and of the
     random ones, against the reference ([`metapinn.experiment.evaluate`][]); writes
@@ -515,13 +516,16 @@ def evaluate_runs(
       `solve.json`, or a file of such rows as `benchmarks/solve_family.py` writes),
       read before any work, kept in the results as `scratch` and set against each
       initialisation's fastest adapter (see `metapinn._experiment._scratch`); default
-      none.
+      none, which keeps the previous results' solves where they are of the same
+      held-out tasks. To add solves to finished results without adapting again, see
+      [`metapinn.experiment.rewrite_report`][].
 
     **Returns:** the results, a dict of plain data as written to `results.json`.
 
     **Raises:** `FileNotFoundError` if a run is missing; [`metapinn.experiment.ConfigError`][] if
     one is unfinished or was trained with other settings, or for a `scratch` file
-    that is not a solve of the run's held-out tasks (before any work);
+    that is not a solve of the run's held-out tasks or given to an evaluation
+    without timed adapters (before any work);
     [`metapinn.CorruptCheckpointError`][] for a checkpoint that cannot be read;
     [`metapinn.DamagedMetricsError`][] for a damaged metrics file (before any work);
     what [`metapinn.experiment.reference_fields`][] raises (also through `reference`);
@@ -532,7 +536,14 @@ def evaluate_runs(
     if not folder.path.is_dir():  # before the lock would make it
         raise FileNotFoundError(f"cannot evaluate {folder.path}: no such run folder")
     solved = read_scratch(scratch, config) if scratch else None
+    if solved is not None and not config.eval_adapters:
+        raise ConfigError(
+            "--scratch: the solves from scratch are set against the timed adapters, and "
+            "this evaluation has none (give --eval-adapters, e.g. gauss-newton)"
+        )
     with folder.writing():
+        if solved is None:
+            solved = _kept_scratch(folder, config, log)
         evaluation = evaluate(config, folder.path, log=log, reference=reference, mesh=mesh)
         results = evaluation.summary()
         if solved is not None:
@@ -541,6 +552,68 @@ def evaluate_runs(
         write_text(folder.report_file, to_markdown(results))
         if plots:
             _plots(evaluation, folder, results)
+    return results
+
+
+def _kept_scratch(
+    folder: RunFolder, config: ExperimentConfig, log: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """The solves from scratch of the folder's previous results, kept when they are
+    still solves of this evaluation's held-out tasks (and it has timed adapters)."""
+    try:
+        previous = json.loads(folder.results_file.read_text()).get("scratch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not previous:
+        return None
+    labels = config.held_out_labels()
+    tasks = previous.get("tasks") or []
+    if config.eval_adapters and all(
+        0 <= t["index"] < len(labels) and t["task_label"] == labels[t["index"]] for t in tasks
+    ):
+        log("keeping the solves from scratch of the previous results")
+        return previous
+    log("dropping the solves from scratch of the previous results: other held-out tasks")
+    return None
+
+
+def rewrite_report(
+    out_dir: str | os.PathLike,
+    scratch: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    *,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Write a run's `results.md` and `plots/wall_clock.png` again from its
+    `results.json`, adapting nothing; with `scratch`, after adding those solves from
+    scratch to the results (as [`metapinn.experiment.evaluate_runs`][]'s `scratch`
+    would, without measuring anything again).
+
+    **Returns:** the results as written to `results.json`.
+
+    **Raises:** `FileNotFoundError` if the folder has no `results.json`;
+    [`metapinn.experiment.ConfigError`][] for a bad `scratch` file, or one given to
+    results without timed adapters; [`metapinn.RunFolderError`][] if a file cannot
+    be written; [`metapinn.RunFolderBusy`][] if another process is writing the
+    folder."""
+    folder = RunFolder(out_dir)
+    if not folder.results_file.is_file():
+        raise FileNotFoundError(f"cannot rewrite the report of {folder.path}: no results.json")
+    with folder.writing():
+        results = json.loads(folder.results_file.read_text())
+        if scratch:
+            config = ExperimentConfig.from_dict(results["config"])
+            if "adapters" not in results:
+                raise ConfigError(
+                    "--scratch: the solves from scratch are set against the timed "
+                    "adapters, and these results have none"
+                )
+            results["scratch"] = read_scratch(scratch, config)
+            write_json(folder.results_file, results)
+        write_text(folder.report_file, to_markdown(results))
+        if "adapters" in results:
+            folder.plots_dir.mkdir(exist_ok=True)
+            _save(wall_clock_figure(results), folder.plots_dir, "wall_clock")
+        log(f"written: {folder.report_file}" + (f", {folder.results_file}" if scratch else ""))
     return results
 
 
@@ -619,13 +692,16 @@ def wall_clock_figure(results: dict[str, Any]):
             curves[row["init"], adapter] = (seconds[i][:, inside], rel[i][:, inside])
     labels = {**results["labels"], **{a: adapter_short(a) for a in results["adapters"]}}
     solved = [t for t in (results.get("scratch") or {}).get("tasks", []) if inside[t["index"]]]
-    if solved and len({len(t["seconds"]) for t in solved}) == 1:
-        # The from-scratch solves, one per task (no seeds): the recipe's curve.
+    if solved and len({tuple(t["steps"]) for t in solved}) == 1:
+        # The solves from scratch, one per task (no seeds), on a common record grid.
         curves[SCRATCH_ROW, SCRATCH_ADAPTER] = (
             np.asarray([[t["seconds"] for t in solved]]),
             np.asarray([[t["rel_l2"] for t in solved]]),
         )
-        labels.update({SCRATCH_ROW: "From scratch", SCRATCH_ADAPTER: "the family's recipe"})
+        recipe = "the family's recipe"
+        if len(solved) < int(inside.sum()):
+            recipe += f", {len(solved)} of the {int(inside.sum())} tasks"
+        labels.update({SCRATCH_ROW: "From scratch", SCRATCH_ADAPTER: recipe})
     config = results["config"]
     title = (
         f"{config['name']}: error against wall-clock, {len(results['seeds'])} seed(s) "

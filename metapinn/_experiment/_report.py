@@ -237,6 +237,27 @@ def amortisation_table(results: dict[str, Any]) -> str:
     return _md_table(header, body)
 
 
+def _source_name(source: Any) -> str:
+    return source["file"] if isinstance(source, dict) else str(source)
+
+
+def _cores_note(sources: list[Any]) -> str:
+    """Where a scratch file says on how many cores its solves ran: a sentence saying
+    so (the adapters were timed on this run's machine, every core free to them)."""
+    notes = [
+        f"`{s['file']}` timed its solves on {s['cores']} core(s)"
+        for s in sources
+        if isinstance(s, dict) and s.get("cores") is not None
+    ]
+    if not notes:
+        return ""
+    return (
+        " " + "; ".join(notes) + ", while the adapters ran with every core of this run's "
+        "machine free to them: on fewer cores the solves from scratch are slower, so the "
+        "savings are larger and the tasks to pay off fewer than on equal hardware."
+    )
+
+
 def scratch_table(results: dict[str, Any]) -> str:
     """Each trained initialisation with its fastest adapter against solving the
     in-range held-out tasks from scratch (`results["scratch"]`), as Markdown: seconds
@@ -250,16 +271,24 @@ def scratch_table(results: dict[str, Any]) -> str:
         return "never" if v is None else f"{v:.3g} s"
 
     def cell(r: dict[str, Any]) -> str:
+        scratch = seconds(r["scratch_seconds"])
+        if r["scratch_before"] is not None and r["scratch_before"] < r["scratch_seconds"]:
+            scratch = f"{r['scratch_before']:.3g}–{scratch}"
         if r["adapter"] is None:
-            scratch = seconds(r["scratch_seconds"])
             return f"no adapter takes every run there (from scratch: {scratch})"
-        text = (
-            f"{adapter_short(r['adapter'])} {seconds(r['adapt_seconds'])} vs "
-            f"{seconds(r['scratch_seconds'])}"
-        )
+        text = f"{adapter_short(r['adapter'])} {seconds(r['adapt_seconds'])} vs {scratch}"
+        if r["per_task"]:
+            return f"{text} (trained per held-out task)"
         if r["tasks"] is not None:
-            return f"{text}: pays off after {r['tasks']:.3g} tasks"
-        return f"{text}: at once" if r["scratch_seconds"] is None else f"{text}: no saving"
+            most = r["tasks_at_most"]
+            if most is None:
+                return f"{text}: pays off after {r['tasks']:.3g} tasks or more"
+            if f"{most:.3g}" == f"{r['tasks']:.3g}":
+                return f"{text}: pays off after {r['tasks']:.3g} tasks"
+            return f"{text}: pays off after {r['tasks']:.3g}–{most:.3g} tasks"
+        if r["scratch_seconds"] is None:
+            return f"{text}: from scratch never gets there within its steps"
+        return f"{text}: no saving"
 
     inits = list(dict.fromkeys(r["init"] for r in rows))
     targets = list(dict.fromkeys(r["eps"] for r in rows))
@@ -380,19 +409,21 @@ def to_markdown(results: dict[str, Any]) -> str:
         ]
     table = scratch_table(results)
     if table:
-        sources = ", ".join(f"`{n}`" for n in results["scratch"]["sources"])
+        sources = ", ".join(f"`{_source_name(n)}`" for n in results["scratch"]["sources"])
         out += [
             "## Against solving each task from scratch",
             "",
             "Each trained initialisation with the adapter that takes all its (seed, task) "
             "runs to the target soonest on average, against `metapinn solve` from scratch (the "
-            f"family's recipe) on the same in-range held-out tasks ({sources}). Tasks to "
-            "pay off: training time per seed (any warm-start source's included) ÷ the mean "
-            "seconds saved per task. The last column sets the adapter with the lowest error "
-            "after its last step read against the scratch solves at their first record "
-            "once they have spent as long (means over tasks and seeds). Compilation is "
-            "excluded from both clocks; a scratch curve is recorded every so many steps, "
-            "so its seconds to a target may be up to one record's spacing late.",
+            f"family's recipe) on the same in-range held-out tasks ({sources}). A scratch "
+            "curve is recorded every so many steps, so its seconds to a target are a range: "
+            "from the record before the first at or below it to that record (means over the "
+            "tasks). Tasks to pay off: training time per seed (any warm-start source's "
+            "included) ÷ the mean seconds saved per task, over that range. The last column "
+            "sets the adapter with the lowest error after its last step read against the "
+            "scratch solves at their first record once they have spent at least as long "
+            "(means over tasks and seeds). Compilation is excluded from both clocks."
+            f"{_cores_note(results['scratch']['sources'])}",
             "",
             table,
             "",
